@@ -1,0 +1,65 @@
+"""Atomic checkpoint files and safe loading (no pickled code is ever executed).
+
+A checkpoint is a ``torch.save`` of plain data: dicts, lists, strings, numbers and tensors,
+so ``torch.load(weights_only=True)`` reads it. Writes go to a temporary file in the same
+folder and are renamed into place, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vgglocal.errors import UserError
+
+FORMAT = "vgglocal"
+VERSION = 1
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "FORMAT", "VERSION"]
+
+
+class CheckpointError(UserError):
+    """The file is missing, unreadable, or not a vgglocal checkpoint; the message names it."""
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
+    """Write ``obj`` to ``path`` atomically (write a temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    obj = {"format": FORMAT, "version": VERSION, **obj}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a vgglocal checkpoint with ``weights_only=True``; clear errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable vgglocal checkpoint ({first[:160]})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a vgglocal checkpoint (for torchvision weights use `vgglocal import-weights`)"
+        )
+    if obj.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {obj['version']} is newer than this vgglocal ({VERSION})")
+    return obj

@@ -1,0 +1,49 @@
+"""The ``vgglocal`` command line: a click group; each command parses, loads a config and calls
+one library function (STYLE.md point 10). User errors become one line and exit status 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from vgglocal.errors import UserError
+
+__all__ = ["main", "cli"]
+
+
+class _Group(click.Group):
+    """Turns user errors into one-line messages (set VGGLOCAL_DEBUG=1 for the traceback)."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+            if os.environ.get("VGGLOCAL_DEBUG"):
+                raise
+            msg = str(e) if isinstance(e, UserError) else f"{e.strerror}: {e.filename}"
+            click.echo(f"error: {msg}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="vgglocal")
+def cli() -> None:
+    """Object localisation and detection with very deep VGG ConvNets (Simonyan & Zisserman,
+    ICLR 2015, Appendix A).
+
+    Typical sequence: `data check` → `train-cls` → `train-loc` → `eval` → `score`.
+    """
+
+
+def _register() -> None:
+    # Each command lives with its topic; importing the module adds it to the group.
+    from vgglocal.cli import models  # noqa: F401
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="vgglocal")

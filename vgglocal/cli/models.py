@@ -1,0 +1,61 @@
+"""Model commands: ``info`` and ``import-weights``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from vgglocal.cli import cli
+from vgglocal.models.vgg import VGG_SPECS
+
+
+@cli.command("info")
+@click.argument("target")
+@click.option("--classes", type=click.IntRange(min=1), default=None, help="Number of classes (default 1000, or the checkpoint's).")
+@click.option("--crop", type=click.IntRange(min=32), default=None, help="Crop size in pixels, a multiple of 32 (default 224).")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None, help="Width multiplier for conv channels and FC width (default 1).")
+@click.option("--image", type=click.IntRange(min=32), default=None, help="Input side for the multiply-add count (default: the crop; larger gives the dense cost).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with keys params and macs.")
+def info_cmd(target: str, classes: int | None, crop: int | None, width: float | None, image: int | None, as_json: bool) -> None:
+    """Parameters and multiply-adds per image of an ARCH (A, A-LRN, B, C, D, E) or a CHECKPOINT."""
+    from vgglocal.models.summary import summarize
+
+    if target in VGG_SPECS:
+        hp = {"arch": target, "num_classes": classes or 1000, "crop": crop or 224, "width": width or 1.0}
+    elif Path(target).exists():
+        from vgglocal.checkpoint import load_checkpoint
+
+        hp = dict(load_checkpoint(target)["model"])
+        for key, value in (("num_classes", classes), ("crop", crop), ("width", width)):
+            if value is not None:
+                hp[key] = value
+    else:
+        raise click.UsageError(f"{target!r} is neither an arch ({', '.join(VGG_SPECS)}) nor a checkpoint file")
+    if hp["crop"] % 32:
+        raise click.BadParameter(f"{hp['crop']} is not a multiple of 32", param_hint="--crop")
+    result = summarize(hp, image=image)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"arch        {result['arch']}  (width {result['width']:g}, crop {result['crop']}, {result['num_classes']} classes"
+               f"{', ' + result['box_head'].upper() + ' box head' if result['box_head'] else ''})")
+    click.echo(f"params      {result['params']:,}")
+    click.echo(f"multiply-adds  {result['macs'] / 1e9:.2f} G per {result['image']}x{result['image']} image"
+               f" (score map {result['map']}x{result['map']})")
+
+
+@cli.command("import-weights")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["torchvision"]), default="torchvision", show_default=True, help="Layout of the weights file.")
+@click.option("--arch", type=click.Choice(["A", "B", "D", "E"]), required=True, help="Table 1 config: A=vgg11, B=vgg13, D=vgg16, E=vgg19 (the _bn files too).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Where to write the vgglocal checkpoint.")
+def import_weights_cmd(path: str, fmt: str, arch: str, out: str) -> None:
+    """Convert a torchvision VGG state dict (torch.save(model.state_dict()), e.g. the published
+    ImageNet weights) into a vgglocal checkpoint, recording the input normalisation it expects."""
+    from vgglocal.models.io import import_torchvision
+
+    model = import_torchvision(path, arch, out)
+    n = sum(p.numel() for p in model.parameters())
+    click.echo(f"wrote {out}: {model.meta['source']} as arch {arch}, {model.num_classes} classes, {n:,} params")

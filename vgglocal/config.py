@@ -1,0 +1,385 @@
+"""Typed, frozen configuration: YAML files, dotted ``--set`` overrides, validation, dump.
+
+A config is a tree of frozen dataclasses (nanoGPT's ``GPTConfig``, pycls ``assert_cfg``).
+Only ``build_*`` functions and the CLI read it; constructors take plain arguments.
+
+Defaults are the paper's ImageNet settings (section 3.1, Appendix A); the demo and test
+configs override what a 2-core CPU needs and say why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vgglocal.errors import UserError
+
+
+class ConfigError(UserError):
+    """A user error in a config file or override; the message names the key or value."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "D"  # A, A-LRN, B, C, D, E (Table 1)
+    width: float = 1.0  # multiplier on conv channels and on the FC width (not in the paper)
+    fc_width: int = 0  # hidden FC width; 0 means round(4096 * width)
+    crop: int = 224  # training crop; the first FC is a conv with kernel crop/32
+    num_classes: int = 1000
+    batch_norm: bool = False  # BN variant (not in the paper; torchvision's vgg*_bn)
+    dropout: float = 0.5  # after FC6 and FC7 in training (section 3.1)
+    # normal: N(0, init_std) weights, zero bias (section 3.1); glorot: Xavier uniform
+    # (the authors' note); kaiming: He normal, which trains plain deep VGGs from scratch.
+    init: str = "normal"
+    init_std: float = 0.01
+    init_from: str = ""  # trained net-A checkpoint: copy first four convs + last three FCs
+    pretrained: str = ""  # any vgglocal checkpoint to start from (S=384 from S=256, ...)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    format: str = "ilsvrc-kaggle"  # ilsvrc-kaggle | ilsvrc | voc | coco
+    root: str = "data/ilsvrc"
+    train_split: str = "train"
+    val_split: str = "val"
+    # COCO: instance JSONs relative to root (or absolute), and the image folders.
+    train_annotations: str = ""
+    val_annotations: str = ""
+    train_images: str = ""
+    val_images: str = ""
+    # Training scale S (section 3.1): fixed when scale_max == 0, else jittered per image
+    # uniformly from [scale_min, scale_max].
+    scale: int = 256
+    scale_min: int = 256
+    scale_max: int = 0
+    flip: bool = True
+    color_pca: bool = True  # Krizhevsky's PCA lighting noise
+    pca_std: float = 0.1
+    # Normalisation in 0..255 pixel units: (x - mean) / std. The paper subtracts the mean
+    # RGB only (std 1); torchvision's ImageNet weights also divide by the std.
+    stats: str = ""  # JSON from `vgglocal data stats`; overrides mean/eig when set
+    mean: tuple[float, ...] = (123.68, 116.779, 103.939)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    # ImageNet RGB PCA (Krizhevsky et al. 2012, as used by fb.resnet.torch), in 0..255 units.
+    eigval: tuple[float, ...] = (55.46, 4.794, 1.148)
+    eigvec: tuple[tuple[float, ...], ...] = (
+        (-0.5675, 0.7192, 0.4009),
+        (-0.5808, -0.0045, -0.8140),
+        (-0.5836, -0.6948, 0.4203),
+    )
+    workers: int = 4
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    max_bad_fraction: float = 0.01  # more bad samples than this stops a run (SPEC 6)
+    limit: int = 0  # use only the first N records of each split (0: all); for quick runs
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.01  # section 3.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    lr_decay: float = 0.1  # divide by 10 when validation error stops improving
+    patience: int = 2  # epochs without improvement before a decrease
+    max_decreases: int = 3  # the paper decreased three times, then stopped
+    warmup_epochs: float = 0.0  # linear warm-up (not in the paper; helps tiny nets)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 74  # the paper stopped at 370K iterations of batch 256 (74 epochs)
+    batch_size: int = 256  # global, split across processes
+    grad_accum: int = 1  # micro-batches per step when the batch does not fit
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = True
+    checkpoint_every: int = 0  # also save last.pt every N steps (0: each epoch only)
+    log_every: int = 20
+    quiet: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class LocConfig:
+    regression: str = "pcr"  # scr: 4 outputs; pcr: 4 per class (Appendix A)
+    finetune: str = "all"  # fc: FC6, FC7 and the new layer; all: every layer
+    init: str = ""  # classification checkpoint
+    head_init_std: float = 0.001  # the new last layer
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    protocol: str = "full"
+    scales: tuple[int, ...] = (224, 256, 288)  # Q; fixed-S models use {S-32, S, S+32}
+    flip: bool = True
+    batch_size: int = 32
+    merge_threshold: float = 1.0
+    score_floor: float = 0.01  # COCO detections below this score are not written
+    topk: int = 5
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loc: LocConfig = field(default_factory=LocConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    name: str = ""
+
+
+# ----------------------------------------------------------------------------- coercion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert lists to tuples, ints to floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value] if not isinstance(value, (str, dict)) else value
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # YAML reads `scales: 384` or `root: 2012` as numbers
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        where = prefix or "config"
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in hints:
+            raise ConfigError(f"unknown config key {dotted!r}; valid keys: {', '.join(names)}")
+        tp = hints[key]
+        if is_dataclass(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, f"{dotted}.")
+        else:
+            kwargs[key] = _coerce(value, tp, dotted)
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from nested plain data (missing keys: defaults)."""
+    cfg = _build(Config, data or {}, "")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain data (lists, not tuples) that ``from_dict`` reads back."""
+
+    def plain(v: Any) -> Any:
+        if is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=0.001")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings (values parsed as YAML) to nested plain data, in order."""
+    data = dict(data)
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = data
+        cls: Any = Config
+        for i, part in enumerate(path):
+            hints = _hints(cls)
+            dotted = ".".join(path[: i + 1])
+            if part not in hints:
+                valid = ", ".join(f.name for f in fields(cls))
+                raise ConfigError(f"unknown config key {dotted!r}; valid keys: {valid}")
+            if i == len(path) - 1:
+                if is_dataclass(hints[part]):
+                    raise ConfigError(f"{dotted} is a section; set one of its keys")
+                node[part] = value
+            else:
+                if not is_dataclass(hints[part]):
+                    raise ConfigError(f"{'.'.join(path[:i + 1])} is not a section")
+                child = dict(node.get(part) or {})
+                node[part] = child
+                node, cls = child, hints[part]
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or start from defaults), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{p}{where}: not valid YAML") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        data.setdefault("name", p.stem)
+    data = apply_overrides(data, list(overrides))
+    try:
+        return from_dict(data)
+    except ConfigError as e:
+        if path is not None:
+            raise ConfigError(f"{path}: {e}") from None
+        raise
+
+
+def dump_config(cfg: Config, path: str | Path | None = None) -> str:
+    """The resolved config as YAML; also written to ``path`` when given."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` for nested configs: ``replace(cfg, **{"optim.lr": 0.1})``."""
+    data = to_dict(cfg)
+    return from_dict(apply_overrides(data, [f"{k}={yaml.safe_dump(v).strip()}" for k, v in changes.items()]))
+
+
+_CHOICES = {
+    "model.init": ("normal", "glorot", "kaiming"),
+    "data.format": ("ilsvrc-kaggle", "ilsvrc", "voc", "coco"),
+    "train.precision": ("fp32", "bf16"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "loc.regression": ("scr", "pcr"),
+    "loc.finetune": ("fc", "all"),
+    "eval.precision": ("fp32", "bf16"),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks; each failure names the key and the value."""
+    from vgglocal.models.vgg import VGG_SPECS  # models import nothing from config
+
+    for dotted, choices in _CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in choices:
+            raise ConfigError(f"{dotted}: {value!r} is not one of {', '.join(choices)}")
+    if cfg.model.arch not in VGG_SPECS:
+        raise ConfigError(f"model.arch: unknown arch {cfg.model.arch!r}; choose from {', '.join(VGG_SPECS)}")
+    if cfg.model.crop <= 0 or cfg.model.crop % 32:
+        raise ConfigError(f"model.crop: {cfg.model.crop} must be a positive multiple of 32")
+    if cfg.model.width <= 0:
+        raise ConfigError(f"model.width: {cfg.model.width} must be positive")
+    if cfg.model.num_classes < 1:
+        raise ConfigError(f"model.num_classes: {cfg.model.num_classes} must be at least 1")
+    if not 0 <= cfg.model.dropout < 1:
+        raise ConfigError(f"model.dropout: {cfg.model.dropout} must be in [0, 1)")
+    d = cfg.data
+    if len(d.mean) != 3 or len(d.std) != 3 or len(d.eigval) != 3:
+        raise ConfigError("data.mean, data.std and data.eigval need three values (R, G, B)")
+    if any(s <= 0 for s in d.std):
+        raise ConfigError(f"data.std: {list(d.std)} must be positive")
+    if len(d.eigvec) != 3 or any(len(r) != 3 for r in d.eigvec):
+        raise ConfigError("data.eigvec must be a 3x3 matrix")
+    if d.scale_max and d.scale_max < d.scale_min:
+        raise ConfigError(f"data.scale_max: {d.scale_max} is below data.scale_min {d.scale_min}")
+    low, key = (d.scale_min, "data.scale_min") if d.scale_max else (d.scale, "data.scale")
+    if low < cfg.model.crop:
+        raise ConfigError(f"{key}: {low} is below model.crop {cfg.model.crop}")
+    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
+        raise ConfigError("train.batch_size and train.grad_accum must be at least 1")
+    if cfg.train.epochs < 1:
+        raise ConfigError(f"train.epochs: {cfg.train.epochs} must be at least 1")
+    if cfg.optim.lr <= 0:
+        raise ConfigError(f"optim.lr: {cfg.optim.lr} must be positive")
+    if not cfg.eval.scales or any(q <= 0 for q in cfg.eval.scales):
+        raise ConfigError(f"eval.scales: {list(cfg.eval.scales)} must be positive sizes")
+
+
+def fields_reference() -> list[tuple[str, str, Any]]:
+    """(dotted key, type, default) for every key: the README's configuration reference."""
+    rows: list[tuple[str, str, Any]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = _hints(cls)
+        for f in fields(cls):
+            tp = hints[f.name]
+            if is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+            else:
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                rows.append((f"{prefix}{f.name}", _type_name(tp), default))
+
+    walk(Config, "")
+    return rows
