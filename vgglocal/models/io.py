@@ -120,7 +120,7 @@ def convert_torchvision(state_dict: dict[str, Tensor], arch: str) -> VGG:
     ours = model.state_dict()
     mapped: dict[str, Tensor] = {}
     convs = [name for name, _ in model.conv_layers()]
-    for name, i in zip(convs, conv_idx):
+    for name, i in zip(convs, conv_idx, strict=True):
         mapped[f"features.{name}.weight"] = state_dict[f"features.{i}.weight"]
         mapped[f"features.{name}.bias"] = state_dict[f"features.{i}.bias"]
         if batch_norm:
