@@ -48,11 +48,15 @@ class DataConfig:
     root: str = "data/ilsvrc"
     train_split: str = "train"
     val_split: str = "val"
-    # COCO: instance JSONs relative to root (or absolute), and the image folders.
+    # Per-split paths, relative to root (or absolute); "" = the format's default location
+    # (vgglocal/data/splits.py, ilsvrc.py, voc.py, coco.py). Annotations: the COCO instances
+    # JSON, the Kaggle LOC_*_solution.csv, or the folder of XML boxes (ilsvrc, voc).
     train_annotations: str = ""
     val_annotations: str = ""
     train_images: str = ""
     val_images: str = ""
+    devkit: str = ""  # ILSVRC devkit folder or meta_clsloc.mat/meta.mat (devkit class ids)
+    classes: str = ""  # class list file, one "id [name]" per line; VOC default: the 20 classes
     # Training scale S (section 3.1): fixed when scale_max == 0, else jittered per image
     # uniformly from [scale_min, scale_max].
     scale: int = 256
@@ -77,7 +81,7 @@ class DataConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     max_bad_fraction: float = 0.01  # more bad samples than this stops a run (SPEC 6)
-    limit: int = 0  # use only the first N records of each split (0: all); for quick runs
+    limit: int = 0  # use only N records of each split, evenly spaced so every class appears (0: all)
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,10 @@ class LocConfig:
     finetune: str = "all"  # fc: FC6, FC7 and the new layer; all: every layer
     init: str = ""  # classification checkpoint
     head_init_std: float = 0.001  # the new last layer
+    # Bias of the new last layer: "zero" (the paper's plain random layer) or "mean", the mean
+    # training target (cx, cy, w, h), so regression starts at the mean box instead of a point
+    # at the window corner (not in the paper; helps small nets, see configs/demo/loc.yaml).
+    head_bias: str = "zero"
 
 
 @dataclass(frozen=True)
@@ -322,6 +330,7 @@ _CHOICES = {
     "train.device": ("auto", "cpu", "cuda"),
     "loc.regression": ("scr", "pcr"),
     "loc.finetune": ("fc", "all"),
+    "loc.head_bias": ("zero", "mean"),
     "eval.precision": ("fp32", "bf16"),
 }
 

@@ -40,6 +40,7 @@ def cli() -> None:
 def _register() -> None:
     # Each command lives with its topic; importing the module adds it to the group.
     from vgglocal.cli import models  # noqa: F401
+    from vgglocal.cli import data  # noqa: F401
 
 
 _register()

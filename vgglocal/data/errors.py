@@ -1,0 +1,46 @@
+"""Data errors and the per-file problem record that readers and ``data check`` report.
+
+A *fatal* data error (no such split, unreadable class list, empty split) raises
+:class:`DataError`. A defect in one file (a corrupt image, a bad box, an unknown wnid) is not
+fatal: readers skip what is broken, keep everything else, and record a :class:`Problem`
+(SPEC section 6: "a bad sample is skipped and counted, never silently trained on").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vgglocal.errors import UserError
+
+__all__ = ["DataError", "BadImageError", "BadAnnotationError", "Problem"]
+
+
+class DataError(UserError):
+    """A data set cannot be used as given; the message names the file, folder or split."""
+
+
+class BadImageError(DataError):
+    """An image file cannot be decoded (truncated, corrupt, not an image); names the file."""
+
+
+class BadAnnotationError(DataError):
+    """An annotation file cannot be parsed (malformed or malicious XML); names the file."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One defect found while reading a split.
+
+    Attributes:
+        file: the file at fault (an image, an XML, or ``CSV line N (ImageId)``).
+        message: what is wrong and what was done about it ("dropped", "clipped", "skipped").
+        kind: a short tag for counting: ``bad-image``, ``bad-xml``, ``bad-box``,
+            ``clipped-box``, ``unknown-class``, ``missing-file``, ``bad-path``, ``size-mismatch``.
+    """
+
+    file: str
+    message: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"

@@ -1,0 +1,342 @@
+"""Training and evaluation transforms that keep the network's window tied to the original image.
+
+Training (paper section 3.1, Appendix A): isotropic rescale of the smallest side to S (fixed, or
+drawn per image uniformly from the integers in [Smin, Smax]), a random ``crop x crop`` window,
+a random horizontal flip, Krizhevsky's PCA colour shift with the *training set's* eigenvectors,
+then mean-RGB subtraction (optionally divided by a per-channel std). Evaluation: rescale to Q,
+then the central window (protocol 1, "center-crop") or the whole image.
+
+Design (why the pieces are split this way):
+
+* The geometry (rescale, crop, flip) runs in albumentations (``SmallestMaxSize``,
+  ``RandomCrop``, ``HorizontalFlip``; cv2 bilinear), which is fast on uint8 HWC arrays. The
+  parameters it drew are read back with ``save_applied_params`` and kept as a
+  :class:`Geometry`: window origin in the rescaled image, rescale factor, flip.
+* Boxes do **not** go through albumentations' bbox pipeline. SPEC section 5 wants the
+  localisation target unclipped (a box may extend past the window), while albumentations always
+  clips boxes to the crop and drops those that fall outside it; and its ``BboxProcessor``
+  (checks after every transform) costs about 0.7 ms per sample, roughly 40% of torchvision's
+  whole decode + augment time for a 500x375 JPEG, which would break the loader's speed target.
+  Instead the target is computed analytically from the original box and the :class:`Geometry`
+  via :func:`vgglocal.boxes.encode`. The tests check this geometry against albumentations'
+  own bbox-aware pipeline (``A.BboxParams(format="pascal_voc")``) on the same draws.
+* The colour shift is our own :class:`PCALighting`, not ``A.FancyPCA``: FancyPCA computes the
+  principal components of *each image's* pixels and scales the noise by every pixel's deviation
+  from that image's mean, whereas the paper (following Krizhevsky et al. 2012) adds one RGB
+  offset per image along the eigenvectors of the *training set's* RGB covariance. Being a
+  constant offset it is folded into the mean subtraction: one float pass over the crop.
+
+Randomness: a transform takes a ``numpy.random.Generator`` per call (the loader derives it from
+(seed, epoch, sample index)), so a given sample gets the same crop in any process.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from vgglocal.boxes import decode, encode
+from vgglocal.config import ConfigError, DataConfig
+from vgglocal.data.stats import resolve_stats
+
+__all__ = [
+    "Geometry",
+    "Augmented",
+    "PCALighting",
+    "TrainTransform",
+    "EvalTransform",
+    "build_train_transform",
+    "build_eval_transform",
+    "normalization_of",
+    "color_stats_of",
+    "crop_target",
+    "seed_compose",
+]
+
+TASKS = ("cls", "loc")
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the network's input window lies relative to the original image.
+
+    Attributes:
+        origin: (x0, y0), the window's top-left corner in pixels of the rescaled image.
+        scale: rescale factor original → rescaled, ``S / min(h, w)`` (isotropic; the long side
+            is rounded to whole pixels by the resize, an error of at most 0.5 rescaled pixel).
+        side: window side in rescaled pixels (the crop); 0 for the whole rescaled image.
+        flipped: whether the window was mirrored horizontally (after cropping).
+        size: (height, width) of the rescaled image.
+    """
+
+    origin: tuple[float, float]
+    scale: float
+    side: int
+    flipped: bool
+    size: tuple[int, int]
+
+    @property
+    def width(self) -> int:
+        """Width of the output image in pixels (the crop side, or the rescaled width)."""
+        return self.side or self.size[1]
+
+    def window(self) -> np.ndarray:
+        """The window in original-image pixels: ndarray[4] x1, y1, x2, y2 (float64)."""
+        x0, y0 = self.origin
+        w = self.side or self.size[1]
+        h = self.side or self.size[0]
+        return np.array([x0, y0, x0 + w, y0 + h], np.float64) / self.scale
+
+    def to_window(self, boxes: np.ndarray | Tensor) -> Tensor:
+        """Original-image boxes → output-image boxes, unclipped, mirrored with the image.
+
+        Args:
+            boxes (ndarray or Tensor[K, 4]): x1, y1, x2, y2 in original-image pixels.
+        Returns:
+            Tensor[K, 4] float32: x1, y1, x2, y2 in pixels of the network's input.
+        """
+        b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * self.scale
+        x0, y0 = self.origin
+        b = b - torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        if self.flipped:
+            b = torch.stack([self.width - b[:, 2], b[:, 1], self.width - b[:, 0], b[:, 3]], dim=1)
+        return b
+
+    def encode(self, boxes: np.ndarray | Tensor) -> Tensor:
+        """Original-image boxes ``[K, 4]`` → network targets ``Tensor[K, 4]`` (cx, cy, w, h)/side.
+
+        :func:`vgglocal.boxes.encode` with this window; for a mirrored window the box is mirrored
+        too (cx → 1 - cx), so the target describes what the network sees (SPEC section 5).
+        """
+        if not self.side:
+            raise ValueError("encode needs a fixed-size window (side > 0)")
+        b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        t = encode(b, self.origin, self.scale, float(self.side))
+        if self.flipped:
+            t[:, 0] = 1.0 - t[:, 0]
+        return t
+
+    def decode(self, params: Tensor) -> Tensor:
+        """Network outputs ``Tensor[K, 4]`` → original-image boxes x1y1x2y2; inverse of :meth:`encode`."""
+        if not self.side:
+            raise ValueError("decode needs a fixed-size window (side > 0)")
+        p = params.reshape(-1, 4).to(torch.float32)
+        if self.flipped:
+            p = p.clone()
+            p[:, 0] = 1.0 - p[:, 0]
+        return decode(p, self.origin, self.scale, float(self.side))
+
+
+def crop_target(boxes: np.ndarray, box_labels: np.ndarray, label: int, geometry: Geometry) -> tuple[Tensor, int] | None:
+    """The localisation target of a training window (SPEC section 5).
+
+    Among the image's ground-truth boxes of class ``label`` (PCR trains the true class's
+    outputs), the one with the largest intersection with the window, encoded unclipped.
+
+    Args:
+        boxes (ndarray[K, 4]): x1, y1, x2, y2 in original-image pixels.
+        box_labels (ndarray[K]): class of each box.
+        label: the image's class.
+        geometry: the window.
+    Returns:
+        (Tensor[4] float32 (cx, cy, w, h)/side, index of the chosen box in ``boxes``), or None
+        when the image has no box of that class.
+    """
+    candidates = np.flatnonzero(np.asarray(box_labels) == label)
+    if candidates.size == 0:
+        return None
+    b = np.asarray(boxes, np.float64)[candidates]
+    w = geometry.window()
+    iw = np.clip(np.minimum(b[:, 2], w[2]) - np.maximum(b[:, 0], w[0]), 0, None)
+    ih = np.clip(np.minimum(b[:, 3], w[3]) - np.maximum(b[:, 1], w[1]), 0, None)
+    best = int(candidates[int(np.argmax(iw * ih))])  # ties: first in annotation order
+    return geometry.encode(boxes[best])[0], best
+
+
+# ----------------------------------------------------------------------------- colour
+
+
+class PCALighting:
+    """Krizhevsky's PCA colour shift with fixed (training-set) eigenvectors, section 3.1.
+
+    For each image draws ``alpha ~ N(0, std)`` (3 values) and adds the same RGB offset
+    ``eigvec @ (alpha * eigval)`` to every pixel. ``eigvec`` holds the eigenvectors as
+    *columns*; ``eigval`` and the offset are in 0..255 pixel units (the convention of
+    fb.resnet.torch, whose ImageNet values are the config defaults).
+    """
+
+    def __init__(self, eigval: Any, eigvec: Any, std: float):
+        self.eigval = np.asarray(eigval, np.float64).reshape(3)
+        self.eigvec = np.asarray(eigvec, np.float64).reshape(3, 3)
+        self.std = float(std)
+
+    def offset(self, rng: np.random.Generator) -> np.ndarray:
+        """One image's RGB offset: ndarray[3] float64."""
+        alpha = rng.normal(0.0, self.std, 3)
+        return self.eigvec @ (alpha * self.eigval)
+
+
+def _normalise(image: np.ndarray, mean: np.ndarray, std: np.ndarray, offset: np.ndarray | None) -> Tensor:
+    """uint8 HWC → float32 CHW ``(x + offset - mean) / std`` in one pass (contiguous)."""
+    shift = mean if offset is None else mean - offset
+    chw = torch.from_numpy(image).permute(2, 0, 1)
+    out = torch.empty(chw.shape, dtype=torch.float32)
+    out.copy_(chw)
+    out.sub_(torch.from_numpy(shift.astype(np.float32)).view(3, 1, 1))
+    out.mul_(torch.from_numpy((1.0 / std).astype(np.float32)).view(3, 1, 1))
+    return out
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+@dataclass
+class Augmented:
+    """A transformed image and the window it came from.
+
+    Attributes:
+        image (Tensor[3, H, W] float32): normalised network input; ``H = W = crop`` for windows.
+        geometry: the window (origin, scale, flip) to encode targets / decode predictions.
+    """
+
+    image: Tensor
+    geometry: Geometry
+
+
+def seed_compose(compose: A.BaseCompose, rng: np.random.Generator) -> None:
+    """Make an albumentations pipeline draw from ``rng`` (its scale, crop and flip draws use a
+    python ``Random``, seeded here from ``rng``; cheaper than ``set_random_seed``, which builds
+    new generators for every transform)."""
+    compose.set_random_state(rng, random.Random(int(rng.integers(1 << 62))))
+
+
+class TrainTransform:
+    """Training augmentation (section 3.1): rescale to S, random crop, flip, colour shift, normalise.
+
+    Call with an RGB ``uint8`` array ``[H, W, 3]`` and a ``numpy.random.Generator``; all random
+    draws come from that generator.
+    """
+
+    def __init__(self, crop: int, scales: int | list[int], flip: bool, lighting: PCALighting | None,
+                 mean: Any, std: Any):
+        self.crop = int(crop)
+        self.scales = scales
+        steps: list[Any] = [
+            # A list makes albumentations pick one value uniformly per image (scale jittering).
+            A.SmallestMaxSize(max_size=scales, interpolation=cv2.INTER_LINEAR),
+            A.RandomCrop(height=self.crop, width=self.crop),
+        ]
+        if flip:
+            steps.append(A.HorizontalFlip(p=0.5))
+        self.geometric = A.Compose(steps, save_applied_params=True)
+        self.lighting = lighting
+        self.mean = np.asarray(mean, np.float64)
+        self.std = np.asarray(std, np.float64)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> Augmented:
+        rng = rng if rng is not None else np.random.default_rng()
+        seed_compose(self.geometric, rng)
+        out = self.geometric(image=image)
+        applied = dict(out["applied_transforms"])
+        resized = applied["RandomCrop"]["shape"]
+        x1, y1, _, _ = applied["RandomCrop"]["crop_coords"]
+        geometry = Geometry(
+            origin=(float(x1), float(y1)),
+            scale=float(applied["SmallestMaxSize"]["scale"]),
+            side=self.crop,
+            flipped="HorizontalFlip" in applied,
+            size=(int(resized[0]), int(resized[1])),
+        )
+        offset = self.lighting.offset(rng) if self.lighting is not None else None
+        return Augmented(_normalise(out["image"], self.mean, self.std, offset), geometry)
+
+
+class EvalTransform:
+    """Evaluation: rescale the smallest side to Q, then the central ``crop`` window or the whole image.
+
+    A window larger than the rescaled image (Q < crop) is zero-padded bottom/right *after*
+    normalisation, as the model pads (SPEC section 5: padded, not rejected).
+    """
+
+    def __init__(self, scale: int, crop: int | None, mean: Any, std: Any):
+        self.scale = int(scale)
+        self.crop = int(crop or 0)
+        self.resize = A.SmallestMaxSize(max_size=self.scale, interpolation=cv2.INTER_LINEAR)
+        self.mean = np.asarray(mean, np.float64)
+        self.std = np.asarray(std, np.float64)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> Augmented:
+        h, w = image.shape[:2]
+        resized = self.resize(image=image)["image"]
+        rh, rw = resized.shape[:2]
+        factor = self.scale / min(h, w)
+        if not self.crop:
+            return Augmented(_normalise(resized, self.mean, self.std, None),
+                             Geometry((0.0, 0.0), factor, 0, False, (rh, rw)))
+        # Same rounding as albumentations' CenterCrop: x0 = (W - crop) // 2.
+        x0, y0 = max(0, (rw - self.crop) // 2), max(0, (rh - self.crop) // 2)
+        window = resized[y0:y0 + self.crop, x0:x0 + self.crop]
+        tensor = _normalise(window, self.mean, self.std, None)
+        if tensor.shape[1:] != (self.crop, self.crop):
+            tensor = torch.nn.functional.pad(tensor, (0, self.crop - tensor.shape[2], 0, self.crop - tensor.shape[1]))
+        return Augmented(tensor, Geometry((float(x0), float(y0)), factor, self.crop, False, (rh, rw)))
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def color_stats_of(data_cfg: DataConfig) -> dict[str, list]:
+    """mean, std, eigval, eigvec (0..255 units): ``data.stats`` JSON when set, else the config
+    (:func:`vgglocal.data.stats.resolve_stats`; std always from ``data.std``)."""
+    return resolve_stats(data_cfg)
+
+
+def normalization_of(data_cfg: DataConfig) -> dict[str, list[float]]:
+    """The input normalisation ``{"mean": [3], "std": [3]}`` (0..255 units) training records.
+
+    The network sees ``(x - mean) / std``; this is what ``save_model`` stores so inference
+    normalises the same way.
+    """
+    stats = color_stats_of(data_cfg)
+    return {"mean": [float(v) for v in stats["mean"]], "std": [float(v) for v in stats["std"]]}
+
+
+def build_train_transform(data_cfg: DataConfig, crop: int, task: str = "cls") -> TrainTransform:
+    """The training transform for ``data.scale``/``scale_min``/``scale_max``, ``flip``, ``color_pca``.
+
+    ``task`` ("cls" or "loc") is checked but does not change the augmentation: Appendix A trains
+    the localisation net "like classification".
+    """
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+    if data_cfg.scale_max:
+        scales: int | list[int] = list(range(data_cfg.scale_min, data_cfg.scale_max + 1))
+        low, key = data_cfg.scale_min, "data.scale_min"
+    else:
+        scales = low = data_cfg.scale
+        key = "data.scale"
+    if low < crop:
+        raise ConfigError(f"{key}: {low} is below the crop {crop}")
+    stats = color_stats_of(data_cfg)
+    lighting = None
+    if data_cfg.color_pca and data_cfg.pca_std > 0:
+        lighting = PCALighting(stats["eigval"], stats["eigvec"], data_cfg.pca_std)
+    return TrainTransform(crop, scales, data_cfg.flip, lighting, stats["mean"], stats["std"])
+
+
+def build_eval_transform(data_cfg: DataConfig, crop: int | None, scale: int) -> EvalTransform:
+    """Rescale to ``scale`` (Q) then the central ``crop`` window; ``crop`` None or 0: whole image."""
+    if scale <= 0:
+        raise ConfigError(f"eval scale {scale} must be positive")
+    norm = normalization_of(data_cfg)
+    return EvalTransform(scale, crop, norm["mean"], norm["std"])
