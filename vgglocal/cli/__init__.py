@@ -37,10 +37,15 @@ def cli() -> None:
     """
 
 
+_COMMAND_MODULES = ("models", "data")
+
+
 def _register() -> None:
     # Each command lives with its topic; importing the module adds it to the group.
-    from vgglocal.cli import models  # noqa: F401
-    from vgglocal.cli import data  # noqa: F401
+    import importlib
+
+    for module in _COMMAND_MODULES:
+        importlib.import_module(f"vgglocal.cli.{module}")
 
 
 _register()
