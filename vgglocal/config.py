@@ -125,14 +125,23 @@ class LocConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    protocol: str = "full"
-    scales: tuple[int, ...] = (224, 256, 288)  # Q; fixed-S models use {S-32, S, S+32}
-    flip: bool = True
-    batch_size: int = 32
+    protocol: str = "full"  # cls-dense | cls-multicrop | cls-both | center-crop | full
+    # Test scales Q. Empty: the paper's rule from each checkpoint's training scale (section 4.2):
+    # fixed S → {S-32, S, S+32}, jittered [Smin, Smax] → {Smin, (Smin+Smax)/2, Smax};
+    # center-crop uses S (or (Smin+Smax)/2). `vgglocal eval --scales` sets them per checkpoint.
+    scales: tuple[int, ...] = ()
+    flip: bool = True  # also the mirror image (dense, multi-crop, full)
+    batch_size: int = 32  # images per chunk (dense: per forward pass of one size group)
+    # Greedy-merge threshold (match score, vgglocal.inference.merge). Provisional: chosen by
+    # `bin/choose-merge-threshold` on the generated set's validation split once a demo model
+    # is trained (README "Greedy merge threshold").
     merge_threshold: float = 1.0
     score_floor: float = 0.01  # COCO detections below this score are not written
-    topk: int = 5
+    topk: int = 5  # guesses per image (ILSVRC: 5)
+    det_topk: int = 5  # labels per image whose merged boxes become detections (full protocol)
+    cls_method: str = "dense"  # classification system of the full protocol: dense | multicrop | both
     precision: str = "fp32"
+    device: str = "auto"  # auto | cpu | cuda
 
 
 @dataclass(frozen=True)
@@ -332,6 +341,9 @@ _CHOICES = {
     "loc.finetune": ("fc", "all"),
     "loc.head_bias": ("zero", "mean"),
     "eval.precision": ("fp32", "bf16"),
+    "eval.protocol": ("cls-dense", "cls-multicrop", "cls-both", "center-crop", "full"),
+    "eval.cls_method": ("dense", "multicrop", "both"),
+    "eval.device": ("auto", "cpu", "cuda"),
 }
 
 
@@ -372,8 +384,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.epochs: {cfg.train.epochs} must be at least 1")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr: {cfg.optim.lr} must be positive")
-    if not cfg.eval.scales or any(q <= 0 for q in cfg.eval.scales):
+    if any(q <= 0 for q in cfg.eval.scales):  # empty: from each checkpoint's training scale
         raise ConfigError(f"eval.scales: {list(cfg.eval.scales)} must be positive sizes")
+    if cfg.eval.topk < 1 or cfg.eval.batch_size < 1 or cfg.eval.merge_threshold < 0:
+        raise ConfigError("eval.topk and eval.batch_size must be at least 1, eval.merge_threshold >= 0")
 
 
 def fields_reference() -> list[tuple[str, str, Any]]:

@@ -37,7 +37,7 @@ def cli() -> None:
     """
 
 
-_COMMAND_MODULES = ("models", "data")
+_COMMAND_MODULES = ("models", "data", "eval")
 
 
 def _register() -> None:

@@ -1,0 +1,43 @@
+"""Top-k classification error, hand-computed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vgglocal.evaluation.base import EvaluatorList
+from vgglocal.evaluation.classification import ClassificationEvaluator, topk_correct, topk_errors
+
+
+def test_topk_errors_by_hand():
+    scores = torch.tensor(
+        [
+            [0.9, 0.05, 0.03, 0.02, 0.0, 0.0],  # label 0: top-1 right
+            [0.1, 0.2, 0.3, 0.15, 0.05, 0.2],  # label 3: rank 4 (top-5 right, top-1 wrong)
+            [0.5, 0.1, 0.1, 0.1, 0.1, 0.1],  # label 5: tied at rank 2..6
+            [0.0, 0.0, 0.0, 0.0, 0.1, 0.9],  # label 4: rank 2
+        ]
+    )
+    labels = torch.tensor([0, 3, 5, 4])
+    c1, c5 = topk_correct(scores, labels)
+    assert c1.tolist() == [True, False, False, False]
+    assert c5.tolist()[:2] == [True, True] and c5[3].item()
+    assert topk_errors(scores, labels, ks=(1,)) == [pytest.approx(0.75)]
+
+
+def test_evaluator_accumulates_batches_and_k_beyond_classes():
+    ev = ClassificationEvaluator()
+    ev.process(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))
+    ev.process(torch.tensor([[0.3, 0.7]]), torch.tensor([0]))
+    assert ev.summarize() == {"top1_cls_error": pytest.approx(2 / 3), "top5_cls_error": 0.0, "n_images": 3}
+    both = EvaluatorList(ev, ClassificationEvaluator(ks=(2,)))
+    both.reset()
+    both.process(torch.tensor([[0.1, 0.9]]), torch.tensor([0]))
+    assert both.summarize() == {"top1_cls_error": 1.0, "top5_cls_error": 0.0, "top2_cls_error": 0.0, "n_images": 1}
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError):
+        topk_correct(torch.zeros(3), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError):
+        topk_errors(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))

@@ -1,0 +1,52 @@
+"""COCO results and COCOeval on a hand-made instances file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vgglocal.evaluation.coco import COCOEvaluator, coco_eval, detection_records, write_detections
+
+GT = {
+    "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}, {"id": 2, "file_name": "b.jpg", "width": 60, "height": 60}],
+    "categories": [{"id": 5, "name": "cat"}, {"id": 9, "name": "dog"}],
+    "annotations": [
+        {"id": 1, "image_id": 1, "category_id": 5, "bbox": [10, 10, 40, 30], "area": 1200, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "category_id": 9, "bbox": [50, 20, 30, 40], "area": 1200, "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": 5, "bbox": [0, 0, 60, 60], "area": 3600, "iscrowd": 0},
+    ],
+}
+
+
+@pytest.fixture
+def ann(tmp_path):
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(GT))
+    return path
+
+
+def test_detection_records_convert_boxes_and_drop_low_scores():
+    recs = detection_records(7, [5, 9], torch.tensor([[10.0, 10.0, 50.0, 40.0], [0.0, 0.0, 1.0, 1.0]]), torch.tensor([0.9, 0.001]), torch.tensor([0, 1]), floor=0.01)
+    assert recs == [{"image_id": 7, "category_id": 5, "bbox": [10.0, 10.0, 40.0, 30.0], "score": 0.9}]
+
+
+def test_perfect_detections_score_one_and_shifted_ones_less(ann, tmp_path):
+    ev = COCOEvaluator(ann, [5, 9])
+    ev.process(1, torch.tensor([[10.0, 10.0, 50.0, 40.0], [50.0, 20.0, 80.0, 60.0]]), torch.tensor([0.9, 0.8]), torch.tensor([0, 1]))
+    ev.process(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0]))
+    assert ev.summarize()["coco_ap"] == pytest.approx(1.0)
+    ev.reset()
+    # The dog box shifted by 8 px: IoU 0.6 (AP50 still 1, AP over .50:.95 below 1).
+    ev.process(1, torch.tensor([[10.0, 10.0, 50.0, 40.0], [58.0, 20.0, 88.0, 60.0]]), torch.tensor([0.9, 0.8]), torch.tensor([0, 1]))
+    ev.process(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0]))
+    m = ev.summarize()
+    assert m["coco_ap50"] == pytest.approx(1.0) and 0.5 < m["coco_ap"] < 1.0
+    # The same results through a file give the same numbers.
+    path = write_detections(tmp_path / "d.json", ev.results)
+    assert coco_eval(ann, path) == m
+    # Only the images processed count: image 2 alone, perfect.
+    only = COCOEvaluator(ann, [5, 9])
+    only.process(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0]))
+    assert only.summarize()["coco_ap"] == pytest.approx(1.0)

@@ -1,0 +1,184 @@
+"""`vgglocal eval`, `score` and `predict` end to end on a tiny generated data set and tiny nets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from vgglocal.cli import cli
+from vgglocal.config import from_dict
+from vgglocal.data.synth import SynthSpec, synthesize, wnid
+from vgglocal.evaluation.coco import coco_eval
+from vgglocal.evaluation.ilsvrc import read_kaggle_csv, score_files
+from vgglocal.evaluation.run import EvalError, EvalRequest, evaluate, paper_scales, parse_scales
+from vgglocal.models.io import save_model
+from vgglocal.models.vgg import build_vgg
+
+CLASSES = 3
+NORM = {"mean": [120.0, 110.0, 100.0], "std": [60.0, 60.0, 60.0]}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaldata")
+    synthesize(root / "synth", SynthSpec(classes=CLASSES, train=1, val=3, size=48, seed=3))
+    ids = [wnid(c) for c in range(CLASSES)]
+    paths = {}
+    for name, head, seed in (("loc", "pcr", 0), ("loc2", "scr", 1), ("cls", None, 2)):
+        torch.manual_seed(seed)
+        model = build_vgg("A", num_classes=CLASSES, width=0.0625, crop=32, box_head=head, init="kaiming")
+        if head:
+            with torch.no_grad():  # boxes around the window centre, so merged boxes are sane
+                model.box_head.fc8.weight.mul_(0.01)
+                model.box_head.fc8.bias.copy_(torch.tensor([0.5, 0.5, 0.6, 0.6]).repeat(model.box_head.fc8.out_channels // 4))
+        meta = {"train_scale": {"scale": 48, "scale_min": 48, "scale_max": 0}}
+        paths[name] = str(save_model(model, root / f"{name}.pt", NORM, classes=ids, meta=meta))
+    # The COCO view of the same images names classes by category name, not wnid.
+    torch.manual_seed(0)
+    coco_model = build_vgg("A", num_classes=CLASSES, width=0.0625, crop=32, box_head="pcr", init="kaiming")
+    with torch.no_grad():  # every window predicts itself: at Q = 32 some hit the large objects
+        coco_model.box_head.fc8.weight.zero_()
+        coco_model.box_head.fc8.bias.copy_(torch.tensor([0.5, 0.5, 1.0, 1.0]).repeat(CLASSES))
+    names = json.loads((root / "synth" / "synth.json").read_text())["names"]
+    paths["coco"] = str(save_model(coco_model, root / "coco.pt", NORM, classes=names))
+    wrong = build_vgg("A", num_classes=CLASSES + 1, width=0.0625, crop=32, box_head="pcr")
+    paths["wrong"] = str(save_model(wrong, root / "wrong.pt", NORM, classes=ids + ["n99999999"]))
+    return root, paths
+
+
+def config(root, **eval_keys):
+    data = {"format": "ilsvrc-kaggle", "root": str(root / "synth"), "workers": 0}
+    return from_dict({"data": data, "eval": {"batch_size": 4, "scales": [32, 48], **eval_keys}})
+
+
+def coco_config(root):
+    data = {"format": "coco", "root": str(root / "synth"), "val_annotations": "annotations/instances_val.json", "workers": 0}
+    return from_dict({"data": data, "eval": {"batch_size": 4, "scales": [32, 48], "score_floor": 0.0}})
+
+
+def test_full_protocol_writes_files_that_score_to_the_same_metrics(setup, tmp_path):
+    root, paths = setup
+    req = EvalRequest("full", [paths["loc"], paths["loc2"]], cls_checkpoints=[paths["cls"]], draw=4)
+    m = evaluate(config(root), req, tmp_path, progress=False)
+    assert m["n_images"] == CLASSES * 3 and m["n_bad_images"] == 0
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["top5_loc_error"] == m["top5_loc_error"]
+    for key in ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error"):
+        assert 0.0 <= m[key] <= 1.0
+    assert m["top5_cls_error"] == 0.0  # three classes, five guesses
+    # The Kaggle file scored against the data set's own solution file gives the same numbers.
+    scored = score_files(tmp_path / "predictions.csv", root / "synth" / "LOC_val_solution.csv")
+    assert scored == {k: m[k] for k in scored}
+    preds = read_kaggle_csv(tmp_path / "predictions.csv")
+    assert len(preds) == CLASSES * 3 and all(len(g) == 3 for g in preds.values())
+    lines = (tmp_path / "predictions.txt").read_text().splitlines()
+    assert len(lines) == CLASSES * 3 and all(int(v) in (1, 2, 3) for v in lines[0].split()[0::5])
+    dets = json.loads((tmp_path / "detections.json").read_text())
+    assert dets and {"image_id", "category_id", "bbox", "score"} <= set(dets[0])
+    assert (tmp_path / "predictions.png").stat().st_size > 0
+    assert m["checkpoints"][1]["scales"] == [32, 48] and m["cls_checkpoints"][0]["path"] == paths["cls"]
+    assert m["scales"] == [32, 48] and m["scales_desc"] == "48/32,48 + 48/32,48"
+
+
+def test_coco_ap_is_what_cocoeval_gives_on_detections_json(setup, tmp_path):
+    from pycocotools.coco import COCO
+
+    root, paths = setup
+    m = evaluate(coco_config(root), EvalRequest("full", [paths["coco"]], scales=[(32,)]), tmp_path, progress=False)
+    assert "coco_ap" in m and "coco_ap50" in m
+    ann = root / "synth" / "annotations" / "instances_val.json"
+    dets = json.loads((tmp_path / "detections.json").read_text())
+    gt = COCO(str(ann))
+    gt.loadRes(str(tmp_path / "detections.json"))  # loads as a results file
+    ids = {im["id"] for im in gt.dataset["images"]}
+    assert {d["image_id"] for d in dets} <= ids and all(0 <= d["score"] <= 1 for d in dets)
+    again = coco_eval(ann, dets)
+    assert again["coco_ap"] == pytest.approx(m["coco_ap"]) and again["coco_ap50"] == pytest.approx(m["coco_ap50"])
+
+
+def test_center_crop_and_classification_protocols(setup, tmp_path):
+    root, paths = setup
+    m = evaluate(config(root, scales=[]), EvalRequest("center-crop", [paths["loc"]]), tmp_path / "cc", progress=False)
+    assert m["top1_loc_error"] == m["top5_loc_error"]
+    assert m["checkpoints"][0]["scales"] == [48]  # S from the checkpoint's training scale
+    assert all(len(g) == 1 for g in read_kaggle_csv(tmp_path / "cc" / "predictions.csv").values())
+    for protocol in ("cls-dense", "cls-multicrop", "cls-both"):
+        m = evaluate(config(root), EvalRequest(protocol, [paths["cls"], paths["loc"]]), tmp_path / protocol, progress=False)
+        assert set(m) >= {"top1_cls_error", "top5_cls_error", "n_images"} and "top1_loc_error" not in m
+        assert m["n_images"] == CLASSES * 3
+
+
+def test_user_errors_name_the_checkpoint_or_value(setup, tmp_path):
+    root, paths = setup
+    with pytest.raises(EvalError, match="wrong.pt"):
+        evaluate(config(root), EvalRequest("full", [paths["wrong"]]), tmp_path, progress=False)
+    with pytest.raises(EvalError, match="cls.pt: a classification checkpoint"):
+        evaluate(config(root), EvalRequest("full", [paths["cls"]]), tmp_path, progress=False)
+    with pytest.raises(EvalError, match="one scale"):
+        evaluate(config(root), EvalRequest("center-crop", [paths["loc"]]), tmp_path, progress=False)
+    with pytest.raises(EvalError, match="abc"):
+        parse_scales("abc")
+    assert parse_scales("384/352,384") == (352, 384)
+
+
+def test_paper_scales_rule():
+    model = build_vgg("A", num_classes=2, width=0.0625, crop=32)
+    model.meta = {"train_scale": {"scale": 384, "scale_min": 256, "scale_max": 0}}
+    assert paper_scales(model, "full") == (352, 384, 416) and paper_scales(model, "center-crop") == (384,)
+    model.meta = {"train_scale": {"scale": 256, "scale_min": 256, "scale_max": 512}}
+    assert paper_scales(model, "cls-dense") == (256, 384, 512)
+
+
+def test_cli_eval_score_and_predict(setup, tmp_path):
+    root, paths = setup
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  format: ilsvrc-kaggle\n  root: {root / 'synth'}\n  workers: 0\neval:\n  batch_size: 4\n  scales: [32]\n")
+    runner = CliRunner()
+    r = runner.invoke(cli, ["eval", "-c", str(cfg), "--protocol", "full", "--checkpoint", paths["loc"], "--out", str(tmp_path / "o"), "--quiet", "--no-flip"])
+    assert r.exit_code == 0, r.output
+    printed = json.loads(r.output.strip().splitlines()[-1])
+    assert printed["n_images"] == CLASSES * 3
+    r = runner.invoke(cli, ["score", str(tmp_path / "o" / "predictions.csv"), str(root / "synth" / "LOC_val_solution.csv")])
+    assert r.exit_code == 0 and json.loads(r.output)["top5_loc_error"] == printed["top5_loc_error"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ImageId,PredictionString\nx,n00000001 1 2 3\n")
+    r = runner.invoke(cli, ["score", str(bad), str(root / "synth" / "LOC_val_solution.csv")])
+    assert r.exit_code == 2 and "bad.csv:2" in r.output and "Traceback" not in r.output
+    images = sorted((root / "synth" / "ILSVRC" / "Data" / "CLS-LOC" / "val").glob("*.JPEG"))[:2]
+    r = runner.invoke(cli, ["predict", "--checkpoint", paths["loc"], "--scales", "32,48", "-c", str(cfg), "--draw", str(tmp_path / "pics"),
+                            "--out", str(tmp_path / "p.json"), *map(str, images)])
+    assert r.exit_code == 0, r.output
+    out = json.loads((tmp_path / "p.json").read_text())
+    assert [len(o["predictions"]) for o in out] == [3, 3]
+    assert {"label", "score", "box"} <= set(out[0]["predictions"][0])
+    assert len(list((tmp_path / "pics").glob("*.png"))) == 2
+
+
+def test_threshold_sweep_matches_eval_at_each_threshold(setup, tmp_path):
+    from vgglocal.evaluation.run import sweep_merge_threshold
+
+    root, paths = setup
+    rows = sweep_merge_threshold(config(root), EvalRequest("full", [paths["loc"]]), [0.0, 0.5, 1e9], progress=False)
+    assert [r["merge_threshold"] for r in rows] == [0.0, 0.5, 1e9]
+    for r in rows[::2]:
+        m = evaluate(config(root), EvalRequest("full", [paths["loc"]], merge_threshold=r["merge_threshold"]), tmp_path / str(r["merge_threshold"]), progress=False)
+        assert {k: m[k] for k in ("top1_loc_error", "top5_loc_error", "n_images")} == {k: r[k] for k in ("top1_loc_error", "top5_loc_error", "n_images")}
+
+
+def test_an_undecodable_image_counts_as_wrong_and_is_reported(setup, tmp_path):
+    import shutil
+
+    root, paths = setup
+    shutil.copytree(root / "synth", tmp_path / "synth")
+    victim = sorted((tmp_path / "synth" / "ILSVRC" / "Data" / "CLS-LOC" / "val").glob("*.JPEG"))[0]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated JPEG
+    m = evaluate(config(tmp_path), EvalRequest("full", [paths["loc"]]), tmp_path / "out", progress=False)
+    assert m["n_bad_images"] == 1 and m["n_images"] == CLASSES * 3
+    preds = read_kaggle_csv(tmp_path / "out" / "predictions.csv")
+    assert preds[victim.stem] == [] and sum(1 for g in preds.values() if g) == CLASSES * 3 - 1
+    assert score_files(tmp_path / "out" / "predictions.csv", tmp_path / "synth" / "LOC_val_solution.csv")["top5_loc_error"] == m["top5_loc_error"]
+    c = evaluate(config(tmp_path), EvalRequest("cls-dense", [paths["cls"]]), tmp_path / "cls", progress=False)
+    assert c["n_bad_images"] == 1 and c["n_images"] == CLASSES * 3

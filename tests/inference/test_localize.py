@@ -1,0 +1,112 @@
+"""Protocols 1 and 2 and the classification systems, with stub heads whose outputs are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from vgglocal.inference.dense import dense_maps, dense_posteriors
+from vgglocal.inference.localize import Net, classify, localize_center_crop, localize_full
+from vgglocal.inference.multicrop import multicrop_posteriors
+from vgglocal.models.vgg import build_vgg
+
+NORM = {"mean": [120.0, 110.0, 100.0], "std": [60.0, 60.0, 60.0]}
+
+
+def stub(crop=32, classes=3, box=(0.5, 0.5, 0.5, 0.5), logits=(0.1, 0.5, 0.2), seed=0):
+    """A tiny net whose class scores are ``logits`` and whose boxes are ``box`` at every window."""
+    torch.manual_seed(seed)
+    model = build_vgg("A", num_classes=classes, width=0.0625, crop=crop, box_head="pcr").eval()
+    model.normalization = NORM
+    with torch.no_grad():
+        model.cls_head.fc8.weight.zero_()
+        model.cls_head.fc8.bias.copy_(torch.tensor(logits))
+        model.box_head.fc8.weight.zero_()
+        model.box_head.fc8.bias.copy_(torch.tensor(box).repeat(classes))
+    return model
+
+
+def image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def window_boxes(h, w, q, crop, box, flip):
+    """Every window's box at scale q, by hand: SPEC 5 dense geometry, in original pixels."""
+    factor = q / min(h, w)
+    rh, rw = round(h * factor), round(w * factor)
+    cx, cy, bw, bh = box
+    out = []
+    for i in range((max(rh, crop) - crop) // 32 + 1):
+        for j in range((max(rw, crop) - crop) // 32 + 1):
+            x0, y0 = 32 * j, 32 * i
+            b = [x0 + (cx - bw / 2) * crop, y0 + (cy - bh / 2) * crop, x0 + (cx + bw / 2) * crop, y0 + (cy + bh / 2) * crop]
+            if flip:
+                b = [rw - b[2], b[1], rw - b[0], b[3]]
+            out.append([v / factor for v in b])
+    return out
+
+
+def test_full_protocol_labels_scores_and_merged_box_by_hand():
+    box = (0.4, 0.6, 0.5, 0.75)
+    net = Net(stub(box=box), (32, 64))
+    img = image(48, 80)
+    post, (res,) = localize_full([img], [net], [net], threshold=1e9, topk=2, flip=True)
+    p = torch.tensor([0.1, 0.5, 0.2]).softmax(0)
+    assert_close(post[0], p)
+    assert res.labels.tolist() == [1, 2]
+    assert_close(res.scores, p[[1, 2]])
+    # Equal class scores everywhere: the one merged box is the plain mean of every window's
+    # box at both scales and both mirrors, clipped to the image.
+    every = [b for q in (32, 64) for f in (False, True) for b in window_boxes(48, 80, q, 32, box, f)]
+    want = torch.tensor(every, dtype=torch.float64).mean(0)
+    want = torch.stack([want[0].clamp(0, 80), want[1].clamp(0, 48), want[2].clamp(0, 80), want[3].clamp(0, 48)])
+    assert_close(res.boxes[0].double(), want, atol=1e-3, rtol=0)
+    # One detection per label considered, scored by the posterior times its share (all of it).
+    assert [d[0] for d in res.detections] == [1, 2]
+    assert_close(res.detections[0][2], p[1:2])
+
+
+def test_full_protocol_merges_per_window_weights_and_keeps_clusters_apart():
+    # Two loc nets predict different boxes; their union is merged. A small threshold keeps the
+    # two nets' box sets apart (far apart), and the heavier set comes first.
+    a = Net(stub(box=(0.5, 0.5, 0.3, 0.3), seed=1), (32,))
+    b = Net(stub(box=(0.5, 0.5, 0.3, 0.3), seed=2), (32, 64))
+    img = image(32, 32)
+    _, (res,) = localize_full([img], [a], [a, b], threshold=0.0, topk=1, flip=False)
+    # Scale 32 on a 32 x 32 image: one window per net, the same box twice; scale 64: 2 x 2
+    # windows of net b. Identical boxes merge at threshold 0: weights 2p (scale 32) vs p each.
+    labels, boxes, scores = res.detections[0]
+    assert len(boxes) == 1 + 4
+    assert_close(boxes[0], torch.tensor([11.2, 11.2, 20.8, 20.8]))
+    assert scores[0] == pytest.approx(scores[1:].sum().item() / 2, rel=1e-5)
+
+
+def test_classification_systems_dense_multicrop_both_and_fusion():
+    n1 = Net(build_vgg("A", num_classes=3, width=0.0625, crop=32).eval(), (32, 48))
+    n2 = Net(build_vgg("A", num_classes=3, width=0.0625, crop=32, init="kaiming").eval(), (40,))
+    for n in (n1, n2):
+        n.model.normalization = NORM
+    imgs = [image(40, 50, 1), image(36, 36, 2)]
+    dense = torch.stack([dense_posteriors(m) for m in dense_maps(n1.model, imgs, n1.scales)])
+    multi = multicrop_posteriors(n1.model, imgs, n1.scales)
+    assert_close(classify(imgs, [n1], "dense"), dense)
+    assert_close(classify(imgs, [n1], "multicrop"), multi)
+    assert_close(classify(imgs, [n1], "both"), (dense + multi) / 2)
+    assert_close(classify(imgs, [n1, n2], "dense"), (dense + classify(imgs, [n2], "dense")) / 2)
+    with pytest.raises(ValueError, match="method"):
+        classify(imgs, [n1], "sparse")
+
+
+def test_center_crop_predicts_the_true_class_box_in_original_pixels():
+    model = stub(crop=32, box=(0.5, 0.25, 0.5, 0.5))
+    # The box head predicts the same parameters for every class; make class 2's differ.
+    with torch.no_grad():
+        model.box_head.fc8.bias[8:12] = torch.tensor([0.25, 0.5, 0.25, 1.0])
+    img = image(40, 60)  # S = 48: factor 1.2, rescaled 48 x 72, centre crop at x0 = 20, y0 = 8
+    post, boxes = localize_center_crop([img, img], torch.tensor([0, 2]), model, 48)
+    assert_close(post, torch.tensor([0.1, 0.5, 0.2]).softmax(0).expand(2, 3))
+    want0 = torch.tensor([20 + 8, 8 + 0, 20 + 24, 8 + 16]) / 1.2
+    want2 = torch.tensor([20 + 4, 8 + 0, 20 + 12, 8 + 32]) / 1.2
+    assert_close(boxes, torch.stack([want0, want2]).float(), atol=1e-4, rtol=0)

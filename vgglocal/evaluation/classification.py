@@ -1,0 +1,61 @@
+"""Top-k classification error (section 4: top-1 and top-5 error), as a pure function of
+arrays (pycls ``meters.topk_errors``) and as an evaluator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["topk_correct", "topk_errors", "ClassificationEvaluator"]
+
+
+def topk_correct(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> list[Tensor]:
+    """Per-image hits: for each k, ``Tensor[N]`` bool, True when ``labels[i]`` is among the
+    ``k`` highest ``scores[i]`` (``scores (Tensor[N, C])``, ``labels (Tensor[N])`` int).
+
+    Ties are broken by ``torch.topk``; k larger than C counts every label as found.
+    """
+    if scores.ndim != 2 or labels.shape != scores.shape[:1]:
+        raise ValueError(f"scores must be [N, C] and labels [N]; got {tuple(scores.shape)} and {tuple(labels.shape)}")
+    kmax = min(max(ks), scores.shape[1])
+    top = scores.topk(kmax, dim=1).indices  # [N, kmax], best first
+    hit = top == labels.reshape(-1, 1).to(top.device)
+    return [hit[:, : min(k, kmax)].any(dim=1) for k in ks]
+
+
+def topk_errors(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> list[float]:
+    """Top-k error for each k as a fraction in [0, 1] (``scores [N, C]``, ``labels [N]``)."""
+    if scores.shape[0] == 0:
+        raise ValueError("topk_errors: no images")
+    return [1.0 - c.double().mean().item() for c in topk_correct(scores, labels, ks)]
+
+
+class ClassificationEvaluator:
+    """Accumulates class posteriors and labels; reports ``top1_cls_error``, ``top5_cls_error``
+    and ``n_images``. Only the per-image hits are kept, so 50,000 x 1000 scores need no memory."""
+
+    def __init__(self, ks: Sequence[int] = (1, 5)) -> None:
+        self.ks = tuple(ks)
+        self.reset()
+
+    def reset(self) -> None:
+        self._hits: list[Tensor] = []
+
+    def process(self, scores: Tensor, labels: Tensor) -> None:
+        """``scores (Tensor[B, C])`` (posteriors or logits), ``labels (Tensor[B])``."""
+        self._hits.append(torch.stack(topk_correct(scores.detach().float().cpu(), labels.cpu(), self.ks), dim=1))
+
+    def process_missing(self, n: int) -> None:
+        """``n`` images without predictions (undecodable files): wrong at every k."""
+        if n > 0:
+            self._hits.append(torch.zeros(n, len(self.ks), dtype=torch.bool))
+
+    def summarize(self) -> dict[str, float | int]:
+        if not self._hits:
+            raise ValueError("ClassificationEvaluator: nothing was processed")
+        hits = torch.cat(self._hits)
+        out: dict[str, float | int] = {f"top{k}_cls_error": 1.0 - hits[:, i].double().mean().item() for i, k in enumerate(self.ks)}
+        out["n_images"] = int(hits.shape[0])
+        return out

@@ -1,0 +1,329 @@
+"""ILSVRC localisation error, exactly as the devkit scores it (SPEC 5), and the submission files.
+
+The rule (``eval_localization.m``; the Kaggle challenge's formula ``e = 1/n * sum_k min_i
+min_m max(d(c_i, C_k), f(b_i, B_km))``): an image has up to five (label, box) guesses, best
+first, and ground-truth boxes each with a label. For each distinct ground-truth label of the
+image, the label is found when some guess has that label and a box with IoU >= 0.5 with at
+least one ground-truth box of that label. The image's error is the fraction of its distinct
+ground-truth labels not found; the reported error is the mean over images. IoU is the
+devkit's inclusive-pixel IoU (:func:`vgglocal.boxes.ilsvrc_iou`: width = x2 - x1 + 1;
+boxes that do not intersect, touching ones included, have overlap -1). Top-1 uses the first
+guess only; guesses beyond five are ignored. Classification error is the same rule without
+the box test. An image that has no predictions counts as wrong.
+
+Files: the Kaggle CSV (``ImageId,PredictionString`` with ``wnid x1 y1 x2 y2`` repeated; the
+same layout as ``LOC_val_solution.csv``) and the devkit text format (one line per image in
+image order, ``<label> <xmin> <ymin> <xmax> <ymax>`` repeated, devkit class ids 1..1000).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import vmap
+
+from vgglocal.boxes import ilsvrc_iou
+from vgglocal.errors import UserError
+
+__all__ = [
+    "SubmissionError",
+    "Guesses",
+    "pad_guesses",
+    "localization_errors",
+    "ilsvrc_metrics",
+    "LocalizationEvaluator",
+    "read_kaggle_csv",
+    "write_kaggle_csv",
+    "read_devkit_txt",
+    "write_devkit_txt",
+    "score_kaggle",
+    "score_files",
+    "IOU_THRESHOLD",
+    "MAX_GUESSES",
+]
+
+IOU_THRESHOLD = 0.5  # devkit: ov >= 0.5
+MAX_GUESSES = 5  # devkit/Kaggle: at most five guesses count, best first
+_CHUNK = 4096  # images per block in the metric (bounds the [N, G, G] label-match tensor)
+
+# One image's guesses or ground truth: (labels, boxes x1y1x2y2).
+Guesses = tuple[Tensor, Tensor]
+
+
+class SubmissionError(UserError):
+    """A malformed submission or ground-truth file; the message names the file and line."""
+
+
+def pad_guesses(items: Sequence[Guesses], width: int | None = None) -> tuple[Tensor, Tensor]:
+    """Stack per-image ``(labels Tensor[K_i] int, boxes Tensor[K_i, 4])`` into padded
+    ``(Tensor[N, K] int64, Tensor[N, K, 4] float64)``; padding has label -1.
+
+    ``width`` fixes K (longer lists are cut); default: the longest list (at least 1).
+    """
+    counts = np.array([len(lab) for lab, _ in items], dtype=np.int64)
+    k = width if width is not None else max(int(counts.max(initial=0)), 1)
+    labels = [np.asarray(lab, dtype=np.int64).reshape(-1)[:k] for lab, _ in items]
+    boxes = [np.asarray(box, dtype=np.float64).reshape(-1, 4)[:k] for _, box in items]
+    return _scatter(np.minimum(counts, k), k, labels, boxes)
+
+
+def _scatter(counts: np.ndarray, k: int, labels: list, boxes: list) -> tuple[Tensor, Tensor]:
+    """Per-image label/box arrays (already cut to ``k``) → padded tensors, one vectorised copy."""
+    n = len(counts)
+    out_l = np.full((n, k), -1, dtype=np.int64)
+    out_b = np.zeros((n, k, 4), dtype=np.float64)
+    total = int(counts.sum())
+    if total:
+        rows = np.repeat(np.arange(n), counts)
+        cols = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        out_l[rows, cols] = np.concatenate(labels) if len(labels) else []
+        out_b[rows, cols] = np.concatenate(boxes) if len(boxes) else np.zeros((0, 4))
+    return torch.from_numpy(out_l), torch.from_numpy(out_b)
+
+
+def localization_errors(
+    pred_labels: Tensor,
+    pred_boxes: Tensor,
+    gt_labels: Tensor,
+    gt_boxes: Tensor,
+    topk: int = MAX_GUESSES,
+    iou_threshold: float = IOU_THRESHOLD,
+) -> tuple[Tensor, Tensor]:
+    """Per-image classification and localisation error under the devkit rule.
+
+    Args:
+        pred_labels (Tensor[N, K] int): guessed class per slot, best first; -1 = no guess.
+        pred_boxes (Tensor[N, K, 4]): x1, y1, x2, y2 (inclusive pixel coordinates).
+        gt_labels (Tensor[N, G] int): class of each ground-truth box; -1 = padding. Every
+            image needs at least one.
+        gt_boxes (Tensor[N, G, 4]): x1, y1, x2, y2.
+        topk: guesses that count (the first ``topk`` slots; 5 for top-5, 1 for top-1).
+
+    Returns:
+        (Tensor[N], Tensor[N]) float64: classification and localisation error per image, each
+        the fraction of the image's distinct ground-truth labels that no counted guess found.
+    """
+    n = gt_labels.shape[0]
+    if pred_labels.shape[0] != n:
+        raise ValueError(f"{pred_labels.shape[0]} prediction rows for {n} images")
+    if n and not bool((gt_labels >= 0).any(dim=1).all()):
+        raise ValueError("every image needs at least one ground-truth label")
+    cls_err = torch.empty(n, dtype=torch.float64)
+    loc_err = torch.empty(n, dtype=torch.float64)
+    for lo in range(0, n, _CHUNK):
+        sl = slice(lo, lo + _CHUNK)
+        cls_err[sl], loc_err[sl] = _errors_block(pred_labels[sl, :topk], pred_boxes[sl, :topk], gt_labels[sl], gt_boxes[sl], iou_threshold)
+    return cls_err, loc_err
+
+
+def _errors_block(pl: Tensor, pb: Tensor, gl: Tensor, gb: Tensor, thr: float) -> tuple[Tensor, Tensor]:
+    valid_gt = gl >= 0  # [B, G]
+    same_label = (pl[:, :, None] == gl[:, None, :]) & (pl[:, :, None] >= 0) & valid_gt[:, None, :]  # [B, K, G]
+    iou = vmap(ilsvrc_iou)(pb.double(), gb.double())  # [B, K, G], devkit +1 convention
+    box_hit = (same_label & (iou >= thr)).any(dim=1)  # [B, G]: some guess localises GT box g
+    cls_hit = same_label.any(dim=1)  # [B, G]: some guess names g's label
+    # A label is found when any of its boxes is hit; weigh each box by 1 / (boxes with its
+    # label) so that each distinct label counts once.
+    group = (gl[:, :, None] == gl[:, None, :]) & valid_gt[:, :, None] & valid_gt[:, None, :]  # [B, G, G]
+    per_label = group.sum(dim=2).clamp(min=1).double()  # [B, G]
+    weight = valid_gt.double() / per_label
+    n_labels = weight.sum(dim=1)
+    loc_found = (group & box_hit[:, None, :]).any(dim=2).double()
+    cls_found = (group & cls_hit[:, None, :]).any(dim=2).double()
+    return 1.0 - (cls_found * weight).sum(1) / n_labels, 1.0 - (loc_found * weight).sum(1) / n_labels
+
+
+def ilsvrc_metrics(pred_labels: Tensor, pred_boxes: Tensor, gt_labels: Tensor, gt_boxes: Tensor) -> dict[str, float | int]:
+    """``top1_cls_error``, ``top5_cls_error``, ``top1_loc_error``, ``top5_loc_error`` (fractions,
+    mean over images) and ``n_images`` (arguments as :func:`localization_errors`)."""
+    out: dict[str, float | int] = {}
+    for k in (1, MAX_GUESSES):
+        cls, loc = localization_errors(pred_labels, pred_boxes, gt_labels, gt_boxes, topk=k)
+        out[f"top{k}_cls_error"] = cls.mean().item() if len(cls) else math.nan
+        out[f"top{k}_loc_error"] = loc.mean().item() if len(loc) else math.nan
+    out["n_images"] = int(gt_labels.shape[0])
+    return {k: out[k] for k in ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error", "n_images")}
+
+
+class LocalizationEvaluator:
+    """Accumulates per-image guesses and ground truth; ``summarize`` gives :func:`ilsvrc_metrics`.
+
+    ``process(guesses, truths)`` takes lists of per-image ``(labels, boxes)``; a ``None`` guess
+    (no prediction for the image) counts as wrong.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._pred: list[Guesses] = []
+        self._gt: list[Guesses] = []
+
+    def process(self, guesses: Sequence[Guesses | None], truths: Sequence[Guesses]) -> None:
+        if len(guesses) != len(truths):
+            raise ValueError(f"{len(guesses)} guesses for {len(truths)} images")
+        empty = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, 4))
+        for g, t in zip(guesses, truths, strict=True):
+            lab, box = g if g is not None else empty
+            self._pred.append((torch.as_tensor(lab).cpu()[:MAX_GUESSES], torch.as_tensor(box).cpu()[:MAX_GUESSES]))
+            self._gt.append((torch.as_tensor(t[0]).cpu(), torch.as_tensor(t[1]).cpu()))
+
+    def summarize(self) -> dict[str, float | int]:
+        if not self._gt:
+            raise ValueError("LocalizationEvaluator: nothing was processed")
+        pl, pb = pad_guesses(self._pred, MAX_GUESSES)
+        gl, gb = pad_guesses(self._gt)
+        return ilsvrc_metrics(pl, pb, gl, gb)
+
+
+# ----------------------------------------------------------------------------- files
+
+Submission = dict[str, list[tuple[str, tuple[float, float, float, float]]]]
+
+
+def read_kaggle_csv(path: str | Path, *, require_boxes: bool = False) -> Submission:
+    """Read a Kaggle CLS-LOC CSV (a submission or ``LOC_*_solution.csv``).
+
+    Returns ``{image_id: [(wnid, (x1, y1, x2, y2)), ...]}`` in file order. A malformed header,
+    row, number or a repeated image id raises :class:`SubmissionError` naming the file and
+    line. With ``require_boxes`` (ground truth) an empty prediction string is an error too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"file not found: {path}")
+    out: Submission = {}
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None)
+            if header is None or [h.strip().lstrip("\ufeff") for h in header[:2]] != ["ImageId", "PredictionString"]:
+                raise SubmissionError(f"{path}:1: expected the header ImageId,PredictionString, got {','.join(header or [])!r}")
+            for row in reader:
+                line = reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) != 2:
+                    raise SubmissionError(f"{path}:{line}: expected 2 columns (ImageId,PredictionString), got {len(row)}")
+                image_id, text = row[0].strip(), row[1].split()
+                if not image_id:
+                    raise SubmissionError(f"{path}:{line}: empty ImageId")
+                if image_id in out:
+                    raise SubmissionError(f"{path}:{line}: image {image_id!r} appears twice")
+                if len(text) % 5:
+                    raise SubmissionError(f"{path}:{line}: PredictionString must be groups of 'label x1 y1 x2 y2', got {len(text)} fields")
+                if require_boxes and not text:
+                    raise SubmissionError(f"{path}:{line}: image {image_id!r} has no boxes")
+                try:
+                    numbers = [float(v) for j, v in enumerate(text) if j % 5]
+                except ValueError:
+                    bad = next(v for j, v in enumerate(text) if j % 5 and not _is_number(v))
+                    raise SubmissionError(f"{path}:{line}: {bad!r} is not a number") from None
+                if not all(map(math.isfinite, numbers)):
+                    raise SubmissionError(f"{path}:{line}: a box coordinate is not finite")
+                coords = iter(numbers)
+                out[image_id] = list(zip(text[0::5], zip(coords, coords, coords, coords, strict=True), strict=True))  # type: ignore[assignment]
+        except csv.Error as e:
+            raise SubmissionError(f"{path}:{reader.line_num}: {e}") from None
+        except UnicodeDecodeError:
+            raise SubmissionError(f"{path}: not a text file") from None
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _pixel(v: float) -> int:
+    # Kaggle and the devkit use whole pixel indices; round half up, not to even.
+    return int(math.floor(v + 0.5))
+
+
+def write_kaggle_csv(path: str | Path, rows: Iterable[tuple[str, Sequence[tuple[str, Sequence[float]]]]]) -> Path:
+    """Write ``(image_id, [(wnid, box x1y1x2y2), ...])`` rows as a Kaggle submission; boxes
+    rounded to whole pixels, at most five guesses per image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["ImageId", "PredictionString"])
+        for image_id, guesses in rows:
+            parts = [f"{lab} " + " ".join(str(_pixel(v)) for v in box) for lab, box in list(guesses)[:MAX_GUESSES]]
+            w.writerow([image_id, " ".join(parts)])
+    return path
+
+
+def write_devkit_txt(path: str | Path, rows: Iterable[Sequence[tuple[int, Sequence[float]]]]) -> Path:
+    """Write the devkit's localisation submission: one line per image, in image order,
+    ``<label> <xmin> <ymin> <xmax> <ymax>`` for up to five guesses (devkit class ids)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for guesses in rows:
+            f.write(" ".join(f"{int(lab)} " + " ".join(str(_pixel(v)) for v in box) for lab, box in list(guesses)[:MAX_GUESSES]) + "\n")
+    return path
+
+
+def read_devkit_txt(path: str | Path) -> list[list[tuple[int, tuple[float, float, float, float]]]]:
+    """Read a devkit localisation submission: per line (image), ``[(label, box), ...]``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"file not found: {path}")
+    out = []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if len(fields) % 5:
+            raise SubmissionError(f"{path}:{line_no}: expected groups of '<label> <xmin> <ymin> <xmax> <ymax>', got {len(fields)} fields")
+        try:
+            out.append([(int(fields[j]), tuple(float(v) for v in fields[j + 1 : j + 5])) for j in range(0, len(fields), 5)])
+        except ValueError:
+            raise SubmissionError(f"{path}:{line_no}: not a number in {line.strip()[:80]!r}") from None
+    return out  # type: ignore[return-value]
+
+
+def score_kaggle(predictions: Submission, truth: Submission, pred_name: str = "predictions", truth_name: str = "ground truth") -> dict[str, float | int]:
+    """Metrics of a Kaggle-format submission against ground truth in the same format.
+
+    Images of the ground truth missing from the predictions count as wrong; predictions for
+    images the ground truth does not have are an error (a wrong pairing of files).
+    """
+    unknown = [i for i in predictions if i not in truth]
+    if unknown:
+        raise SubmissionError(f"{pred_name}: {len(unknown)} image ids are not in {truth_name} (first: {unknown[0]!r})")
+    vocab: dict[str, int] = {}
+    for guesses in truth.values():
+        for lab, _ in guesses:
+            vocab.setdefault(lab, len(vocab))
+
+    def padded(source: Submission, width: int | None) -> tuple[Tensor, Tensor]:
+        # One flat pass over all guesses (50,000 images: no per-image tensors). A label the
+        # ground truth never uses gets -2: negative, so it never matches.
+        rows = [source.get(i, [])[:width] if width else source.get(i, []) for i in ids]
+        counts = np.array([len(r) for r in rows], dtype=np.int64)
+        k = width or max(int(counts.max(initial=0)), 1)
+        labels = [np.array([vocab.get(lab, -2) for r in rows for lab, _ in r], dtype=np.int64)]
+        boxes = [np.array([box for r in rows for _, box in r], dtype=np.float64).reshape(-1, 4)]
+        return _scatter(counts, k, labels, boxes)
+
+    ids = list(truth)
+    pl, pb = padded(predictions, MAX_GUESSES)
+    gl, gb = padded(truth, None)
+    return ilsvrc_metrics(pl, pb, gl, gb)
+
+
+def score_files(predictions: str | Path, ground_truth: str | Path) -> dict[str, float | int]:
+    """``vgglocal score``: read both Kaggle-format CSVs and return the metric dict."""
+    truth = read_kaggle_csv(ground_truth, require_boxes=True)
+    if not truth:
+        raise SubmissionError(f"{ground_truth}: no images")
+    preds = read_kaggle_csv(predictions)
+    return score_kaggle(preds, truth, str(predictions), str(ground_truth))

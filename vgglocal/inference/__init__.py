@@ -1,0 +1,1 @@
+"""Inference: dense multi-scale application, multi-crop, greedy merge, the localisation protocols."""

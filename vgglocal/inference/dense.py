@@ -1,0 +1,214 @@
+"""Dense (fully-convolutional) application of a network to whole images at several scales.
+
+Section 3.2: rescale the image isotropically so its smallest side is Q, apply the network with
+its FC layers as convolutions to the whole uncropped image, and obtain a spatial map of class
+scores (and, for a localisation net, of box predictions: Appendix A, "full" protocol).
+
+Geometry (SPEC 5, "Dense geometry"): after five pools the stride is 32, so map location
+(i, j) at scale Q sees the window with top-left corner (32 j, 32 i) in the rescaled image and
+side ``crop``. A box prediction decodes to original-image pixels by adding the window origin,
+multiplying the normalised sizes by the crop and dividing by the rescale factor
+(:func:`vgglocal.boxes.decode`). On the mirrored image, location (i, j) is the window at
+(32 j, 32 i) *of the mirrored image*: its box is decoded there, mirrored back across the
+rescaled width, then divided by the factor. An image whose rescaled side is below the crop is
+zero-padded by the model (one window), not rejected.
+
+Rescaling uses the evaluation transform of the data pipeline
+(:class:`vgglocal.data.transforms.EvalTransform`: albumentations ``SmallestMaxSize``, cv2
+bilinear on uint8), the same resampling the networks were trained with; the rescale factor is
+``Q / min(h, w)`` as in training targets.
+
+Batching: images of one chunk are rescaled, grouped by rescaled size, and each group runs in
+batches (with its mirror images in the same batch). Padding images of different sizes into
+one batch would change the border activations (ReLU of the bias in the padding), so groups
+keep the result exactly that of one image at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vgglocal.boxes import decode, flip_boxes
+from vgglocal.data.transforms import EvalTransform
+from vgglocal.models.vgg import STRIDE, VGG
+
+__all__ = [
+    "ScaleMaps",
+    "autocast",
+    "rescale",
+    "window_origins",
+    "decode_box_map",
+    "dense_maps",
+    "dense_posteriors",
+    "align_locations",
+]
+
+
+@dataclass
+class ScaleMaps:
+    """One network applied densely to one image at one scale Q.
+
+    Attributes:
+        scale: Q, the rescaled smallest side.
+        factor: rescale factor original → rescaled (``Q / min(h, w)``).
+        size: (height, width) of the rescaled image.
+        crop: the network's window side (its training crop).
+        scores (Tensor[F, C, h, w] float32): class score maps (logits); F = 1, or 2 with the
+            mirrored image second.
+        boxes (Tensor[F, 4 or 4C, h, w] float32 or None): raw box parameters (cx, cy, w, h)/crop
+            per location, SCR or PCR; None without a box head or when not asked for.
+    """
+
+    scale: int
+    factor: float
+    size: tuple[int, int]
+    crop: int
+    scores: Tensor
+    boxes: Tensor | None
+
+    @property
+    def flips(self) -> int:
+        return int(self.scores.shape[0])
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on ``device`` when ``precision == "bf16"``, else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def rescale(image: np.ndarray, scale: int, normalization: dict[str, Sequence[float]]) -> tuple[Tensor, float, tuple[int, int]]:
+    """uint8 ``image [H, W, 3]`` → (normalised ``Tensor[3, h, w]``, factor, (h, w)) with the
+    smallest side rescaled to ``scale`` (the data pipeline's evaluation resize)."""
+    out = EvalTransform(scale, None, normalization["mean"], normalization["std"])(image)
+    return out.image, float(out.geometry.scale), tuple(out.geometry.size)  # type: ignore[return-value]
+
+
+def window_origins(h: int, w: int, stride: int = STRIDE, device: torch.device | None = None) -> Tensor:
+    """Top-left corners (x, y) of the windows of an ``h x w`` map: ``Tensor[h * w, 2]`` float32,
+    row-major (location (i, j) → (stride j, stride i))."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return (torch.stack([xs, ys], dim=-1).reshape(-1, 2) * stride).float()
+
+
+def decode_box_map(params: Tensor, factor: float, crop: int, flipped: bool = False, width: float | None = None) -> Tensor:
+    """Box-parameter maps → boxes in original-image pixels.
+
+    Args:
+        params (Tensor[..., 4, h, w]): (cx, cy, w, h)/crop at each location.
+        factor: rescale factor original → rescaled.
+        crop: window side in rescaled pixels.
+        flipped: the maps come from the mirrored rescaled image.
+        width: the rescaled image's width (needed when ``flipped``).
+
+    Returns:
+        Tensor[..., h * w, 4]: x1, y1, x2, y2 in original pixels, location-major (row-major).
+    """
+    h, w = params.shape[-2:]
+    p = params.float().flatten(-2).transpose(-1, -2)  # [..., h*w, 4]
+    boxes = decode(p, window_origins(h, w, device=p.device), 1.0, float(crop))  # rescaled px
+    if flipped:
+        if width is None:
+            raise ValueError("decode_box_map: the rescaled width is needed to mirror boxes back")
+        boxes = flip_boxes(boxes, float(width))
+    return boxes / factor
+
+
+def align_locations(target_hw: tuple[int, int], target_crop: int, source_hw: tuple[int, int], source_crop: int) -> Tensor:
+    """For each location of a ``target`` map, the index (row-major) of the ``source`` map
+    location whose window has the same centre, rounded (halves up) and clamped to the source map.
+
+    Used to weight a localisation net's boxes by a classification net with a different crop
+    at the same scale: both windows start on the same 32-pixel grid, so the centres differ by
+    ``(target_crop - source_crop) / 2`` pixels, i.e. a shift of that many strides / 32.
+    Identity when the crops are equal. ``Tensor[th * tw]`` int64.
+    """
+    shift = (target_crop - source_crop) / (2 * STRIDE)
+    th, tw = target_hw
+    sh, sw = source_hw
+    # floor(x + 0.5): half-strides round up, the same way at every location.
+    i = (torch.arange(th, dtype=torch.float64) + shift + 0.5).floor().clamp(0, sh - 1).long()
+    j = (torch.arange(tw, dtype=torch.float64) + shift + 0.5).floor().clamp(0, sw - 1).long()
+    return (i[:, None] * sw + j[None, :]).reshape(-1)
+
+
+@torch.no_grad()
+def dense_maps(
+    model: VGG,
+    images: Sequence[np.ndarray],
+    scales: Sequence[int],
+    *,
+    flip: bool = True,
+    boxes: bool = True,
+    normalization: dict[str, Sequence[float]] | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    precision: str = "fp32",
+) -> list[list[ScaleMaps]]:
+    """Apply ``model`` densely to every image at every scale (and to its mirror image).
+
+    Args:
+        model: a :class:`VGG` in eval mode, already on ``device``.
+        images: uint8 ``[H, W, 3]`` RGB arrays (:func:`vgglocal.data.images.load_rgb`).
+        scales: the Q values.
+        flip: also the mirrored image (F = 2 in the results).
+        boxes: keep the box maps (when the model has a box head).
+        normalization: ``{"mean", "std"}`` (0..255 units); default: ``model.normalization``.
+        batch_size: images per forward pass (mirrors ride along in the same pass).
+        precision: "fp32" or "bf16" (autocast; maps are returned in float32).
+
+    Returns:
+        ``result[image][scale]``: :class:`ScaleMaps`, scales in the order given.
+    """
+    device = torch.device(device)
+    norm = normalization or getattr(model, "normalization", None) or {"mean": [0.0] * 3, "std": [1.0] * 3}
+    want_boxes = boxes and model.box_head is not None
+    out: list[list[ScaleMaps | None]] = [[None] * len(scales) for _ in images]
+    for si, q in enumerate(scales):
+        rescaled = [rescale(img, q, norm) for img in images]
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for idx, (_, _, size) in enumerate(rescaled):
+            groups[size].append(idx)
+        for size, members in groups.items():
+            for lo in range(0, len(members), batch_size):
+                chunk = members[lo : lo + batch_size]
+                x = torch.stack([rescaled[k][0] for k in chunk]).to(device, non_blocking=True)
+                if flip:
+                    x = torch.cat([x, x.flip(-1)])
+                with autocast(device, precision):
+                    maps = model.maps(x)
+                scores = maps["scores"].float().cpu()
+                box_maps = maps["boxes"].float().cpu() if want_boxes else None
+                n = len(chunk)
+                for r, k in enumerate(chunk):
+                    rows = [r, r + n] if flip else [r]
+                    out[k][si] = ScaleMaps(
+                        scale=int(q),
+                        factor=rescaled[k][1],
+                        size=size,
+                        crop=model.crop,
+                        scores=scores[rows],
+                        boxes=box_maps[rows] if box_maps is not None else None,
+                    )
+    return out  # type: ignore[return-value]
+
+
+def dense_posteriors(maps: Sequence[ScaleMaps]) -> Tensor:
+    """Class posteriors of one image from its dense maps: ``Tensor[C]``.
+
+    Section 3.2: the class score map is spatially averaged (sum-pooled) into one vector of
+    class scores per image; its soft-max is the image's posterior; the posteriors of the image
+    and its mirror (and of every scale, section 4.2) are averaged. We average the scores
+    (logits) over space *before* the soft-max, as the paper's sum-pooling of the score map
+    does, rather than averaging per-location posteriors.
+    """
+    probs = [m.scores.float().mean(dim=(-2, -1)).softmax(dim=-1) for m in maps]  # [F, C] each
+    return torch.cat(probs).mean(dim=0)

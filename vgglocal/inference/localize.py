@@ -1,0 +1,308 @@
+"""Classification systems and the two localisation protocols (section 3.2, Appendix A).
+
+* :func:`classify` — dense, multi-crop or both (section 4.3), averaged over scales and over
+  several networks (fusion, section 4.4): image posteriors ``[N, C]``.
+* :func:`localize_center_crop` — protocol 1: rescale to S, the central crop, the box of the
+  ground-truth class.
+* :func:`localize_full` — protocol 2: the top-5 labels of the classification system; for each,
+  every box the localisation net(s) predict for it at every location, scale and mirror (the
+  union over nets), greedily merged (:func:`vgglocal.inference.merge.greedy_merge`), each
+  box weighted by the classification net's soft-max probability of the label at the window
+  that predicted it; the label's box is the heaviest merged box.
+
+Decisions the paper leaves open, written down here:
+
+* The weight of a box is the posterior of the label at the *same window* in the dense score
+  map of each classification net at the same scale and mirror, averaged over classification
+  nets. When a classification net has another crop than the localisation net, its map has
+  another size; a localisation window is matched to the classification window with the same
+  centre (:func:`vgglocal.inference.dense.align_locations`), clamped to the map.
+* Detections (COCO results) are every merged box of each label considered; a detection's
+  score is the label's image posterior times the box's share of the label's total weight
+  (merged weight / sum of all weights of that label's boxes). The share alone would rank a
+  box in an image without the object as high as one in an image with it; the posterior alone
+  would give every merged box of a label the same score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vgglocal.boxes import clip_boxes
+from vgglocal.data.transforms import EvalTransform
+from vgglocal.inference.dense import (
+    ScaleMaps,
+    align_locations,
+    autocast,
+    decode_box_map,
+    dense_maps,
+    dense_posteriors,
+)
+from vgglocal.inference.merge import greedy_merge
+from vgglocal.inference.multicrop import multicrop_posteriors
+from vgglocal.models.heads import select_class_boxes
+from vgglocal.models.vgg import VGG
+
+__all__ = ["Net", "Localization", "Candidates", "classify", "box_candidates", "merge_candidates", "localize_full", "localize_center_crop", "METHODS"]
+
+METHODS = ("dense", "multicrop", "both")
+_MIN_WEIGHT = 1e-30  # soft-max underflow would make a weight 0; the merge needs positive ones
+
+
+@dataclass
+class Net:
+    """A network with the test scales Q it is applied at (Table 9's "384/352,384": S=384, Q={352, 384})."""
+
+    model: VGG
+    scales: tuple[int, ...]
+    name: str = ""
+
+
+@dataclass
+class Localization:
+    """The result for one image.
+
+    Attributes:
+        labels (Tensor[K] int64): guessed classes, best first (top-5 by posterior).
+        scores (Tensor[K]): their image posteriors.
+        boxes (Tensor[K, 4]): each label's box, x1y1x2y2 original pixels.
+        detections: per label considered, ``(label, boxes Tensor[M, 4], scores Tensor[M])``,
+            every merged box with its detection score, best first.
+    """
+
+    labels: Tensor
+    scores: Tensor
+    boxes: Tensor
+    detections: list[tuple[int, Tensor, Tensor]] = field(default_factory=list)
+
+
+@dataclass
+class _Options:
+    flip: bool
+    device: torch.device
+    batch_size: int
+    precision: str
+
+
+def _maps(net: Net, images: Sequence[np.ndarray], scales: Sequence[int], boxes: bool, opt: _Options) -> list[list[ScaleMaps]]:
+    return dense_maps(net.model, images, scales, flip=opt.flip, boxes=boxes, device=opt.device, batch_size=opt.batch_size, precision=opt.precision)
+
+
+def classify(
+    images: Sequence[np.ndarray],
+    nets: Sequence[Net],
+    method: str = "dense",
+    *,
+    flip: bool = True,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    precision: str = "fp32",
+    maps: dict[int, list[list[ScaleMaps]]] | None = None,
+) -> Tensor:
+    """Image posteriors ``Tensor[N, C]`` of a classification system: each net at its scales,
+    ``dense`` (:func:`vgglocal.inference.dense.dense_posteriors`), ``multicrop`` or ``both``
+    (the average of the two, Table 5), then the average over nets (fusion, Table 6).
+
+    ``maps`` (net position → dense maps at that net's scales) reuses dense maps already computed.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: choose from {', '.join(METHODS)}")
+    opt = _Options(flip, torch.device(device), batch_size, precision)
+    total = None
+    for k, net in enumerate(nets):
+        parts = []
+        if method in ("dense", "both"):
+            m = maps[k] if maps is not None and k in maps else _maps(net, images, net.scales, False, opt)
+            parts.append(torch.stack([dense_posteriors(per_image[: len(net.scales)]) for per_image in m]))
+        if method in ("multicrop", "both"):
+            parts.append(multicrop_posteriors(net.model, images, net.scales, flip=flip, device=opt.device, batch_size=8 * batch_size, precision=precision))
+        p = torch.stack(parts).mean(dim=0)
+        total = p if total is None else total + p
+    if total is None:
+        raise ValueError("classify: no networks")
+    return total / len(nets)
+
+
+def _label_weights(cls_maps: Sequence[ScaleMaps], labels: Tensor, target: ScaleMaps) -> Tensor:
+    """Soft-max probability of ``labels [L]`` at each window of ``target``'s map, averaged over
+    the classification nets' maps at the same scale: ``Tensor[F, L, h * w]``."""
+    th, tw = target.scores.shape[-2:]
+    acc = None
+    for m in cls_maps:
+        probs = m.scores.float().softmax(dim=1)[:, labels]  # [F, L, hc, wc]
+        hc, wc = probs.shape[-2:]
+        idx = align_locations((th, tw), target.crop, (hc, wc), m.crop)
+        w = probs.flatten(-2)[..., idx]  # [F, L, h*w]
+        acc = w if acc is None else acc + w
+    return acc / len(cls_maps)  # type: ignore[operator]
+
+
+@dataclass
+class Candidates:
+    """Every box predicted for an image's labels, before the merge.
+
+    Attributes:
+        labels (Tensor[L] int64): labels considered, best first (posterior order).
+        scores (Tensor[L]): their image posteriors.
+        boxes (Tensor[L, B, 4]): each label's box at every window, scale, mirror and net
+            (x1y1x2y2 original pixels).
+        weights (Tensor[L, B] float64): the classification posterior of the label at the
+            window that predicted each box.
+        size: (height, width) of the image.
+    """
+
+    labels: Tensor
+    scores: Tensor
+    boxes: Tensor
+    weights: Tensor
+    size: tuple[int, int]
+
+
+def box_candidates(
+    images: Sequence[np.ndarray],
+    cls_nets: Sequence[Net],
+    loc_nets: Sequence[Net],
+    *,
+    labels_per_image: int = 5,
+    cls_method: str = "dense",
+    flip: bool = True,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    precision: str = "fp32",
+) -> tuple[Tensor, list[Candidates]]:
+    """The dense half of protocol 2: posteriors ``Tensor[N, C]`` and, per image, the boxes and
+    weights of its ``labels_per_image`` most probable labels (see :func:`localize_full`)."""
+    opt = _Options(flip, torch.device(device), batch_size, precision)
+    loc_scales = sorted({q for n in loc_nets for q in n.scales})
+    # Classification nets run at their own scales (the posteriors) and at the localisation
+    # scales (the box weights); a net that is also a localisation net keeps its box maps.
+    cls_maps: dict[int, list[list[ScaleMaps]]] = {}
+    loc_maps: dict[int, list[list[ScaleMaps]]] = {}
+    for k, net in enumerate(cls_nets):
+        scales = list(net.scales) + [q for q in loc_scales if q not in net.scales]
+        cls_maps[k] = _maps(net, images, scales, any(net is ln for ln in loc_nets), opt)
+    for k, net in enumerate(loc_nets):
+        shared = [c for c, cn in enumerate(cls_nets) if cn is net]
+        loc_maps[k] = cls_maps[shared[0]] if shared else _maps(net, images, net.scales, True, opt)
+    posteriors = classify(images, cls_nets, cls_method, flip=flip, device=device, batch_size=batch_size, precision=precision, maps=cls_maps)
+    top_p, top_l = posteriors.topk(min(labels_per_image, posteriors.shape[1]), dim=1)
+    out = []
+    for i in range(len(images)):
+        labels = top_l[i]
+        boxes_all, weights_all = [], []
+        for k, net in enumerate(loc_nets):
+            for q in net.scales:
+                target = next(m for m in loc_maps[k][i] if m.scale == q)
+                if target.boxes is None:
+                    raise ValueError(f"localisation net {net.name or k} has no box head")
+                cls_at_q = [next(m for m in cls_maps[c][i] if m.scale == q) for c in range(len(cls_nets))]
+                params = select_class_boxes(target.boxes, labels.expand(target.flips, -1))  # [F, L, 4, h, w]
+                weights = _label_weights(cls_at_q, labels, target)  # [F, L, h*w]
+                for f in range(target.flips):
+                    boxes_all.append(decode_box_map(params[f], target.factor, target.crop, flipped=f == 1, width=target.size[1]))
+                    weights_all.append(weights[f])
+        out.append(
+            Candidates(
+                labels=labels.clone(),
+                scores=top_p[i].clone(),
+                boxes=torch.cat(boxes_all, dim=1),  # [L, B, 4]
+                weights=torch.cat(weights_all, dim=1).double().clamp(min=_MIN_WEIGHT),  # [L, B]
+                size=tuple(images[i].shape[:2]),  # type: ignore[arg-type]
+            )
+        )
+    return posteriors, out
+
+
+def merge_candidates(cand: Candidates, threshold: float, topk: int = 5) -> Localization:
+    """The merge half of protocol 2: greedy-merge each label's boxes; the label's box is the
+    heaviest merged box; every merged box (clipped to the image) becomes a detection."""
+    best, detections = [], []
+    for li in range(len(cand.labels)):
+        merged, mw = greedy_merge(cand.boxes[li].double(), cand.weights[li], threshold)
+        merged = clip_boxes(merged, cand.size)
+        best.append(merged[0])
+        share = mw / cand.weights[li].sum()
+        detections.append((int(cand.labels[li]), merged.float(), (cand.scores[li].double() * share).float()))
+    return Localization(labels=cand.labels[:topk].clone(), scores=cand.scores[:topk].clone(), boxes=torch.stack(best[:topk]).float(), detections=detections)
+
+
+def localize_full(
+    images: Sequence[np.ndarray],
+    cls_nets: Sequence[Net],
+    loc_nets: Sequence[Net],
+    *,
+    threshold: float,
+    topk: int = 5,
+    det_topk: int = 0,
+    cls_method: str = "dense",
+    flip: bool = True,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    precision: str = "fp32",
+) -> tuple[Tensor, list[Localization]]:
+    """Protocol 2 ("full") for a chunk of images: :func:`box_candidates` then
+    :func:`merge_candidates`.
+
+    Args:
+        images: uint8 RGB arrays.
+        cls_nets: the classification system (a localisation net may serve as its own, through
+            its classification head: pass the same :class:`Net` object in both lists).
+        loc_nets: localisation nets (box heads), each with its scales.
+        threshold: greedy-merge threshold.
+        topk: labels guessed per image (5).
+        det_topk: labels per image for which detections are produced (at least ``topk``).
+        cls_method: how the classification system ranks labels (dense, multicrop, both).
+
+    Returns:
+        (posteriors ``Tensor[N, C]``, one :class:`Localization` per image).
+    """
+    posteriors, cands = box_candidates(images, cls_nets, loc_nets, labels_per_image=max(topk, det_topk), cls_method=cls_method,
+                                       flip=flip, device=device, batch_size=batch_size, precision=precision)
+    return posteriors, [merge_candidates(c, threshold, topk) for c in cands]
+
+
+@torch.no_grad()
+def localize_center_crop(
+    images: Sequence[np.ndarray],
+    labels: Tensor,
+    net: VGG,
+    scale: int,
+    *,
+    cls_net: VGG | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    precision: str = "fp32",
+) -> tuple[Tensor, Tensor]:
+    """Protocol 1 ("center-crop"): rescale to ``scale`` (S), take the central crop, predict the
+    box of the ground-truth class ``labels [N]`` (so classification errors don't count).
+
+    Returns ``(posteriors Tensor[N, C], boxes Tensor[N, 4])``: the classification posteriors of
+    the same centre crop (from ``cls_net``'s own centre crop, or ``net``'s classification
+    head), and the boxes in original-image pixels.
+    """
+    device = torch.device(device)
+    if net.box_head is None:
+        raise ValueError("center-crop needs a localisation net (a box head)")
+    clf = cls_net if cls_net is not None else net
+    posteriors, boxes = [], []
+    for lo in range(0, len(images), batch_size):
+        chunk = images[lo : lo + batch_size]
+        ts = [EvalTransform(scale, net.crop, net.normalization["mean"], net.normalization["std"])(img) for img in chunk]
+        x = torch.stack([t.image for t in ts]).to(device)
+        with autocast(device, precision):
+            maps = net.maps(x)
+            if clf is not net:
+                tc = [EvalTransform(scale, clf.crop, clf.normalization["mean"], clf.normalization["std"])(img).image for img in chunk]
+                logits = clf(torch.stack(tc).to(device))
+            else:
+                logits = maps["scores"].flatten(1)
+        posteriors.append(logits.float().softmax(dim=1).cpu())
+        params = select_class_boxes(maps["boxes"].float().cpu(), labels[lo : lo + batch_size].cpu())[..., 0, 0]  # [B, 4]
+        for t, p in zip(ts, params, strict=True):
+            boxes.append(t.geometry.decode(p[None])[0])
+    return torch.cat(posteriors), torch.stack(boxes)
