@@ -37,7 +37,7 @@ def cli() -> None:
     """
 
 
-_COMMAND_MODULES = ("models", "data", "eval")
+_COMMAND_MODULES = ("models", "data", "train", "eval")
 
 
 def _register() -> None:

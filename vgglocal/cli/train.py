@@ -1,0 +1,87 @@
+"""Training commands: ``train-cls`` (section 3.1) and ``train-loc`` (Appendix A).
+
+Both run unchanged under ``torchrun --nproc-per-node N -m vgglocal ...``: the batch size in the
+config is global and is split across the processes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from vgglocal.cli import cli
+
+_CONFIG = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
+                       help="YAML config (configs/cls/*.yaml, configs/loc/*.yaml).")
+_SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                    help="Override a config key, e.g. --set optim.lr=0.001 (repeatable; values are YAML).")
+_RESUME = click.option("--resume", is_flag=True,
+                       help="Continue the run in the output folder from its checkpoints/last.pt.")
+_OUT = click.option("--out", type=click.Path(file_okay=False), default=None,
+                    help="Run folder (default runs/<config file name>).")
+
+
+def _log(msg: str) -> None:
+    # Between progress bars, on stderr: stdout stays free for results.
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@cli.command("train-cls")
+@_CONFIG
+@_SET
+@_RESUME
+@_OUT
+def train_cls_cmd(config: str, overrides: tuple[str, ...], resume: bool, out: str | None) -> None:
+    """Train a classification net (paper section 3.1): SGD with momentum, the plateau schedule
+    (lr / 10 when validation top-1 error stops improving, three times), validation every epoch.
+
+    Initialises from scratch (model.init), from a net-A checkpoint (model.init_from) or from any
+    checkpoint (model.pretrained). Writes runs/<name>/ with config.yaml, metrics.jsonl,
+    checkpoints/last.pt and best.pt, and model.pt.
+    """
+    from vgglocal.config import load_config
+    from vgglocal.engine.tasks import train_classifier
+
+    cfg = load_config(config, overrides)
+    run = train_classifier(cfg, out=out, resume=resume, log=_log)
+    if _is_main():
+        click.echo(str(run / "model.pt"))
+
+
+@cli.command("train-loc")
+@_CONFIG
+@click.option("--regression", type=click.Choice(["scr", "pcr"]), default=None,
+              help="Box head: scr (4 outputs shared by all classes) or pcr (4 per class). Default: loc.regression.")
+@click.option("--finetune", type=click.Choice(["fc", "all"]), default=None,
+              help="fc: train the box head's FC6, FC7 and new last layer, convs frozen; all: every layer "
+                   "except the (frozen) classification head. Default: loc.finetune.")
+@click.option("--init", "init", type=click.Path(dir_okay=False), default=None,
+              help="Classification checkpoint trained at the same scale (model.pt, best.pt or last.pt). Default: loc.init.")
+@_SET
+@_RESUME
+@_OUT
+def train_loc_cmd(config: str, regression: str | None, finetune: str | None, init: str | None,
+                  overrides: tuple[str, ...], resume: bool, out: str | None) -> None:
+    """Train a localisation net (paper Appendix A): the classifier's FC layers regress the box
+    (cx, cy, w, h)/crop with a Euclidean loss; validation is the centre-crop error with the
+    ground-truth class (protocol 1). The classification head is kept, frozen, in the checkpoint.
+
+    --regression, --finetune and --init override the config's loc.* keys.
+    """
+    from vgglocal.config import load_config, replace
+    from vgglocal.engine.tasks import train_localizer
+
+    cfg = load_config(config, overrides)
+    options = {"loc.regression": regression, "loc.finetune": finetune, "loc.init": init}
+    cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
+    run = train_localizer(cfg, out=out, resume=resume, log=_log)
+    if _is_main():
+        click.echo(str(run / "model.pt"))

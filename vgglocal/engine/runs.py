@@ -1,0 +1,110 @@
+"""The run directory (DESIGN.md "Runs"):
+
+```
+runs/<name>/config.yaml          the resolved config
+runs/<name>/metrics.jsonl        one JSON line per epoch
+runs/<name>/checkpoints/last.pt  training state (every epoch and every train.checkpoint_every steps)
+runs/<name>/checkpoints/best.pt  model with the best validation error so far
+runs/<name>/model.pt             the final model (best validation error), for load_model
+```
+
+Only rank 0 writes; every rank checks the same rules, so all fail alike on a user error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vgglocal.config import Config, dump_config
+from vgglocal.errors import UserError
+
+__all__ = ["RunError", "RunDir"]
+
+
+class RunError(UserError):
+    """The run directory cannot be used as asked (would overwrite a run, nothing to resume)."""
+
+
+def _json_safe(value: Any) -> Any:
+    # JSON has no NaN/inf; write null so every line stays valid JSON.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one training run and the rules for starting or resuming it."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "checkpoints" / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "checkpoints" / "best.pt"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.pt"
+
+    @classmethod
+    def prepare(cls, root: str | Path, resume: bool) -> RunDir:
+        """Check that ``root`` can be started (no ``last.pt`` there) or resumed (``last.pt``
+        there); never overwrite a run silently. Creates nothing."""
+        run = cls(Path(root))
+        if resume and not run.last.is_file():
+            raise RunError(f"--resume: no checkpoint to resume from at {run.last}")
+        for done in (run.last, run.model):
+            if not resume and done.exists():
+                raise RunError(f"{run.root} already holds a run ({done}); pass --resume to continue it or --out DIR for a new one")
+        if run.root.exists() and not run.root.is_dir():
+            raise RunError(f"--out {run.root}: exists and is not a directory")
+        return run
+
+    def create(self, cfg: Config, fresh: bool) -> None:
+        """Make the folders and write the resolved config (rank 0). A ``fresh`` start drops the
+        metrics of an earlier attempt that never reached a checkpoint (nothing to resume there)."""
+        self.last.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.last.parent.glob(".*.pt.*.tmp"):  # a kill during an atomic write
+            stale.unlink(missing_ok=True)
+        dump_config(cfg, self.config)
+        if fresh:
+            self.metrics.unlink(missing_ok=True)
+
+    def append_metrics(self, line: dict[str, Any]) -> None:
+        with self.metrics.open("a") as f:
+            f.write(json.dumps({k: _json_safe(v) for k, v in line.items()}) + "\n")
+            f.flush()
+
+    def truncate_metrics(self, epochs_done: int) -> None:
+        """Keep only the lines of epochs ``<= epochs_done`` (a resumed run rewrites the rest)."""
+        if not self.metrics.is_file():
+            return
+        keep = []
+        for text in self.metrics.read_text().splitlines():
+            try:
+                if int(json.loads(text).get("epoch", 0)) <= epochs_done:
+                    keep.append(text)
+            except (ValueError, AttributeError):
+                continue  # a line cut by a kill
+        self.metrics.write_text("".join(t + "\n" for t in keep))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(t) for t in self.metrics.read_text().splitlines() if t.strip()]

@@ -1,0 +1,310 @@
+"""From a config to a finished run: ``train_classifier`` (section 3.1) and ``train_localizer``
+(Appendix A). They read the data, build the model, optimiser and schedule, join the process
+group under ``torchrun``, and hand over to :func:`vgglocal.engine.train.fit`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from vgglocal.checkpoint import load_checkpoint
+from vgglocal.config import Config, ConfigError, replace, to_dict
+from vgglocal.engine import distributed
+from vgglocal.engine.distributed import DistEnv
+from vgglocal.engine.losses import LOSSES
+from vgglocal.engine.resume import Checkpointer, restore_training
+from vgglocal.engine.runs import RunDir, RunError
+from vgglocal.engine.schedule import PlateauSchedule
+from vgglocal.engine.train import (
+    LocGroundTruth,
+    StepOptions,
+    TrainForward,
+    build_optimizer,
+    channels_last,
+    evaluate,
+    fit,
+)
+from vgglocal.models.build import build_model
+from vgglocal.models.io import model_from_checkpoint
+from vgglocal.models.vgg import VGG, add_box_head
+
+__all__ = ["train_classifier", "train_localizer", "run_training", "micro_batch_size", "eval_scale",
+           "freeze_for_finetune", "mean_box_target"]
+
+Log = Callable[[str], None]
+
+# Model keys that a localisation run takes from its classification checkpoint.
+_ARCH_KEYS = ("arch", "num_classes", "width", "fc_width", "crop", "batch_norm")
+
+
+def micro_batch_size(batch_size: int, world_size: int, grad_accum: int) -> int:
+    """Per-process micro-batch: the global ``train.batch_size`` split across processes and
+    accumulation steps, so one YAML gives the same optimisation at any world size."""
+    if batch_size % (world_size * grad_accum):
+        raise ConfigError(
+            f"train.batch_size: {batch_size} is not divisible by world size {world_size} x "
+            f"train.grad_accum {grad_accum}"
+        )
+    return batch_size // (world_size * grad_accum)
+
+
+def eval_scale(cfg: Config) -> int:
+    """Validation scale Q: S for fixed-scale training, (Smin + Smax) / 2 for jittered S (Table 3)."""
+    d = cfg.data
+    return (d.scale_min + d.scale_max) // 2 if d.scale_max else d.scale
+
+
+def freeze_for_finetune(net: VGG, finetune: str) -> None:
+    """Appendix A fine-tuning modes. The classification head is always frozen (kept so one model
+    gives class scores and boxes). ``fc``: the convs are frozen too, so only the box head's
+    FC6, FC7 and its new last layer train; ``all``: convs and box head train."""
+    if finetune not in ("fc", "all"):
+        raise ConfigError(f"loc.finetune: {finetune!r} is not one of fc, all")
+    net.cls_head.requires_grad_(False)
+    net.features.requires_grad_(finetune == "all")
+    if net.box_head is not None:
+        net.box_head.requires_grad_(True)
+
+
+def mean_box_target(dataset: Any, samples: int = 256) -> torch.Tensor:
+    """Mean training target (cx, cy, w, h)/crop over up to ``samples`` evenly spaced items of a
+    localisation :class:`~vgglocal.data.loader.SampleDataset` (epoch 0 augmentation) → Tensor[4]."""
+    n = len(dataset)
+    idx = np.unique(np.linspace(0, n - 1, min(samples, n)).round().astype(np.int64))
+    targets = [item["target"] for item in (dataset[(0, int(i))] for i in idx) if isinstance(item, dict)]
+    if not targets:
+        raise ConfigError("loc.head_bias: mean: no usable training sample to average")
+    return torch.stack(targets).mean(dim=0)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def _read_data(cfg: Config, task: str, crop: int) -> dict[str, Any]:
+    from vgglocal.data import read_split
+    from vgglocal.data.loader import SampleDataset
+    from vgglocal.data.transforms import build_eval_transform, build_train_transform
+
+    train_records, classes = read_split(cfg.data, "train", task)
+    val_records, val_classes = read_split(cfg.data, "val", task)
+    if list(val_classes.ids) != list(classes.ids):
+        raise ConfigError(f"data.root {cfg.data.root}: the validation split's classes differ from the training split's")
+    return {
+        "classes": classes,
+        "train_records": train_records,
+        "val_records": val_records,
+        "train": SampleDataset(train_records, build_train_transform(cfg.data, crop, task), task, cfg.seed),
+        "val": SampleDataset(val_records, build_eval_transform(cfg.data, crop, eval_scale(cfg)), task, cfg.seed),
+    }
+
+
+def _loc_config(cfg: Config, init: dict[str, Any], log: Log) -> Config:
+    """The run's config with the architecture of the ``--init`` checkpoint (which defines it)."""
+    hp = init["model"]
+    changes = {}
+    for key in _ARCH_KEYS:
+        if getattr(cfg.model, key) != hp[key]:
+            changes[f"model.{key}"] = hp[key]
+    if changes:
+        log("model keys taken from the --init checkpoint: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    return replace(cfg, **changes) if changes else cfg
+
+
+def _check_normalization(cfg: Config, init: dict[str, Any], norm: dict[str, list[float]]) -> None:
+    theirs = init.get("normalization")
+    if not theirs:
+        return
+    if not (np.allclose(theirs["mean"], norm["mean"], atol=1e-3) and np.allclose(theirs["std"], norm["std"], atol=1e-3)):
+        raise ConfigError(
+            f"loc.init {cfg.loc.init}: the checkpoint was trained with mean {theirs['mean']} / std {theirs['std']}, "
+            f"the config gives {norm['mean']} / {norm['std']}; set data.mean/std (or data.stats) as in the classification run"
+        )
+
+
+def _check_resume(cfg: Config, task: str, last: dict[str, Any], path: Path) -> None:
+    """A run resumes with the settings that shape its model and optimiser (others, like
+    train.epochs, may change)."""
+    if last.get("task") != task:
+        raise RunError(f"--resume: {path} is a {last.get('task')!r} run, not {task!r}")
+    if task == "cls":
+        for key in _ARCH_KEYS:
+            if getattr(cfg.model, key) != last["model"][key]:
+                raise RunError(f"--resume: model.{key} is {getattr(cfg.model, key)!r}, the run in {path} has {last['model'][key]!r}")
+    else:
+        meta = last.get("meta") or {}
+        for key in ("regression", "finetune"):
+            if key in meta and getattr(cfg.loc, key) != meta[key]:
+                raise RunError(f"--resume: loc.{key} is {getattr(cfg.loc, key)!r}, the run in {path} has {meta[key]!r}")
+
+
+def _build_net(cfg: Config, task: str, last: dict[str, Any] | None, init: dict[str, Any] | None,
+               data: dict[str, Any], last_path: str, env: DistEnv) -> VGG:
+    """The network on its device: from last.pt when resuming, else from the config (cls) or the
+    ``--init`` classifier with a new box head (loc); localisation freezes as loc.finetune says."""
+    if last is not None:
+        net = model_from_checkpoint(last, last_path)
+    elif task == "cls":
+        net = build_model(cfg.model)
+    else:
+        net = model_from_checkpoint(init, cfg.loc.init)
+        if init.get("classes") and list(init["classes"]) != list(data["classes"].ids):
+            raise ConfigError(f"loc.init {cfg.loc.init}: its classes differ from those of {cfg.data.root}")
+        for m in net.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = cfg.model.dropout
+        net.hparams["dropout"] = cfg.model.dropout
+        bias = mean_box_target(data["train"]) if cfg.loc.head_bias == "mean" else None
+        _seed_all(cfg.seed)
+        add_box_head(net, cfg.loc.regression, std=cfg.loc.head_init_std, bias=bias)
+    if task == "loc":
+        freeze_for_finetune(net, cfg.loc.finetune)
+    net.to(env.device)
+    if cfg.train.channels_last:
+        channels_last(net)
+    return net
+
+
+def run_training(cfg: Config, task: str, out: str | Path | None = None, resume: bool = False, log: Log | None = None) -> Path:
+    """Train ``task`` ("cls" or "loc") as ``cfg`` says into ``out`` (default ``runs/<cfg.name>``).
+
+    Under ``torchrun`` every process calls this; only rank 0 writes files and logs. Returns the
+    run directory. Raises a :class:`~vgglocal.errors.UserError` for bad configs, data or runs,
+    and :class:`~vgglocal.engine.train.NonFiniteLossError` when the loss diverges.
+    """
+    env = distributed.setup(cfg.train.device)
+    try:
+        return _run(cfg, task, out, resume, log or _quiet, env)
+    finally:
+        distributed.teardown()
+
+
+def _run(cfg: Config, task: str, out: str | Path | None, resume: bool, log: Log, env: DistEnv) -> Path:
+    from vgglocal.data.loader import BadSampleTracker, build_loader
+    from vgglocal.data.transforms import normalization_of
+
+    log = log if env.is_main else _quiet
+    micro = micro_batch_size(cfg.train.batch_size, env.world_size, cfg.train.grad_accum)
+    run = RunDir.prepare(Path(out) if out else Path("runs") / (cfg.name or "run"), resume)
+    last = load_checkpoint(run.last) if resume else None
+    if last is not None:
+        _check_resume(cfg, task, last, run.last)
+    if env.device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+    _seed_all(cfg.seed)  # the model's random init is the same on every process
+
+    init = None
+    if task == "loc":
+        if last is None:
+            if not cfg.loc.init:
+                raise ConfigError("train-loc needs --init CLS_CHECKPOINT (or loc.init in the config)")
+            init = load_checkpoint(cfg.loc.init)
+            cfg = _loc_config(cfg, init, log)
+        else:
+            cfg = _loc_config(cfg, last, log)
+    norm = normalization_of(cfg.data)
+    if init is not None:
+        _check_normalization(cfg, init, norm)
+    data = _read_data(cfg, task, cfg.model.crop)
+    classes = data["classes"]
+    if cfg.model.num_classes != len(classes):
+        raise ConfigError(f"model.num_classes: {cfg.model.num_classes}, but {cfg.data.root} has {len(classes)} classes")
+
+    net = _build_net(cfg, task, last, init, data, str(run.last), env)
+    lr = cfg.optim.lr
+    optimizer = build_optimizer(net, lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.nesterov)
+    tracker = BadSampleTracker(cfg.data.max_bad_fraction)
+    use_cuda = env.device.type == "cuda"
+    loader = build_loader(
+        data["train"], micro, shuffle=True, seed=cfg.seed, epoch=0, workers=cfg.data.workers,
+        pin_memory=cfg.data.pin_memory and use_cuda, persistent_workers=cfg.data.persistent_workers, drop_last=True,
+    )
+    steps = loader.batches_per_epoch // cfg.train.grad_accum
+    if steps < 1:
+        raise ConfigError(
+            f"train.batch_size: {cfg.train.batch_size} is more than the {len(data['train'])} training images of {cfg.data.root}"
+        )
+    schedule = PlateauSchedule(lr, cfg.optim.lr_decay, cfg.optim.patience, cfg.optim.max_decreases,
+                               warmup_steps=round(cfg.optim.warmup_epochs * steps))
+    val_loader = build_loader(data["val"], cfg.eval.batch_size, shuffle=False, seed=cfg.seed, workers=cfg.data.workers,
+                              pin_memory=cfg.data.pin_memory and use_cuda, persistent_workers=cfg.data.persistent_workers)
+    gt = LocGroundTruth.from_records(data["val_records"]) if task == "loc" else None
+
+    meta = {"task": task, "config": to_dict(cfg), "train_scale": {"scale": cfg.data.scale, "scale_min": cfg.data.scale_min,
+                                                                  "scale_max": cfg.data.scale_max}}
+    if task == "loc":
+        # The frozen classification head reads the features: with `fc` they are the classifier's
+        # own, so the model's class scores are exactly the classifier's; with `all` the features
+        # moved and the scores are stale: use the classification net's (Appendix A does).
+        meta.update(regression=cfg.loc.regression, finetune=cfg.loc.finetune, init=cfg.loc.init,
+                    cls_scores_valid=cfg.loc.finetune == "fc")
+    describe = {"normalization": norm, "classes": list(classes.ids), "meta": meta}
+    checkpoints = Checkpointer(run, net, optimizer, schedule, describe, env, task, tracker)
+    start = None
+    if last is not None:
+        start = restore_training(last, optimizer, schedule, env, cfg.seed, tracker)
+        del last
+    else:
+        # Dropout streams differ per process, as separate GPUs' would.
+        _seed_all(cfg.seed + env.rank)
+    if env.is_main:
+        run.create(cfg, fresh=start is None)
+        if start is not None:
+            run.truncate_metrics(start["epoch"])
+
+    model: torch.nn.Module = TrainForward(net, task)
+    if env.distributed:
+        model = DistributedDataParallel(model, device_ids=[env.device.index] if use_cuda else None)
+    if cfg.train.compile:
+        model = torch.compile(model)
+    opts = StepOptions(device=env.device, grad_accum=cfg.train.grad_accum, precision=cfg.train.precision,
+                       channels_last=cfg.train.channels_last, log_every=cfg.train.log_every,
+                       checkpoint_every=cfg.train.checkpoint_every, progress=env.is_main and not cfg.train.quiet,
+                       log=log if env.is_main and cfg.train.quiet else None)
+    metric = "loc_error" if task == "loc" else "top1_cls_error"
+
+    def train_loader(epoch: int, start_batch: int):
+        loader.set_epoch(epoch, start_batch)
+        return loader
+
+    def validate() -> dict[str, float]:
+        val_loader.set_epoch(0)
+        return evaluate(net, val_loader, num_records=len(data["val"]), opts=opts, gt=gt)
+
+    what = (f"{cfg.loc.regression.upper()} localisation, fine-tuning {cfg.loc.finetune}" if task == "loc" else "classification")
+    log(
+        f"{what}: arch {cfg.model.arch} (width {cfg.model.width:g}, crop {cfg.model.crop}), {len(classes)} classes, "
+        f"{len(data['train'])} train / {len(data['val'])} val images; batch {cfg.train.batch_size} = "
+        f"{env.world_size} process(es) x {cfg.train.grad_accum} x {micro}; {steps} steps/epoch on {env.device.type}; run {run.root}"
+        + (f"; resuming at epoch {start['epoch'] + 1}, step {start['step']}" if start else "")
+    )
+    fit(model, LOSSES[task], optimizer, schedule, train_loader, steps, validate, epochs=cfg.train.epochs,
+        metric=metric, opts=opts, env=env, checkpoints=checkpoints, start=start, tracker=tracker, log=log)
+    checkpoints.save_final()
+    distributed.barrier()
+    log(f"wrote {run.model}")
+    return run.root
+
+
+def train_classifier(cfg: Config, out: str | Path | None = None, resume: bool = False, log: Log | None = None) -> Path:
+    """``vgglocal train-cls``: the classification net of section 3.1."""
+    return run_training(cfg, "cls", out, resume, log)
+
+
+def train_localizer(cfg: Config, out: str | Path | None = None, resume: bool = False, log: Log | None = None) -> Path:
+    """``vgglocal train-loc``: the localisation net of Appendix A (``cfg.loc``: regression,
+    finetune, init)."""
+    return run_training(cfg, "loc", out, resume, log)

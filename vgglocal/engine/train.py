@@ -1,0 +1,560 @@
+"""The training engine: plain functions with explicit arguments (DETR ``engine.py``).
+
+``train_one_epoch`` runs optimiser steps (with gradient accumulation, bf16 autocast,
+channels_last, DDP), ``evaluate`` computes the validation errors, ``fit`` wires them with the
+plateau schedule, checkpoints and the metrics file. Wiring a config to these is
+:mod:`vgglocal.engine.tasks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from vgglocal.boxes import decode, ilsvrc_iou
+from vgglocal.data.records import Sample
+from vgglocal.engine.distributed import DistEnv, all_reduce_max, all_reduce_sum
+from vgglocal.engine.schedule import PlateauSchedule
+from vgglocal.errors import UserError
+from vgglocal.models.heads import FCHead, select_class_boxes
+from vgglocal.models.vgg import VGG
+
+__all__ = [
+    "TrainForward",
+    "head_on_crop",
+    "channels_last",
+    "NonFiniteLossError",
+    "StepOptions",
+    "build_optimizer",
+    "set_train_mode",
+    "train_one_epoch",
+    "LocGroundTruth",
+    "evaluate",
+    "fit",
+]
+
+NO_STEP = 1 << 62  # "no non-finite loss seen" marker for the on-device first-bad-step tracker
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+class TrainForward(nn.Module):
+    """What training needs from a VGG, as one module call (so DDP and ``torch.compile`` see it).
+
+    ``task="cls"``: class logits ``[N, C]``. ``task="loc"``: the box head's outputs
+    ``[N, 4]`` (SCR) or ``[N, 4C]`` (PCR); the classification head is not run (it is frozen
+    during localisation training, Appendix A). Inputs are crops ``[N, 3, crop, crop]``.
+    """
+
+    def __init__(self, net: VGG, task: str) -> None:
+        super().__init__()
+        if task not in ("cls", "loc"):
+            raise ValueError(f"task {task!r}: choose cls or loc")
+        if task == "loc" and net.box_head is None:
+            raise ValueError("a localisation forward needs a model with a box head")
+        self.net = net
+        self.task = task
+
+    def forward(self, x: Tensor) -> Tensor:
+        head = self.net.cls_head if self.task == "cls" else self.net.box_head
+        return head_on_crop(head, self.net.features(x))
+
+
+def channels_last(net: VGG) -> VGG:
+    """channels_last memory format for the conv layers (faster convolutions on CPU and GPU).
+
+    The heads stay contiguous: in training they run as matrix products (:func:`head_on_crop`),
+    and a channels_last FC6 weight would be copied into (C, kh, kw) order at every step.
+    """
+    net.features.to(memory_format=torch.channels_last)
+    return net
+
+
+def head_on_crop(head: FCHead, f: Tensor) -> Tensor:
+    """An FC head on a crop's feature map ``[N, C, k, k]`` (k = crop/32) → ``[N, out]``.
+
+    FC6 is a k x k convolution over a k x k map, FC7/FC8 are 1x1 convolutions over a 1x1 map:
+    each is a matrix product in disguise, and computing it as one (``F.linear`` on the same
+    weights, viewed ``[out, C*k*k]`` in the conv's (C, kh, kw) order) gives the same result with
+    the same parameters about twice as fast on the CPU, backward included (bin/bench-train).
+    Any other map size (a dense input) takes the convolutional path.
+    """
+    if tuple(f.shape[-2:]) != tuple(head.fc6.kernel_size):
+        return head(f).flatten(1)
+    x = f.reshape(f.shape[0], -1)
+    x = head.drop6(head.relu6(F.linear(x, head.fc6.weight.flatten(1), head.fc6.bias)))
+    x = head.drop7(head.relu7(F.linear(x, head.fc7.weight.flatten(1), head.fc7.bias)))
+    return F.linear(x, head.fc8.weight.flatten(1), head.fc8.bias)
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How each optimiser step runs (from ``train.*``)."""
+
+    device: torch.device = torch.device("cpu")
+    grad_accum: int = 1  # micro-batches per optimiser step
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False
+    log_every: int = 20  # progress-bar refresh and non-finite check, in steps
+    checkpoint_every: int = 0  # save the training state every N global steps (0: epoch ends only)
+    progress: bool = True  # tqdm bar (rank 0)
+    # Without a bar (train.quiet, for log files): a plain line every log_every steps.
+    log: Callable[[str], None] | None = None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def build_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False) -> torch.optim.SGD:
+    """Mini-batch SGD with momentum (section 3.1) over the parameters that require gradients.
+
+    Weight decay (L2, 5e-4 in the paper) applies to the weights of conv/FC layers only, not to
+    biases or batch-norm parameters: the Caffe reference models the authors' implementation
+    derives from (section 3.3) set ``decay_mult: 0`` on biases. Frozen parameters are left out
+    of the optimiser entirely (``fc`` fine-tuning, the frozen classification head).
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """``model.train()``, except batch-norm layers whose parameters are frozen, which stay in
+    eval mode so their running statistics stay frozen too (``fc`` fine-tuning)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, _BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
+
+
+def _ddp(model: nn.Module) -> DistributedDataParallel | None:
+    inner = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    return inner if isinstance(inner, DistributedDataParallel) else None
+
+
+def _to_device(batch: dict[str, Any], opts: StepOptions) -> dict[str, Any]:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, Tensor):
+            value = value.to(opts.device, non_blocking=True)
+            if key == "image" and opts.channels_last:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+def _batch_size(batch: dict[str, Any]) -> int:
+    return int(batch["image"].shape[0]) if "image" in batch else 0
+
+
+def _empty_like_input(model: nn.Module, opts: StepOptions) -> Tensor:
+    """A batch of no images for the model's crop (see the all-bad micro-batch case)."""
+    inner = getattr(model, "_orig_mod", model)
+    inner = getattr(inner, "module", inner)  # DDP
+    crop = inner.net.crop
+    x = torch.zeros(0, 3, crop, crop, device=opts.device)
+    return x.contiguous(memory_format=torch.channels_last) if opts.channels_last else x
+
+
+def _check_finite(first_bad: Tensor, epoch: int, first_step_of_epoch: int, model: nn.Module | None = None,
+                  global_step: int = 0) -> None:
+    """Raise on every process alike if any process saw a non-finite loss, or (when ``model`` is
+    given, before a checkpoint) if an update left a non-finite weight: a checkpoint is written
+    only after this passes, so the last one on disk is always good."""
+    bad_weights = torch.zeros((), dtype=torch.int64, device=first_bad.device)
+    if model is not None:
+        # NaN and inf survive a sum; one fused reduction per tensor is ~10x cheaper than
+        # isfinite().all(). Weights whose float32 sum overflows (> 3e38) count as diverged too.
+        total = torch.stack([p.detach().sum() for p in model.parameters() if p.requires_grad]).sum()
+        bad_weights = (~torch.isfinite(total)).to(torch.int64).to(first_bad.device)
+    flags = all_reduce_max(torch.stack([(first_bad != NO_STEP).to(torch.int64), bad_weights]))
+    if int(flags[0].item()):
+        g = int((-all_reduce_max(-first_bad.clone())).item())
+        raise NonFiniteLossError(f"non-finite training loss at epoch {epoch + 1}, step {g - first_step_of_epoch + 1} (global step {g + 1})")
+    if int(flags[1].item()):
+        raise NonFiniteLossError(
+            f"non-finite weights after epoch {epoch + 1}, step {global_step - first_step_of_epoch} (global step {global_step}): "
+            "the update overflowed"
+        )
+
+
+def new_totals() -> dict[str, float]:
+    """Running sums of one epoch on this process (plain numbers: they go into checkpoints)."""
+    return {"loss_sum": 0.0, "samples": 0, "bad": 0, "seconds": 0.0}
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, dict[str, Any]], Tensor],
+    loader: Iterable[dict[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    schedule: PlateauSchedule,
+    *,
+    epoch: int,
+    steps: int,
+    opts: StepOptions,
+    start_step: int = 0,
+    global_step: int = 0,
+    totals: dict[str, float] | None = None,
+    tracker: Any | None = None,
+    save: Callable[[int, int, dict[str, float]], None] | None = None,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """Run optimiser steps ``start_step .. steps-1`` of ``epoch``.
+
+    Args:
+        model: the training forward (:class:`TrainForward`, maybe DDP-wrapped or compiled).
+        loss_fn: ``(outputs, batch) -> scalar`` mean over the micro-batch.
+        loader: batches (dicts with ``image`` ``[n, 3, crop, crop]``, the loss's keys, and ``bad``:
+            the skipped samples' ``(path, message)``), already positioned at micro-batch
+            ``start_step * opts.grad_accum`` of the epoch.
+        steps: optimiser steps in the whole epoch; each takes ``opts.grad_accum`` batches.
+        start_step, global_step: where a resumed epoch starts (within the epoch, and overall).
+        totals: the epoch's running sums so far on this process (:func:`new_totals`).
+        tracker: counts bad samples (``update(batch)``; :class:`vgglocal.data.loader.BadSampleTracker`),
+            raising when too many were bad.
+        save: ``save(step_in_epoch, global_step, totals)``, called every
+            ``opts.checkpoint_every`` global steps after the loss was checked to be finite.
+
+    Returns:
+        ``{"loss", "samples", "bad", "seconds", "images_per_s", "global_step", "lr"}``:
+        sums and means over every process and the whole epoch (resumed part included).
+
+    Raises:
+        NonFiniteLossError: on every process alike, naming the first bad step.
+    """
+    set_train_mode(model)
+    totals = dict(totals or new_totals())
+    ddp = _ddp(model)
+    accum = opts.grad_accum
+    first_step = global_step - start_step  # global index of this epoch's step 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=opts.device)
+    first_bad = torch.full((), NO_STEP, dtype=torch.int64, device=opts.device)
+    window_loss = torch.zeros((), dtype=torch.float64, device=opts.device)
+    window_n, window_t = 0, time.perf_counter()
+    bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}", unit="step", dynamic_ncols=True,
+               leave=False, disable=not opts.progress)
+    batches: Iterator[dict[str, Any]] = iter(loader)
+    lr = schedule.lr(global_step)
+    start = time.perf_counter()
+    try:
+        for step in range(start_step, steps):
+            lr = schedule.lr(global_step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = torch.zeros((), dtype=torch.float64, device=opts.device)
+            step_n = 0
+            for micro in range(accum):
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    raise RuntimeError(f"the loader ran out at step {step} of {steps} (micro-batch {micro})") from None
+                if tracker is not None:
+                    tracker.update(batch)  # raises when too many samples were bad (SPEC 6)
+                totals["bad"] += len(batch.get("bad") or ())
+                batch = _to_device(batch, opts)
+                n = _batch_size(batch)
+                # Gradients are all-reduced only on the last micro-batch of a step.
+                sync = ddp.no_sync() if ddp is not None and micro < accum - 1 else contextlib.nullcontext()
+                with sync:
+                    if n:
+                        with opts.autocast():
+                            out = model(batch["image"])
+                        loss = loss_fn(out.float(), batch)
+                    else:
+                        # Every sample of this micro-batch was bad: a zero loss through the model
+                        # keeps this process in step with the others' gradient all-reduce.
+                        with opts.autocast():
+                            out = model(_empty_like_input(model, opts))
+                        loss = out.float().sum() * 0.0
+                    (loss / accum).backward()
+                step_loss += loss.detach().double() * n
+                step_n += n
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            first_bad = torch.where(torch.isfinite(step_loss) | (first_bad != NO_STEP), first_bad, torch.full_like(first_bad, global_step))
+            loss_sum += step_loss
+            window_loss += step_loss
+            window_n += step_n
+            totals["samples"] += step_n
+            global_step += 1
+            bar.update(1)
+            done = step + 1
+            if opts.log_every and done % opts.log_every == 0 or done == steps:
+                # at the epoch's end the weights are checked too: fit saves last.pt next
+                _check_finite(first_bad, epoch, first_step, model if done == steps else None, global_step)
+                now = time.perf_counter()
+                if opts.progress or opts.log is not None:
+                    mean = float(window_loss.item()) / max(window_n, 1)
+                    rate = window_n * world_size / max(now - window_t, 1e-9)
+                    if opts.progress:
+                        bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                    else:
+                        opts.log(f"epoch {epoch + 1} step {done}/{steps}: loss {mean:.4f}, lr {lr:.2e}, {rate:.1f} img/s")
+                window_loss.zero_()
+                window_n, window_t = 0, now
+            if save is not None and opts.checkpoint_every and global_step % opts.checkpoint_every == 0 and done < steps:
+                _check_finite(first_bad, epoch, first_step, model, global_step)
+                totals["seconds"] += time.perf_counter() - start
+                save(done, global_step, dict(totals, loss_sum=totals["loss_sum"] + float(loss_sum.item())))
+                start = time.perf_counter()  # checkpoint I/O is not training time
+    finally:
+        bar.close()
+    totals["seconds"] += time.perf_counter() - start
+    totals["loss_sum"] += float(loss_sum.item())
+    sums = torch.tensor([totals["loss_sum"], totals["samples"], totals["bad"]], dtype=torch.float64, device=opts.device)
+    all_reduce_sum(sums)
+    seconds = all_reduce_max(torch.tensor([totals["seconds"]], dtype=torch.float64, device=opts.device))
+    loss_total, samples, bad = (float(v) for v in sums.tolist())
+    secs = float(seconds.item())
+    return {
+        "loss": loss_total / max(samples, 1),
+        "samples": int(samples),
+        "bad": int(bad),
+        "seconds": secs,
+        "images_per_s": samples / max(secs, 1e-9),
+        "global_step": global_step,
+        "lr": lr,
+    }
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class LocGroundTruth:
+    """Ground-truth boxes of the validation records, padded for batched lookup.
+
+    Attributes:
+        boxes (Tensor[R, K, 4]): x1, y1, x2, y2 in original-image pixels (K: most boxes of any record).
+        valid (Tensor[R, K] bool): the box exists and has the record's class (protocol 1 judges
+            the ground-truth class's boxes only).
+    """
+
+    boxes: Tensor
+    valid: Tensor
+
+    @classmethod
+    def from_records(cls, records: list[Sample]) -> LocGroundTruth:
+        counts = torch.tensor([len(r.boxes) for r in records], dtype=torch.int64)
+        k = max(1, int(counts.max())) if len(records) else 1
+        boxes = torch.zeros(len(records), k, 4)
+        valid = torch.zeros(len(records), k, dtype=torch.bool)
+        if int(counts.sum()):
+            flat = torch.from_numpy(np.concatenate([r.boxes for r in records]).astype(np.float32)).reshape(-1, 4)
+            flat_labels = torch.from_numpy(np.concatenate([r.box_labels for r in records]).astype(np.int64))
+            row = torch.repeat_interleave(torch.arange(len(records)), counts)
+            col = torch.arange(len(flat)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+            labels = torch.tensor([r.label for r in records], dtype=torch.int64)
+            boxes[row, col] = flat
+            valid[row, col] = flat_labels == labels[row]
+        return cls(boxes, valid)
+
+
+def paired_ilsvrc_iou(pred: Tensor, gt: Tensor) -> Tensor:
+    """Devkit IoU of each ``pred[n]`` with each of its own ``gt[n, k]`` → ``Tensor[N, K]``.
+
+    Args:
+        pred (Tensor[N, 4]) and gt (Tensor[N, K, 4]): x1, y1, x2, y2 in original pixels.
+    The pairwise ``ilsvrc_iou`` of all N x NK pairs is cut to its block diagonal: N is one
+    validation batch, so the N² cost is small and the devkit convention lives in one place.
+    """
+    n, k = gt.shape[:2]
+    full = ilsvrc_iou(pred, gt.reshape(-1, 4)).reshape(n, n, k)
+    return torch.diagonal(full, dim1=0, dim2=1).T
+
+
+@torch.no_grad()
+def evaluate(
+    net: VGG,
+    loader: Iterable[dict[str, Any]],
+    *,
+    num_records: int,
+    opts: StepOptions,
+    gt: LocGroundTruth | None = None,
+) -> dict[str, float]:
+    """Centre-crop validation errors, reduced over every process.
+
+    Classification: top-1 and top-5 error of the class scores. Localisation (when ``gt`` is
+    given and the net has a box head): protocol 1 of Appendix A, the box predicted for the
+    ground-truth class, decoded to original-image pixels with the batch's ``origin`` ([n, 2],
+    window corner in rescaled pixels) and ``scale`` ([n]), is correct when its devkit IoU with a
+    ground-truth box of that class is at least 0.5; plus the validation box loss.
+
+    Each record is counted once even when a sharded sampler repeats it (per-record sums are
+    reduced over processes and divided by the times the record was seen). Bad (skipped) samples
+    are not counted. Returns ``top1_cls_error``, ``top5_cls_error``, ``n_images`` and, for
+    localisation, ``loc_error`` and ``box_loss``; errors are fractions in [0, 1].
+    """
+    net.eval()
+    loader = tqdm(loader, desc="validation", unit="batch", leave=False, dynamic_ncols=True, disable=not opts.progress)
+    loc = gt is not None and net.box_head is not None
+    cols = 4 if loc else 2
+    sums = torch.zeros(num_records, cols, dtype=torch.float64, device=opts.device)
+    seen = torch.zeros(num_records, dtype=torch.float64, device=opts.device)
+    for batch in loader:
+        if not _batch_size(batch):
+            continue  # every sample of the batch was bad: nothing to score
+        batch = _to_device(batch, opts)
+        idx = batch["index"]
+        labels = batch["label"]
+        with opts.autocast():
+            maps = net.maps(batch["image"])
+        scores = maps["scores"].flatten(1).float()
+        top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+        rows = [(top[:, 0] != labels), ~(top == labels[:, None]).any(dim=1)]
+        if loc:
+            boxes = maps["boxes"].flatten(1).float()
+            pred = select_class_boxes(boxes, labels)
+            if "flipped" in batch:  # a mirrored window predicts mirrored boxes
+                pred = torch.cat([torch.where(batch["flipped"], 1.0 - pred[:, 0], pred[:, 0])[:, None], pred[:, 1:]], dim=1)
+            side = float(batch["image"].shape[-1])
+            px = decode(pred, batch["origin"].float(), batch["scale"].float(), side)
+            iou = paired_ilsvrc_iou(px.cpu(), gt.boxes[idx.cpu()])
+            hit = ((iou >= 0.5) & gt.valid[idx.cpu()]).any(dim=1).to(opts.device)
+            target_pred = select_class_boxes(boxes, batch["target_label"])
+            per_sample = 0.5 * (target_pred - batch["target"].float()).pow(2).sum(dim=1)
+            rows += [~hit, per_sample]  # box loss: same normalisation as losses.box_loss
+        sums.index_add_(0, idx, torch.stack([r.double() for r in rows], dim=1))
+        seen.index_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
+    all_reduce_sum(sums)
+    all_reduce_sum(seen)
+    mask = seen > 0
+    per = sums[mask] / seen[mask, None]
+    n = int(mask.sum())
+    mean = (per.sum(0) / max(n, 1)).tolist()
+    out = {"top1_cls_error": mean[0], "top5_cls_error": mean[1], "n_images": n}
+    if loc:
+        out.update(loc_error=mean[2], box_loss=mean[3])
+    return out
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, dict[str, Any]], Tensor],
+    optimizer: torch.optim.Optimizer,
+    schedule: PlateauSchedule,
+    train_loader: Callable[[int, int], Iterable[dict[str, Any]]],
+    steps_per_epoch: int,
+    validate: Callable[[], dict[str, float]],
+    *,
+    epochs: int,
+    metric: str,
+    opts: StepOptions,
+    env: DistEnv,
+    checkpoints: Any | None = None,
+    start: dict[str, Any] | None = None,
+    tracker: Any | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train until the schedule stops (three decreases, section 3.1) or ``epochs`` is reached.
+
+    Args:
+        model: the training forward (maybe DDP-wrapped / compiled).
+        train_loader: ``(epoch, start_batch) -> batches`` of this process's shard.
+        steps_per_epoch: optimiser steps per epoch (micro-batches // grad_accum).
+        validate: ``() -> metrics`` (every process calls it; values already reduced).
+        metric: the validation key the schedule watches (lower is better).
+        checkpoints: the run's writer (:class:`vgglocal.engine.tasks.Checkpointer`) with
+            ``save_last(position, totals)``, ``save_best(metrics)``, ``append_metrics(line)``;
+            None writes nothing.
+        start: the position to resume from: ``epoch``, ``step``, ``global_step``, ``totals``
+            (this process's running sums), ``finished``.
+    Returns:
+        ``{"epochs", "global_step", "best", "stopped"}`` and the last epoch's metrics.
+
+    Raises:
+        NonFiniteLossError: naming the step, and the last good checkpoint kept.
+    """
+    log = log or (lambda msg: None)
+    start = start or {}
+    epoch0 = int(start.get("epoch", 0))
+    step0 = int(start.get("step", 0))
+    global_step = int(start.get("global_step", 0))
+    totals = start.get("totals") or new_totals()
+    last: dict[str, Any] = {}
+    if schedule.stopped or epoch0 >= epochs:
+        # A capped run resumed with a larger train.epochs goes on; a stopped schedule does not.
+        log(f"nothing to train: the run stopped after epoch {epoch0}" + (" (schedule done)" if schedule.stopped else f" (train.epochs {epochs})"))
+        return {"epochs": epoch0, "global_step": global_step, "best": schedule.best, "stopped": schedule.stopped}
+    saved = {"where": None}
+
+    def save_position(epoch: int, step: int, gstep: int, tot: dict[str, float], finished: bool = False) -> None:
+        if checkpoints is not None:
+            checkpoints.save_last({"epoch": epoch, "step": step, "global_step": gstep, "finished": finished}, tot)
+        saved["where"] = f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {epoch}"
+
+    epoch = epoch0
+    try:
+        for epoch in range(epoch0, epochs):
+            loader = train_loader(epoch, step0 * opts.grad_accum)
+            stats = train_one_epoch(
+                model, loss_fn, loader, optimizer, schedule, epoch=epoch, steps=steps_per_epoch, opts=opts,
+                start_step=step0, global_step=global_step, totals=totals, tracker=tracker, world_size=env.world_size,
+                save=lambda step, gstep, tot, e=epoch: save_position(e, step, gstep, tot),
+            )
+            global_step = stats["global_step"]
+            if tracker is not None:
+                tracker.check()
+            val = validate()
+            error = float(val[metric])
+            outcome = schedule.epoch_end(error)
+            last = {
+                "epoch": epoch + 1,
+                "step": global_step,
+                "loss": stats["loss"],
+                "lr": stats["lr"],
+                **{f"val_{k}": v for k, v in val.items()},
+                "images_per_s": stats["images_per_s"],
+                "samples": stats["samples"],
+                "bad_samples": stats["bad"],
+                "seconds": stats["seconds"],
+                "schedule": outcome,
+                "lr_decreases": schedule.decreases,
+            }
+            if checkpoints is not None:
+                checkpoints.append_metrics(last)
+                if outcome == "improved":
+                    checkpoints.save_best(last)
+            finished = schedule.stopped or epoch + 1 >= epochs
+            save_position(epoch + 1, 0, global_step, new_totals(), finished)
+            log(
+                f"epoch {epoch + 1}/{epochs}: loss {stats['loss']:.4f}, lr {stats['lr']:.2e}, val {metric} {error:.4f} "
+                f"({outcome}), {stats['images_per_s']:.1f} img/s" + (f", {stats['bad']} bad samples skipped" if stats["bad"] else "")
+            )
+            step0, totals = 0, new_totals()
+            if schedule.stopped:
+                log(f"stopping: validation {metric} stopped improving after {schedule.decreases} learning-rate decreases")
+                break
+    except NonFiniteLossError as e:
+        path = getattr(checkpoints, "last_path", None)
+        if saved["where"]:
+            kept = f"kept the last good checkpoint{' ' + str(path) if path else ''} ({saved['where']})"
+        elif path is not None and path.exists():
+            kept = f"kept the last good checkpoint {path} (from before this session)"
+        else:
+            kept = "no checkpoint had been written yet"
+        raise NonFiniteLossError(f"{e}; training stopped, {kept}; try a lower optim.lr or a warm-up (optim.warmup_epochs)") from None
+    return {"epochs": epoch + 1, "global_step": global_step, "best": schedule.best, "stopped": schedule.stopped, **last}
+
