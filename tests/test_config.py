@@ -21,6 +21,7 @@ def test_yaml_overrides_and_round_trip(tmp_path):
     cfg = load_config(p, ["optim.lr=0.001", "eval.scales=[256, 384, 512]", "train.precision=bf16", "model.width=1"])
     assert cfg.model.arch == "A" and cfg.optim.lr == 0.001 and cfg.model.width == 1.0
     assert cfg.eval.scales == (256, 384, 512) and cfg.train.precision == "bf16"
+    assert load_config(None, ["optim.lr=1e-3"]).optim.lr == 0.001  # YAML reads 1e-3 as text
     assert cfg.name == "c"
     out = tmp_path / "resolved.yaml"
     dump_config(cfg, out)
