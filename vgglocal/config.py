@@ -94,6 +94,9 @@ class OptimConfig:
     patience: int = 2  # epochs without improvement before a decrease
     max_decreases: int = 3  # the paper decreased three times, then stopped
     warmup_epochs: float = 0.0  # linear warm-up (not in the paper; helps tiny nets)
+    # plateau: the paper's (section 3.1). cosine: the rate falls from lr to 0 over train.epochs
+    # (not in the paper; a fixed minutes-long budget, configs/demo/cls.yaml).
+    schedule: str = "plateau"
 
 
 @dataclass(frozen=True)
@@ -389,6 +392,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.epochs: {cfg.train.epochs} must be at least 1")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr: {cfg.optim.lr} must be positive")
+    if cfg.optim.schedule not in ("plateau", "cosine"):
+        raise ConfigError(f"optim.schedule: {cfg.optim.schedule!r}; choose plateau or cosine")
     if any(q <= 0 for q in cfg.eval.scales):  # empty: from each checkpoint's training scale
         raise ConfigError(f"eval.scales: {list(cfg.eval.scales)} must be positive sizes")
     if cfg.eval.topk < 1 or cfg.eval.batch_size < 1 or cfg.eval.merge_threshold < 0:

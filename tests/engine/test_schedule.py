@@ -44,3 +44,12 @@ def test_state_round_trip():
     b.load_state_dict(a.state_dict())
     assert (b.best, b.bad_epochs, b.decreases, b.stopped) == (0.4, 0, 2, False)
     assert b.lr(0) == pytest.approx(1e-4)
+
+
+def test_cosine_decays_to_zero_and_never_decreases_or_stops():
+    s = PlateauSchedule(0.04, patience=1, max_decreases=0, warmup_steps=2, cosine_steps=10)
+    assert s.lr(0) == pytest.approx(0.5 * 0.02 * (1 + math.cos(0)))  # warm-up half of the cosine rate
+    assert s.lr(5) == pytest.approx(0.02)  # half way: half the rate
+    assert s.lr(10) == pytest.approx(0.0) and s.lr(50) == pytest.approx(0.0)
+    assert [s.epoch_end(e) for e in (0.5, 0.6, 0.7, 0.4)] == ["improved", "waiting", "waiting", "improved"]
+    assert not s.stopped and s.decreases == 0 and s.best == 0.4

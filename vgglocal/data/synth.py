@@ -6,12 +6,12 @@ What makes it a localisation task rather than a colour test (issue 3):
   random colour (contrasting with the background under it), so colour carries no class
   information;
 - the object's longer box side is 15%-90% of the image's shorter side, aspect ratio up to
-  1.8:1 either way, rotation up to ±15° (more would turn a square into a diamond), mirrored at
+  1.5:1 either way, rotation up to ±15° (more would turn a square into a diamond), mirrored at
   random, anywhere in the image, up to a quarter of it cut off by the border;
 - backgrounds are a smooth random colour field plus a stripe or blotch texture, lines,
   scribbles and confetti dots. Distractors are deliberately *not* any class's shape (lines,
-  polylines, dots smaller than 5% of the side), so the image label is never ambiguous; a
-  couple of thin lines are drawn over the objects too (mild occlusion; the box is still the
+  polylines, dots smaller than 5% of the side), so the image label is never ambiguous; at
+  most one thin line is drawn over the objects too (mild occlusion; the box is still the
   object's full extent);
 - 30% of the images hold two or three instances of their class (smaller, not overlapping).
 
@@ -184,7 +184,7 @@ def _place(rng: np.random.Generator, h: int, w: int, lo: float, hi: float, taken
     side = min(h, w)
     for _ in range(30):
         long_side = rng.uniform(lo, hi) * side
-        aspect = rng.uniform(1.0, 1.8)
+        aspect = rng.uniform(1.0, 1.5)
         bw, bh = (long_side, long_side / aspect) if rng.random() < 0.5 else (long_side / aspect, long_side)
         # up to a quarter of the object may fall outside the image: objects touch the border
         cx = rng.uniform(bw * 0.25, w - bw * 0.25)
@@ -207,7 +207,9 @@ def render_image(rng: np.random.Generator, shape: str, size: int) -> tuple[np.nd
     h, w = (size, long) if rng.random() < 0.6 else (long, size)
     image = _background(rng, h, w)
     draw = ImageDraw.Draw(image)
-    _clutter(rng, draw, h, w, lines=int(rng.integers(2, 7)), dots=int(rng.integers(0, 16)))
+    # 1-3 background lines (was 2-6): with more, a from-scratch VGG at the demo's width and
+    # budget stayed near chance (issue 6 demo tuning); dots and texture keep the clutter.
+    _clutter(rng, draw, h, w, lines=int(rng.integers(1, 4)), dots=int(rng.integers(0, 16)))
     n = int(rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1]))
     lo, hi = (0.15, 0.9) if n == 1 else (0.15, 0.45)
     bg = np.asarray(image, np.float32)
@@ -227,7 +229,7 @@ def render_image(rng: np.random.Generator, shape: str, size: int) -> tuple[np.nd
         local = bg[y1:y2, x1:x2].mean() if (x2 > x1 and y2 > y1) else 128.0
         image.paste(_random_colour(rng, bright=bool(local < 128)), (0, 0), mask)
         boxes.append([x1, y1, x2 - 1, y2 - 1])  # getbbox is exclusive; ILSVRC boxes are inclusive
-    _clutter(rng, draw, h, w, lines=int(rng.integers(0, 3)), dots=0, max_width=2)  # thin lines over the objects
+    _clutter(rng, draw, h, w, lines=int(rng.integers(0, 2)), dots=0, max_width=2)  # 0-1 thin line over the objects
     pixels = np.asarray(image, np.float32) + rng.normal(0, 4, size=(h, w, 3)).astype(np.float32)
     return np.clip(pixels, 0, 255).astype(np.uint8), np.asarray(boxes, np.int64).reshape(-1, 4)
 

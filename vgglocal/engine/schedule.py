@@ -31,6 +31,9 @@ class PlateauSchedule:
     patience: int = 2
     max_decreases: int = 3
     warmup_steps: int = 0
+    # > 0: cosine decay from base_lr to 0 over this many steps instead of the plateau
+    # decreases (the validation error is still tracked as ``best``; training runs to the end).
+    cosine_steps: int = 0
     # state
     best: float = math.inf
     bad_epochs: int = 0
@@ -46,6 +49,8 @@ class PlateauSchedule:
     def lr(self, step: int) -> float:
         """Learning rate for global optimiser step ``step`` (0-based)."""
         rate = self.base_lr * self.decay**self.decreases
+        if self.cosine_steps > 0:
+            rate = 0.5 * self.base_lr * (1 + math.cos(math.pi * min(step, self.cosine_steps) / self.cosine_steps))
         if step < self.warmup_steps:
             rate *= (step + 1) / self.warmup_steps
         return rate
@@ -59,6 +64,8 @@ class PlateauSchedule:
             self.best = float(error)
             self.bad_epochs = 0
             return "improved"
+        if self.cosine_steps > 0:
+            return "waiting"
         self.bad_epochs += 1
         if self.bad_epochs < self.patience:
             return "waiting"

@@ -238,7 +238,8 @@ def _run(cfg: Config, task: str, out: str | Path | None, resume: bool, log: Log,
             f"train.batch_size: {cfg.train.batch_size} is more than the {len(data['train'])} training images of {cfg.data.root}"
         )
     schedule = PlateauSchedule(lr, cfg.optim.lr_decay, cfg.optim.patience, cfg.optim.max_decreases,
-                               warmup_steps=round(cfg.optim.warmup_epochs * steps))
+                               warmup_steps=round(cfg.optim.warmup_epochs * steps),
+                               cosine_steps=cfg.train.epochs * steps if cfg.optim.schedule == "cosine" else 0)
     val_loader = build_loader(data["val"], cfg.eval.batch_size, shuffle=False, seed=cfg.seed, workers=cfg.data.workers,
                               pin_memory=cfg.data.pin_memory and use_cuda, persistent_workers=cfg.data.persistent_workers)
     gt = LocGroundTruth.from_records(data["val_records"]) if task == "loc" else None
