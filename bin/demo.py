@@ -66,7 +66,7 @@ class Demo:
         self.stage(
             "eval-center-crop",
             ["eval", "-c", LOC_CONFIG, *root, "--protocol", "center-crop", "--checkpoint", f"{runs}/loc/model.pt",
-             "--out", f"{runs}/eval-center-crop"],
+             "--cls-checkpoint", f"{runs}/cls/model.pt", "--out", f"{runs}/eval-center-crop"],
         )
         self.stage(
             "eval-full",
