@@ -7,50 +7,23 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-VGGLOCAL = [sys.executable, "-m", "vgglocal"]
+from _stages import ROOT, Stages
+
 CLS_CONFIG = "configs/demo/cls.yaml"
 LOC_CONFIG = "configs/demo/loc.yaml"
 # Demo data set: 10 classes (issue 6); sizes are synth's defaults (300 train, 50 val per class).
 CLASSES = 10
 
 
-def log(msg: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 class Demo:
     def __init__(self, data: Path, runs: Path, seed: int, fresh: bool) -> None:
         self.data, self.runs, self.seed = data, runs, seed
-        self.marks = runs / ".stages"
-        if fresh:
-            shutil.rmtree(runs, ignore_errors=True)
-            shutil.rmtree(data, ignore_errors=True)
-        self.marks.mkdir(parents=True, exist_ok=True)
-        self.timings: dict[str, float] = {}
-
-    def stage(self, name: str, cmd: list[str], resumable: Path | None = None) -> None:
-        mark = self.marks / f"{name}.done"
-        if mark.exists():
-            log(f"{name}: done before, skipped (bin/demo --fresh redoes it)")
-            return
-        if resumable is not None and (resumable / "checkpoints" / "last.pt").exists():
-            cmd = cmd + ["--resume"]
-        elif resumable is not None:
-            shutil.rmtree(resumable, ignore_errors=True)
-        log(f"{name}: {' '.join(['vgglocal'] + cmd)}")
-        start = time.time()
-        proc = subprocess.run(VGGLOCAL + cmd, cwd=ROOT)
-        if proc.returncode != 0:
-            raise SystemExit(f"[demo] stage {name} failed (exit {proc.returncode}); rerun bin/demo to resume")
-        self.timings[name] = time.time() - start
-        mark.write_text(f"{self.timings[name]:.1f}\n")
-        log(f"{name}: finished in {self.timings[name]:.0f} s")
+        self.stages = Stages(runs, "bin/demo", fresh=fresh, clean=(data,))
+        self.stage = self.stages.stage
+        self.marks = self.stages.marks
 
     def run(self) -> None:
         data, runs = str(self.data), str(self.runs)
@@ -97,7 +70,7 @@ class Demo:
         print()
         print(table)
         print()
-        log(f"wrote {self.runs}/report.md and {self.runs}/predictions.png")
+        self.stages.log(f"wrote {self.runs}/report.md and {self.runs}/predictions.png")
 
 
 def table_markdown(rows: list[tuple[str, dict]]) -> str:
@@ -120,7 +93,7 @@ def main() -> None:
     suffix = "" if args.data_seed is None else f"-{args.data_seed}"
     start = time.time()
     Demo(ROOT / "data" / f"demo{suffix}", ROOT / "runs" / f"demo{suffix}", args.data_seed or 0, args.fresh).run()
-    log(f"total {time.time() - start:.0f} s")
+    print(f"[bin/demo] total {time.time() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,22 @@ def test_equals_reference_on_a_larger_clustered_set():
     assert np.array_equal(got_w.numpy(), want_w)
 
 
+@pytest.mark.parametrize("threshold", [1.5, 1e9])
+def test_equals_reference_with_many_ties_past_compaction(threshold):
+    # Grid boxes with equal weights: many exactly tied scores and duplicates, and more than 64
+    # boxes so that the compiled loop's lazy bounds and array compaction are exercised.
+    rng = np.random.default_rng(11)
+    centre = np.round(rng.uniform(0, 200, (160, 2)) / 20) * 20
+    size = np.round(rng.uniform(5, 60, (160, 2)) / 20) * 20 + 10
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+    weights = np.ones(160)
+    want_b, want_w = reference_merge(boxes, weights, threshold)
+    got_b, got_w = greedy_merge(torch.from_numpy(boxes), torch.from_numpy(weights), threshold)
+    assert len(want_b) < 80  # enough merges that compaction ran
+    assert np.array_equal(got_b.numpy(), want_b)
+    assert np.array_equal(got_w.numpy(), want_w)
+
+
 def test_identical_boxes_become_one_with_summed_weight():
     boxes = torch.tensor([[10.0, 20.0, 50.0, 80.0]]).repeat(5, 1)
     weights = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])

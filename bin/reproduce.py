@@ -1,0 +1,294 @@
+"""bin/reproduce's stages (run through bin/reproduce, which installs first): the paper's
+comparisons in miniature on the demo data set, every row a real training or evaluation run,
+written to reports/reproduction.md (+ reports/reproduction.png when matplotlib is installed).
+
+Scale mapping. The demo images are 128 px on the smaller side and the crop is 96 px, so the
+paper's S = 256 (224 crop) maps to S = 112 and its S = 384 to S = 144; its multi-scale test
+set {S - 32, S, S + 32} maps to {S - 16, S, S + 16} and the jitter range [256, 512] to
+[112, 144] (what the demo configs use). Every run starts from configs/demo/{cls,loc}.yaml;
+the changes per row are the ``--set`` options shown in the report's command list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _stages import ROOT, Stages
+
+CLS_CONFIG = "configs/demo/cls.yaml"
+LOC_CONFIG = "configs/demo/loc.yaml"
+CLASSES = 10
+MULTI = "112,128,144"  # the jittered nets' Q = {S_min, mid, S_max}; fixed S = 128: {S - 16, S, S + 16}
+FIXED = ["--set", "data.scale_max=0"]  # data.scale_max = 0: one fixed training scale data.scale
+
+
+@dataclass
+class Row:
+    table: str
+    label: str  # what varies, in the paper's words
+    train: str  # training scale S
+    test: str  # test scales Q
+    stage: str  # the eval stage whose metrics.json holds the numbers
+    paper: tuple[float | None, float | None]  # the paper's ILSVRC-2012 val. errors (top-1, top-5), %
+    paper_row: str  # the paper row it stands for
+
+# The paper's rows (Tables 3, 4, 5: top-1/top-5 classification error; 8: centre-crop
+# localisation error with the true class; 9: top-5 localisation error of the full protocol).
+ROWS = [
+    Row("3", "A", "128", "128", "eval-A-128-single", (29.6, 10.4), "A, S=256, Q=256"),
+    Row("3", "D", "128", "128", "eval-D-128-single", (27.0, 8.8), "D, S=256, Q=256"),
+    Row("3", "D", "[112,144]", "128", "eval-D-jit-single", (25.6, 8.1), "D, S=[256;512], Q=384"),
+    Row("4", "A", "128", MULTI, "eval-A-128-multi", (None, None), "A is not in Table 4"),
+    Row("4", "D", "128", MULTI, "eval-D-128-multi", (26.6, 8.6), "D, S=256, Q=224,256,288"),
+    Row("4", "D", "[112,144]", MULTI, "eval-D-jit-multi", (24.8, 7.5), "D, S=[256;512], Q=256,384,512"),
+    Row("5", "dense", "[112,144]", MULTI, "eval-D-jit-multi", (24.8, 7.5), "D dense"),
+    Row("5", "multi-crop", "[112,144]", MULTI, "eval-D-jit-multicrop", (24.6, 7.5), "D multi-crop"),
+    Row("5", "multi-crop & dense", "[112,144]", MULTI, "eval-D-jit-both", (24.4, 7.2), "D multi-crop & dense"),
+    Row("8", "1st and 2nd FC, SCR", "144", "144", "eval-loc-fc-scr-144", (None, 36.4), "S=384"),
+    Row("8", "1st and 2nd FC, PCR", "144", "144", "eval-loc-fc-pcr-144", (None, 34.3), "S=384"),
+    Row("8", "all, PCR", "144", "144", "eval-loc-all-pcr-144", (None, 33.1), "S=384"),
+    Row("9", "single scale", "112", "112", "full-112", (None, 29.5), "256/256"),
+    Row("9", "single scale", "144", "144", "full-144", (None, 28.2), "384/384"),
+    Row("9", "two test scales", "144", "128,144", "full-144-2", (None, 27.5), "384/352,384"),
+    Row("9", "fusion", "112 and 144", "112/112 and 144/128,144", "full-fusion", (None, 26.9),
+        "fusion: 256/256 and 384/352,384"),
+    Row("9", "beyond the paper: jittered loc. net", "[112,144]", MULTI, "full-jit", (None, None), "(bin/demo's net)"),
+]
+
+TITLES = {
+    "3": "Table 3 analogue: classification, single test scale (dense, with flips)",
+    "4": "Table 4 analogue: classification, several test scales (dense, with flips)",
+    "5": "Table 5 analogue: evaluation method (net D, S in [112,144], Q = 112,128,144)",
+    "8": "Table 8 analogue: localisation, centre crop with the true class (protocol 1)",
+    "9": "Table 9 analogue: localisation, full protocol (top-5 labels from the D jittered "
+         "classifier at Q = 112,128,144, dense boxes, greedy merge)",
+}
+
+# The orderings the paper reports; each is checked against our rows (lower error is better).
+ORDERINGS = [
+    ("3", "D beats A (depth)", "eval-D-128-single", "eval-A-128-single", "top1_cls_error"),
+    ("3", "scale jitter beats fixed S (single test scale)", "eval-D-jit-single", "eval-D-128-single", "top1_cls_error"),
+    ("4", "multi-scale test beats single scale (D, fixed S)", "eval-D-128-multi", "eval-D-128-single", "top1_cls_error"),
+    ("4", "multi-scale test beats single scale (D, jittered)", "eval-D-jit-multi", "eval-D-jit-single", "top1_cls_error"),
+    ("4", "scale jitter beats fixed S (multi-scale test)", "eval-D-jit-multi", "eval-D-128-multi", "top1_cls_error"),
+    ("5", "multi-crop beats dense", "eval-D-jit-multicrop", "eval-D-jit-multi", "top1_cls_error"),
+    ("5", "multi-crop & dense beats multi-crop", "eval-D-jit-both", "eval-D-jit-multicrop", "top1_cls_error"),
+    ("8", "PCR beats SCR (fc fine-tuned)", "eval-loc-fc-pcr-144", "eval-loc-fc-scr-144", "top1_loc_error"),
+    ("8", "fine-tuning all layers beats FC only (PCR)", "eval-loc-all-pcr-144", "eval-loc-fc-pcr-144", "top1_loc_error"),
+    ("9", "full protocol beats centre crop (same net, S=144)", "full-144", "eval-loc-all-pcr-144", "top5_loc_error"),
+    ("9", "S=144 beats S=112 (single scale)", "full-144", "full-112", "top5_loc_error"),
+    ("9", "two test scales beat one", "full-144-2", "full-144", "top5_loc_error"),
+    ("9", "fusion of the two nets beats the best single one", "full-fusion", "full-144-2", "top5_loc_error"),
+]
+
+
+class Reproduce:
+    def __init__(self, data: Path, runs: Path, report: Path, fresh: bool, data_seed: int, execute: bool = True) -> None:
+        self.data, self.runs, self.report, self.data_seed = data, runs, report, data_seed
+        self.stages = Stages(runs, "bin/reproduce", fresh=fresh, execute=execute)
+        self.start = time.time()
+
+    def train(self) -> None:
+        data, runs, st = str(self.data), self.runs, self.stages
+        root = ["--set", f"data.root={data}"]
+        if not (self.data / "LOC_val_solution.csv").exists():
+            st.stage("data", ["data", "synth", data, "--classes", str(CLASSES), "--seed", str(self.data_seed), "--overwrite"])
+        # Table 3/4 classifiers: A and D at one fixed S, D with scale jitter (= bin/demo's classifier).
+        for name, extra in (("cls-A-128", ["--set", "model.arch=A", *FIXED]), ("cls-D-128", FIXED), ("cls-D-jit", [])):
+            st.stage(f"train-{name}", ["train-cls", "-c", CLS_CONFIG, *root, *extra, "--out", f"{runs}/{name}"],
+                     resumable=runs / name)
+        # Table 8/9 localisation nets, all initialised from the jittered D classifier (trained on
+        # every S used below; the paper initialises from a classifier at the same S).
+        init = ["--init", f"{runs}/cls-D-jit/model.pt"]
+        locs = (("loc-fc-scr-144", "scr", "fc", 144), ("loc-fc-pcr-144", "pcr", "fc", 144),
+                ("loc-all-pcr-144", "pcr", "all", 144), ("loc-all-pcr-112", "pcr", "all", 112),
+                ("loc-all-pcr-jit", "pcr", "all", None))
+        for name, regression, finetune, scale in locs:
+            extra = [] if scale is None else [*FIXED, "--set", f"data.scale={scale}"]
+            st.stage(f"train-{name}", ["train-loc", "-c", LOC_CONFIG, "--regression", regression, "--finetune", finetune,
+                                       *init, *root, *extra, "--out", f"{runs}/{name}"], resumable=runs / name)
+
+    def evaluate(self) -> None:
+        data, runs, st = str(self.data), self.runs, self.stages
+        root = ["--set", f"data.root={data}"]
+
+        def ev(name: str, config: str, protocol: str, *args: str) -> None:
+            st.stage(name, ["eval", "-c", config, *root, "--protocol", protocol, *args, "--out", f"{runs}/{name}", "--quiet"])
+
+        for net in ("A-128", "D-128", "D-jit"):
+            ckpt = f"{runs}/cls-{net}/model.pt"
+            ev(f"eval-{net}-single", CLS_CONFIG, "cls-dense", "--checkpoint", ckpt, "--scales", "128")
+            ev(f"eval-{net}-multi", CLS_CONFIG, "cls-dense", "--checkpoint", ckpt, "--scales", MULTI)
+        jit = f"{runs}/cls-D-jit/model.pt"
+        ev("eval-D-jit-multicrop", CLS_CONFIG, "cls-multicrop", "--checkpoint", jit, "--scales", MULTI)
+        ev("eval-D-jit-both", CLS_CONFIG, "cls-both", "--checkpoint", jit, "--scales", MULTI)
+        for name in ("loc-fc-scr-144", "loc-fc-pcr-144", "loc-all-pcr-144"):
+            ev(f"eval-{name}", LOC_CONFIG, "center-crop", "--checkpoint", f"{runs}/{name}/model.pt", "--scales", "144")
+        cls = ["--cls-checkpoint", jit, "--cls-scales", MULTI]
+        l112, l144 = f"{runs}/loc-all-pcr-112/model.pt", f"{runs}/loc-all-pcr-144/model.pt"
+        ev("full-112", LOC_CONFIG, "full", "--checkpoint", l112, "--scales", "112", *cls)
+        ev("full-144", LOC_CONFIG, "full", "--checkpoint", l144, "--scales", "144", *cls)
+        ev("full-144-2", LOC_CONFIG, "full", "--checkpoint", l144, "--scales", "128,144", *cls)
+        ev("full-fusion", LOC_CONFIG, "full", "--checkpoint", l112, "--scales", "112", "--checkpoint", l144,
+           "--scales", "128,144", *cls)
+        ev("full-jit", LOC_CONFIG, "full", "--checkpoint", f"{runs}/loc-all-pcr-jit/model.pt", "--scales", MULTI, *cls)
+
+    def metrics(self, stage: str) -> dict:
+        return json.loads((self.runs / stage / "metrics.json").read_text())
+
+    def write_report(self) -> None:
+        lines = [
+            "# Reproduction in miniature",
+            "",
+            "The paper's comparisons (Tables 3, 4, 5, 8 and 9) re-run on the generated demo data set: "
+            f"`vgglocal data synth {self.data.relative_to(ROOT)} --classes {CLASSES} --seed {self.data_seed}` "
+            "(3,000 training and 500 validation images of 10 shape classes, 128 px). Every row of ours is a real "
+            "training or evaluation run made by `bin/reproduce`; the paper's numbers are its ILSVRC-2012 "
+            "validation errors. Errors are percentages of the 500 validation images (one image is 0.2 points; "
+            "differences of a point or two between single runs are within seed-to-seed noise, see below).",
+            "",
+            "Scale mapping: the demo images are 128 px and the crop 96 px, so the paper's S = 256 "
+            "(224 crop) stands as S = 112 here, S = 384 as S = 144, its test scales {S-32, S, S+32} as "
+            "{S-16, S, S+16} and its jitter [256, 512] as [112, 144]. All nets are the demo's VGG-D "
+            "(A for the A row) at width 1/8 with batch norm (configs/demo/cls.yaml, configs/demo/loc.yaml; "
+            "training seed 0 in both). Localisation nets are initialised from the jittered D classifier.",
+            "",
+        ]
+        for table in ("3", "4", "5", "8", "9"):
+            lines += [f"## {TITLES[table]}", ""]
+            loc = table in ("8", "9")
+            if loc:
+                lines += ["| setting | train S | test Q | top-1 loc. err. | top-5 loc. err. | top-1 cls. err. | "
+                          "paper loc. err. | paper row | run |", "|---|---|---|---|---|---|---|---|---|"]
+            else:
+                lines += ["| setting | train S | test Q | top-1 cls. err. | top-5 cls. err. | paper top-1 | paper top-5 | "
+                          "paper row | run |", "|---|---|---|---|---|---|---|---|---|"]
+            for row in (r for r in ROWS if r.table == table):
+                m = self.metrics(row.stage)
+                p1, p5 = (f"{v:.1f}" if v is not None else "-" for v in row.paper)
+                if loc:
+                    ours = [pct(m.get("top1_loc_error")), pct(m.get("top5_loc_error")), pct(m.get("top1_cls_error"))]
+                    lines.append(f"| {row.label} | {row.train} | {row.test} | " + " | ".join(ours)
+                                 + f" | {p5} | {row.paper_row} | `{row.stage}` |")
+                else:
+                    ours = [pct(m.get("top1_cls_error")), pct(m.get("top5_cls_error"))]
+                    lines.append(f"| {row.label} | {row.train} | {row.test} | " + " | ".join(ours)
+                                 + f" | {p1} | {p5} | {row.paper_row} | `{row.stage}` |")
+            if table == "8":
+                lines += ["", "Table 8 is under the centre-crop protocol, where top-1 and top-5 are the same number "
+                          "(one box, the true class); the paper reports one localisation error."]
+            if table == "9":
+                lines += ["", "The paper's Table 9 reports top-5 localisation error only; compare the top-5 column."]
+            lines.append("")
+        lines += ["## The paper's orderings, checked", "", "| table | the paper finds | ours | holds |", "|---|---|---|---|"]
+        for table, claim, better, worse, key in ORDERINGS:
+            b, w = self.metrics(better).get(key), self.metrics(worse).get(key)
+            verdict = "yes" if b < w else ("tie" if b == w else "**no**")
+            lines.append(f"| {table} | {claim} | {pct(b)} vs {pct(w)} ({key.replace('_', ' ')}) | {verdict} |")
+        discussion = self.report.with_name("reproduction-discussion.md")
+        if discussion.exists():
+            lines += ["", discussion.read_text().strip()]
+        lines += ["", "## Commands", "",
+                  "Run from the repository root (`bin/reproduce` runs exactly these, in this order, and skips "
+                  "finished ones; `bin/reproduce --fresh` redoes all). Seconds are this machine's wall time.", "",
+                  "| stage | seconds | command |", "|---|---|---|"]
+        total = 0.0
+        for name, cmd in self.stages.commands.items():
+            sec = self.stages.seconds(name) or 0.0
+            total += sec
+            lines.append(f"| `{name}` | {sec:.0f} | `{cmd}` |")
+        if self.plot():
+            lines += ["", "![errors, ours beside the paper's](reproduction.png)"]
+        lines += ["", "## Machine and time", "",
+                  f"- Machine: {cpu_name()}, {os.cpu_count()} cores, no GPU; {platform.platform()}",
+                  f"- Software: Python {platform.python_version()}, torch {torch_version()}",
+                  f"- vgglocal commit: {git_commit()}",
+                  f"- Sum of the stage times: {total / 60:.0f} min; report written "
+                  f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}.", ""]
+        self.report.parent.mkdir(parents=True, exist_ok=True)
+        self.report.write_text("\n".join(lines))
+        self.stages.log(f"wrote {self.report}")
+
+    def plot(self) -> bool:
+        """Bars of our errors beside the paper's, one panel per table; False without matplotlib."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            self.stages.log("matplotlib not installed (pip install -e '.[plot]'): no plot")
+            return False
+        fig, axes = plt.subplots(1, 5, figsize=(22, 4.8))
+        for ax, table in zip(axes, ("3", "4", "5", "8", "9"), strict=True):
+            rows = [r for r in ROWS if r.table == table]
+            key, idx = ("top5_loc_error", 1) if table in ("8", "9") else ("top1_cls_error", 0)
+            ours = [100 * self.metrics(r.stage)[key] for r in rows]
+            paper = [r.paper[idx] if r.paper[idx] is not None else 0.0 for r in rows]
+            x = range(len(rows))
+            ax.bar([i - 0.2 for i in x], ours, 0.4, label="ours (demo data)")
+            ax.bar([i + 0.2 for i in x], paper, 0.4, label="paper (ILSVRC)")
+            ax.set_xticks(list(x), [f"{r.label}\nS={r.train}\nQ={r.test}" for r in rows], fontsize=7)
+            ax.set_title(f"Table {table}: {key.replace('_', ' ')} (%)", fontsize=9)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.report.with_suffix(".png"), dpi=90)
+        plt.close(fig)
+        return True
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True, check=True)
+        return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="bin/reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fresh", action="store_true", help="Redo every stage (the data set is kept).")
+    p.add_argument("--data-seed", type=int, default=0, help="Data set seed (default 0: data/demo/, shared with bin/demo).")
+    p.add_argument("--report-only", action="store_true", help="Rewrite the report from finished stages; run nothing.")
+    args = p.parse_args()
+    suffix = "" if args.data_seed == 0 else f"-{args.data_seed}"
+    rep = Reproduce(ROOT / "data" / f"demo{suffix}", ROOT / "runs" / f"reproduce{suffix}",
+                    ROOT / "reports" / f"reproduction{suffix}.md", args.fresh, args.data_seed, execute=not args.report_only)
+    rep.train()
+    rep.evaluate()
+    rep.write_report()
+    rep.stages.log(f"total {(time.time() - rep.start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
