@@ -110,7 +110,7 @@ class TrainConfig:
     cudnn_benchmark: bool = True
     checkpoint_every: int = 0  # also save last.pt every N steps (0: each epoch only)
     log_every: int = 20
-    quiet: bool = False
+    quiet: bool = False  # no progress bar (also without a terminal): plain log lines
     device: str = "auto"  # auto | cpu | cuda
 
 

@@ -6,6 +6,7 @@ group under ``torchrun``, and hand over to :func:`vgglocal.engine.train.fit`.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -271,10 +272,13 @@ def _run(cfg: Config, task: str, out: str | Path | None, resume: bool, log: Log,
         model = DistributedDataParallel(model, device_ids=[env.device.index] if use_cuda else None)
     if cfg.train.compile:
         model = torch.compile(model)
+    # Progress bars on a terminal; in a log file (stderr redirected) or with train.quiet, a
+    # plain line every log_every steps instead of carriage-return bar updates.
+    bars = not cfg.train.quiet and sys.stderr.isatty()
     opts = StepOptions(device=env.device, grad_accum=cfg.train.grad_accum, precision=cfg.train.precision,
                        channels_last=cfg.train.channels_last, log_every=cfg.train.log_every,
-                       checkpoint_every=cfg.train.checkpoint_every, progress=env.is_main and not cfg.train.quiet,
-                       log=log if env.is_main and cfg.train.quiet else None)
+                       checkpoint_every=cfg.train.checkpoint_every, progress=env.is_main and bars,
+                       log=log if env.is_main and not bars else None)
     metric = "loc_error" if task == "loc" else "top1_cls_error"
 
     def train_loader(epoch: int, start_batch: int):
