@@ -18,17 +18,15 @@ from vgglocal.engine.runs import RunDir
 from vgglocal.engine.schedule import PlateauSchedule
 from vgglocal.engine.tasks import freeze_for_finetune, mean_box_target
 from vgglocal.engine.train import (
-    LocGroundTruth,
     NonFiniteLossError,
     StepOptions,
     TrainForward,
     build_optimizer,
     channels_last,
-    evaluate,
     fit,
-    paired_ilsvrc_iou,
     train_one_epoch,
 )
+from vgglocal.engine.validate import LocGroundTruth, evaluate, paired_ilsvrc_iou
 from vgglocal.models.io import load_model
 from vgglocal.models.vgg import add_box_head, build_vgg
 

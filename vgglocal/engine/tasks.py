@@ -24,14 +24,13 @@ from vgglocal.engine.resume import Checkpointer, restore_training
 from vgglocal.engine.runs import RunDir, RunError
 from vgglocal.engine.schedule import PlateauSchedule
 from vgglocal.engine.train import (
-    LocGroundTruth,
     StepOptions,
     TrainForward,
     build_optimizer,
     channels_last,
-    evaluate,
     fit,
 )
+from vgglocal.engine.validate import LocGroundTruth, evaluate
 from vgglocal.models.build import build_model
 from vgglocal.models.io import model_from_checkpoint
 from vgglocal.models.vgg import VGG, add_box_head
