@@ -22,26 +22,24 @@ class Demo:
     def __init__(self, data: Path, runs: Path, seed: int, fresh: bool) -> None:
         self.data, self.runs, self.seed = data, runs, seed
         self.stages = Stages(runs, "bin/demo", fresh=fresh, clean=(data,))
-        self.stage = self.stages.stage
-        self.marks = self.stages.marks
 
     def run(self) -> None:
         data, runs = str(self.data), str(self.runs)
         root = ["--set", f"data.root={data}"]
-        self.stage("data", ["data", "synth", data, "--classes", str(CLASSES), "--seed", str(self.seed), "--overwrite"])
-        self.stage("train-cls", ["train-cls", "-c", CLS_CONFIG, *root, "--out", f"{runs}/cls"], resumable=self.runs / "cls")
-        self.stage(
+        self.stages.stage("data", ["data", "synth", data, "--classes", str(CLASSES), "--seed", str(self.seed), "--overwrite"])
+        self.stages.stage("train-cls", ["train-cls", "-c", CLS_CONFIG, *root, "--out", f"{runs}/cls"], resumable=self.runs / "cls")
+        self.stages.stage(
             "train-loc",
             ["train-loc", "-c", LOC_CONFIG, "--regression", "pcr", "--finetune", "all", "--init", f"{runs}/cls/model.pt",
              *root, "--out", f"{runs}/loc"],
             resumable=self.runs / "loc",
         )
-        self.stage(
+        self.stages.stage(
             "eval-center-crop",
             ["eval", "-c", LOC_CONFIG, *root, "--protocol", "center-crop", "--checkpoint", f"{runs}/loc/model.pt",
              "--cls-checkpoint", f"{runs}/cls/model.pt", "--out", f"{runs}/eval-center-crop"],
         )
-        self.stage(
+        self.stages.stage(
             "eval-full",
             ["eval", "-c", LOC_CONFIG, *root, "--protocol", "full", "--checkpoint", f"{runs}/loc/model.pt",
              "--cls-checkpoint", f"{runs}/cls/model.pt", "--out", f"{runs}/eval-full", "--draw", "16"],
@@ -57,8 +55,8 @@ class Demo:
         pictures = sorted((self.runs / "eval-full").glob("*.png"))
         if pictures:
             shutil.copy(pictures[0], self.runs / "predictions.png")
-        stages = "\n".join(f"| {k} | {float((self.marks / f'{k}.done').read_text()):.0f} s |" for k in
-                           ("data", "train-cls", "train-loc", "eval-center-crop", "eval-full") if (self.marks / f"{k}.done").exists())
+        stages = "\n".join(f"| {k} | {self.stages.seconds(k):.0f} s |" for k in
+                           ("data", "train-cls", "train-loc", "eval-center-crop", "eval-full") if self.stages.done(k))
         text = (
             f"# vgglocal demo report\n\nData: `{self.data}` (vgglocal data synth, {CLASSES} classes, seed {self.seed}); "
             f"runs under `{self.runs}/`. Errors are fractions of the validation images (ILSVRC devkit rule, "

@@ -53,18 +53,14 @@ def _features(boxes: np.ndarray) -> np.ndarray:
     return np.stack([x1, y1, x2, y2, (x1 + x2) * 0.5, (y1 + y2) * 0.5, (w + h) * 0.5, w * h])
 
 
-def _dist(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """Euclidean length (``np.hypot`` rounds differently; the compiled loop uses this formula)."""
-    return np.sqrt(dx * dx + dy * dy)
-
-
 def _scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Match scores of feature columns ``a [8, ...]`` and ``b [8, ...]`` (broadcasting).
 
     Every operation is elementwise and commutative in (a, b), so swapping the arguments gives
     the same bits: the tie-breaking of the merge relies on that symmetry.
     """
-    dist = _dist(a[CX] - b[CX], a[CY] - b[CY])
+    dx, dy = a[CX] - b[CX], a[CY] - b[CY]
+    dist = np.sqrt(dx * dx + dy * dy)  # not np.hypot, which rounds differently from the compiled loop
     size = np.maximum((a[S] + b[S]) * 0.5, _EPS)
     iw = np.maximum(np.minimum(a[X2], b[X2]) - np.maximum(a[X1], b[X1]), 0.0)
     ih = np.maximum(np.minimum(a[Y2], b[Y2]) - np.maximum(a[Y1], b[Y1]), 0.0)
