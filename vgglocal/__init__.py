@@ -2,9 +2,35 @@
 
 Reproduces Appendix A of Simonyan & Zisserman, "Very Deep Convolutional Networks for
 Large-Scale Image Recognition" (ICLR 2015), with the paper's classification stack under it.
+
+``load_model`` is imported on first use (PEP 562 module ``__getattr__``),
+so ``import vgglocal`` and the command line's ``--help`` do not pay for importing torch.
 """
 
-from vgglocal.models.io import load_model
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["load_model", "__version__"]
+
+# public name -> module that defines it
+_LAZY = {
+    "load_model": "vgglocal.models.io",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs; not executed
+    from vgglocal.models.io import load_model
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'vgglocal' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

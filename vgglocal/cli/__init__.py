@@ -10,7 +10,7 @@ import click
 
 from vgglocal.errors import UserError
 
-__all__ = ["main", "cli"]
+__all__ = ["main", "cli", "config_default"]
 
 
 class _Group(click.Group):
@@ -37,6 +37,28 @@ def cli() -> None:
     """
 
 
+def config_default(key: str) -> str:
+    """``--help`` text for an option that falls back to config key ``key`` (``"eval.flip"``):
+    the built-in value and where a config changes it, e.g. ``[default: full, or eval.protocol of -c]``."""
+    from vgglocal.config import Config  # dataclasses and yaml only: no torch
+
+    value = Config()
+    for part in key.split("."):
+        value = getattr(value, part)
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif value in ("", ()):
+        text = "none"
+    elif isinstance(value, tuple):
+        text = ",".join(str(v) for v in value)
+    else:
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"[default: {text}, or {key} of -c]"
+
+
+# Command modules import only click and the standard library at the top; torch and the library
+# layers load inside each command function, so `--help` and usage errors answer at once
+# (tests/test_cli.py checks that importing vgglocal.cli leaves torch unimported).
 _COMMAND_MODULES = ("models", "data", "train", "eval")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from vgglocal.cli import cli
+from vgglocal.cli import cli, config_default
 
 _PROTOCOLS = ("cls-dense", "cls-multicrop", "cls-both", "center-crop", "full")
 
@@ -30,22 +30,22 @@ def _scales(values: tuple[str, ...]) -> list[tuple[int, ...]]:
               help="YAML config: its data section names the validation split, its eval section the defaults.")
 @click.option("--protocol", type=click.Choice(_PROTOCOLS), default=None,
               help="cls-dense / cls-multicrop / cls-both (section 3.2), center-crop (localisation protocol 1), "
-                   "full (protocol 2: top-5 labels, dense boxes, greedy merge). Default: eval.protocol.")
+                   f"full (protocol 2: top-5 labels, dense boxes, greedy merge). {config_default('eval.protocol')}")
 @click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Model checkpoint (model.pt, best.pt, last.pt). Repeat to fuse classifiers or to take the union "
                    "of several localisation nets' boxes (full).")
 @click.option("--scales", "scales", multiple=True, metavar="Q[,Q...]",
               help="Test scales of the checkpoint in the same position (or of all, when given once), e.g. 256 or "
-                   "Table 9's 384/352,384 (S/Qs; S is a label). Default: eval.scales, else from the checkpoint's "
-                   "training scale: S-32,S,S+32 (fixed S), Smin,mid,Smax (jittered), S for center-crop.")
+                   "Table 9's 384/352,384 (S/Qs; S is a label). [default: from the checkpoint's training scale: "
+                   "S-32,S,S+32 (fixed S), Smin,mid,Smax (jittered), S for center-crop; or eval.scales of -c]")
 @click.option("--cls-checkpoint", "cls_checkpoints", multiple=True, type=click.Path(dir_okay=False),
               help="Classification system for the localisation protocols (repeat to fuse). Default: the "
                    "localisation nets' own classification heads.")
 @click.option("--cls-scales", default=None, metavar="Q[,Q...]",
               help="Test scales of the --cls-checkpoint nets (default as for --scales).")
-@click.option("--flip/--no-flip", default=None, help="Also evaluate the mirror images (default: eval.flip).")
+@click.option("--flip/--no-flip", default=None, help=f"Also evaluate the mirror images. {config_default('eval.flip')}")
 @click.option("--merge-threshold", type=click.FloatRange(min=0), default=None,
-              help="Greedy-merge threshold on the match score (full; default: eval.merge_threshold).")
+              help=f"Greedy-merge threshold on the match score (full). {config_default('eval.merge_threshold')}")
 @click.option("--draw", type=click.IntRange(min=0), default=0, show_default=True,
               help="Write predictions.png: a grid of the first N validation images with true and predicted boxes.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -106,8 +106,8 @@ def score_cmd(predictions: str, ground_truth: str) -> None:
 @click.option("-c", "--config", "config", type=click.Path(dir_okay=False), default=None,
               help="Config for the eval defaults; its validation split's boxes are drawn as ground truth when an image is in it.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
-@click.option("--merge-threshold", type=click.FloatRange(min=0), default=None, help="Greedy-merge threshold (default: eval.merge_threshold).")
-@click.option("--flip/--no-flip", default=None, help="Also the mirror images (default: eval.flip).")
+@click.option("--merge-threshold", type=click.FloatRange(min=0), default=None, help=f"Greedy-merge threshold. {config_default('eval.merge_threshold')}")
+@click.option("--flip/--no-flip", default=None, help=f"Also the mirror images. {config_default('eval.flip')}")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the JSON here instead of printing it.")
 @click.option("--draw", type=click.Path(file_okay=False), default=None, help="Write one PNG per image with the boxes into this folder.")
 def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config, overrides, merge_threshold, flip, out, draw) -> None:

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from vgglocal.cli import cli
+from vgglocal.cli import cli, config_default
 
 _CONFIG = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
                        help="YAML config (configs/cls/*.yaml, configs/loc/*.yaml).")
@@ -59,12 +59,12 @@ def train_cls_cmd(config: str, overrides: tuple[str, ...], resume: bool, out: st
 @cli.command("train-loc")
 @_CONFIG
 @click.option("--regression", type=click.Choice(["scr", "pcr"]), default=None,
-              help="Box head: scr (4 outputs shared by all classes) or pcr (4 per class). Default: loc.regression.")
+              help="Box head: scr (4 outputs shared by all classes) or pcr (4 per class). " + config_default("loc.regression"))
 @click.option("--finetune", type=click.Choice(["fc", "all"]), default=None,
               help="fc: train the box head's FC6, FC7 and new last layer, convs frozen; all: every layer "
-                   "except the (frozen) classification head. Default: loc.finetune.")
+                   "except the (frozen) classification head. " + config_default("loc.finetune"))
 @click.option("--init", "init", type=click.Path(dir_okay=False), default=None,
-              help="Classification checkpoint trained at the same scale (model.pt, best.pt or last.pt). Default: loc.init.")
+              help="Classification checkpoint trained at the same scale (model.pt, best.pt or last.pt). " + config_default("loc.init"))
 @_SET
 @_RESUME
 @_OUT

@@ -1,0 +1,98 @@
+"""The command line answers --help and usage errors without importing torch, and shows real
+defaults in every --help."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from click.testing import CliRunner
+
+from vgglocal.cli import cli, config_default
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Walks every command (groups included), asks each for --help and makes one usage error, then
+# reports which heavy modules got imported. Runs in a fresh interpreter so that nothing the
+# test session already imported hides an import.
+_PROBE = r"""
+import sys
+import click
+from click.testing import CliRunner
+import vgglocal
+import vgglocal.cli
+from vgglocal.cli import cli
+
+def walk(cmd, path):
+    yield path
+    if isinstance(cmd, click.Group):
+        for name, sub in cmd.commands.items():
+            yield from walk(sub, path + [name])
+
+runner = CliRunner()
+paths = list(walk(cli, []))
+for path in paths:
+    r = runner.invoke(cli, path + ["--help"])
+    assert r.exit_code == 0, (path, r.output)
+    r = runner.invoke(cli, path + ["--no-such-option"])
+    assert r.exit_code == 2, (path, r.output)
+print(len(paths), " ".join(sorted(m for m in ("torch", "torchvision", "numpy", "cv2", "albumentations") if m in sys.modules)))
+"""
+
+
+def test_help_and_usage_errors_do_not_import_torch():
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    count, *heavy = out.stdout.split()
+    assert int(count) >= 10  # the group, data's group and their commands
+    assert heavy == [], f"--help imported {heavy}: import them inside the command function"
+
+
+def test_import_vgglocal_is_light_and_load_model_is_lazy():
+    probe = (
+        "import sys, vgglocal; assert 'torch' not in sys.modules, 'import vgglocal imported torch'\n"
+        "f = vgglocal.load_model\n"
+        "from vgglocal.models.io import load_model\n"
+        "assert f is load_model and 'torch' in sys.modules and 'load_model' in dir(vgglocal)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_arch_names_of_the_cli_match_table_1():
+    from vgglocal.cli.models import ARCHS
+    from vgglocal.models.vgg import VGG_SPECS
+
+    assert list(ARCHS) == list(VGG_SPECS)
+
+
+def _all_help() -> str:
+    runner = CliRunner()
+    texts = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        texts.append(runner.invoke(cli, path + ["--help"], terminal_width=200).output)
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, path + [name])
+
+    walk(cli, [])
+    return " ".join("\n".join(texts).split())  # help is wrapped at 100 columns
+
+
+def test_help_shows_values_not_config_key_names_as_defaults():
+    text = _all_help()
+    # "Default: eval.flip" tells a user nothing; the value must be there.
+    for bad in ("Default: eval.", "default: eval.", "Default: loc.", "default: loc."):
+        assert bad not in text
+    assert "[default: full, or eval.protocol of -c]" in text
+    assert "[default: true, or eval.flip of -c]" in text
+    assert "[default: pcr, or loc.regression of -c]" in text
+
+
+def test_config_default_formats():
+    assert config_default("eval.merge_threshold") == "[default: 1, or eval.merge_threshold of -c]"
+    assert config_default("loc.init") == "[default: none, or loc.init of -c]"
+    assert config_default("train.log_every") == "[default: 20, or train.log_every of -c]"
