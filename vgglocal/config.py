@@ -81,6 +81,11 @@ class DataConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     max_bad_fraction: float = 0.01  # more bad samples than this stops a run (SPEC 6)
+    # Image header bounds, checked before decoding (vgglocal/data/images.py): larger images are
+    # bad samples. 40 Mpx is twice ILSVRC's largest photographs and a quarter of a 169-Mpx bomb;
+    # 20:1 is past any real panorama, before a 1 x 4000 strip that rescales to S x 4000 S.
+    max_pixels: int = 40_000_000
+    max_aspect: float = 20.0
     limit: int = 0  # use only N records of each split, evenly spaced so every class appears (0: all)
 
 

@@ -114,11 +114,17 @@ def check_cmd(root, fmt, config, overrides, splits, no_decode, workers, as_json,
                        f"{s['images_with_boxes']} images with boxes")
         for p in report.problems:
             click.echo(str(p))
+        for n in report.notes:
+            click.echo(f"note: {n}")
         if report.problems:
             counts = ", ".join(f"{k} {v}" for k, v in sorted(report.problem_counts().items()))
-            click.echo(f"{len(report.problems)} problems ({counts})")
+            summary = f"{len(report.problems)} problems ({counts})"
         else:
-            click.echo("no problems")
+            summary = "no problems"
+        if report.notes:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(report.note_counts().items()))
+            summary += f"; {len(report.notes)} notes ({counts})"
+        click.echo(summary)
     if report.problems:
         sys.exit(1)
 

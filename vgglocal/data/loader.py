@@ -17,6 +17,7 @@ and robust to bad files.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from vgglocal.data.annotations import DROPPED, clean_boxes
 from vgglocal.data.errors import DataError
-from vgglocal.data.images import load_rgb
+from vgglocal.data.images import ImageLimits, decode_rgb
 from vgglocal.data.records import Sample
 from vgglocal.data.transforms import TASKS, crop_target
 from vgglocal.errors import UserError
@@ -68,6 +69,8 @@ class SampleDataset(Dataset):
         task: "cls" (target zeros) or "loc" (target = encoded box, SPEC section 5).
         seed: the run's seed; augmentation of item ``i`` in epoch ``e`` depends only on
             ``(seed, e, i)``.
+        limits: image header bounds (``data.max_pixels``, ``data.max_aspect``); an image over
+            them is a bad sample. Images larger than the transform needs decode reduced.
 
     Items (``dataset[i]`` uses :meth:`set_epoch`'s epoch; ``dataset[(epoch, i)]`` an explicit
     one, which is what the loader's sampler passes) are dicts:
@@ -82,9 +85,11 @@ class SampleDataset(Dataset):
     or a :class:`BadSample`.
     """
 
-    def __init__(self, records: Sequence[Sample], transform: Any, task: str = "cls", seed: int = 0):
+    def __init__(self, records: Sequence[Sample], transform: Any, task: str = "cls", seed: int = 0,
+                 limits: ImageLimits | None = None):
         if task not in TASKS:
             raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+        self.limits = limits or ImageLimits()
         self.records = records
         self.transform = transform
         self.task = task
@@ -105,17 +110,19 @@ class SampleDataset(Dataset):
         if self.task == "loc" and not np.any(np.asarray(record.box_labels) == record.label):
             return BadSample(index, str(record.path), f"{record.path}: no box of class {record.label} to localise")
         try:
-            image = load_rgb(record.path)
+            decoded = decode_rgb(record.path, self.limits, getattr(self.transform, "min_side", 0))
         except DataError as e:
             return BadSample(index, str(record.path), str(e))
         except OSError as e:  # unreadable file: the same treatment as a corrupt one
             return BadSample(index, str(record.path), f"{record.path}: {e.strerror or e}")
-        out = self.transform(image, sample_rng(self.seed, epoch, index))
+        out = self.transform(decoded.image, sample_rng(self.seed, epoch, index))
         g = out.geometry
+        if decoded.factor != 1:  # decoded reduced: the window's scale is relative to the original
+            g = dataclasses.replace(g, scale=g.scale / decoded.factor)
         if self.task == "loc":
             # Readers that don't know the image size (the Kaggle CSV) leave boxes unclipped at
             # the right/bottom; clip to the decoded size here (SPEC 6: clip, drop when empty).
-            boxes, status = clean_boxes(record.boxes, image.shape[:2])
+            boxes, status = clean_boxes(record.boxes, decoded.size)
             keep = status != DROPPED
             found = crop_target(boxes[keep], np.asarray(record.box_labels)[keep], record.label, g)
             if found is None:

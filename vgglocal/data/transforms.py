@@ -231,6 +231,8 @@ class TrainTransform:
                  mean: Any, std: Any):
         self.crop = int(crop)
         self.scales = scales
+        # The largest S: an image decoded reduced to this short side loses nothing (images.decode_rgb).
+        self.min_side = max(scales) if isinstance(scales, (list, tuple)) else int(scales)
         steps: list[Any] = [
             # A list makes albumentations pick one value uniformly per image (scale jittering).
             A.SmallestMaxSize(max_size=scales, interpolation=cv2.INTER_LINEAR),
@@ -271,6 +273,7 @@ class EvalTransform:
     def __init__(self, scale: int, crop: int | None, mean: Any, std: Any):
         self.scale = int(scale)
         self.crop = int(crop or 0)
+        self.min_side = self.scale  # decode reduced to this short side at most (images.decode_rgb)
         self.resize = A.SmallestMaxSize(max_size=self.scale, interpolation=cv2.INTER_LINEAR)
         self.mean = np.asarray(mean, np.float64)
         self.std = np.asarray(std, np.float64)

@@ -96,6 +96,7 @@ def _quiet(msg: str) -> None:
 
 def _read_data(cfg: Config, task: str, crop: int) -> dict[str, Any]:
     from vgglocal.data import read_split
+    from vgglocal.data.images import ImageLimits
     from vgglocal.data.loader import SampleDataset
     from vgglocal.data.transforms import build_eval_transform, build_train_transform
 
@@ -103,12 +104,13 @@ def _read_data(cfg: Config, task: str, crop: int) -> dict[str, Any]:
     val_records, val_classes = read_split(cfg.data, "val", task)
     if list(val_classes.ids) != list(classes.ids):
         raise ConfigError(f"data.root {cfg.data.root}: the validation split's classes differ from the training split's")
+    limits = ImageLimits.of(cfg.data)
     return {
         "classes": classes,
         "train_records": train_records,
         "val_records": val_records,
-        "train": SampleDataset(train_records, build_train_transform(cfg.data, crop, task), task, cfg.seed),
-        "val": SampleDataset(val_records, build_eval_transform(cfg.data, crop, eval_scale(cfg)), task, cfg.seed),
+        "train": SampleDataset(train_records, build_train_transform(cfg.data, crop, task), task, cfg.seed, limits),
+        "val": SampleDataset(val_records, build_eval_transform(cfg.data, crop, eval_scale(cfg)), task, cfg.seed, limits),
     }
 
 
