@@ -28,13 +28,25 @@ class CheckpointError(UserError):
     """The file is missing, unreadable, or not a vgglocal checkpoint; the message names it."""
 
 
+def _umask() -> int:
+    # os.umask both sets and returns the mask; set it back at once (no API only reads it).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
-    """Write ``obj`` to ``path`` atomically (write a temporary file, fsync, rename)."""
+    """Write ``obj`` to ``path`` atomically (write a temporary file, fsync, rename).
+
+    The file gets the permissions of any file the user creates (0644 under the usual umask
+    022), not mkstemp's private 0600, so teammates can read a shared run's model."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     obj = {"format": FORMAT, "version": VERSION, **obj}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # POSIX
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

@@ -114,7 +114,8 @@ class TrainConfig:
     compile: bool = False
     cudnn_benchmark: bool = True
     checkpoint_every: int = 0  # also save last.pt every N steps (0: each epoch only)
-    log_every: int = 20
+    log_every: int = 20  # steps between progress updates and metrics.jsonl "step" lines
+    tensorboard: bool = False  # also write metrics.jsonl's scalars as TensorBoard events (RUN/tensorboard/)
     quiet: bool = False  # no progress bar (also without a terminal): plain log lines
     device: str = "auto"  # auto | cpu | cuda
 

@@ -68,12 +68,20 @@ def run_fit(tmp_path, net, data, task="cls", epochs=3, lr=0.01, loss_fn=None, ch
 def test_fit_lowers_the_loss_and_writes_a_loadable_run(tmp_path, items):
     net = tiny()
     out, run = run_fit(tmp_path, net, items(24), epochs=8)
-    lines = run.read_metrics()
+    lines = [m for m in run.read_metrics() if m["kind"] == "epoch"]
     assert [m["epoch"] for m in lines] == list(range(1, 9))
     assert (lines[-1]["loss"] + lines[-2]["loss"]) / 2 < 0.8 * lines[0]["loss"]
     for key in ("step", "lr", "val_top1_cls_error", "val_top5_cls_error", "images_per_s", "bad_samples"):
         assert key in lines[0]
     assert lines[-1]["step"] == 8 * 6
+    # the learning curve: a "step" line every log_every (2) steps, 6 steps per epoch
+    steps = [m for m in run.read_metrics() if m["kind"] == "step"]
+    assert [m["step"] for m in steps] == list(range(2, 49, 2))
+    assert [m["epoch"] for m in steps] == [e for e in range(1, 9) for _ in range(3)]
+    assert all(m["loss"] > 0 and m["lr"] == 0.01 and m["images_per_s"] > 0 for m in steps)
+    # each epoch's loss is the sample-weighted mean of its three equal windows
+    for e, line in enumerate(lines):
+        assert line["loss"] == pytest.approx(sum(m["loss"] for m in steps[3 * e : 3 * e + 3]) / 3, rel=1e-6)
     last = load_checkpoint(run.last)
     assert (last["epoch"], last["step"], last["global_step"], last["finished"]) == (8, 0, 48, True)
     loaded = load_model(run.last)
@@ -108,7 +116,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     last = load_checkpoint(run.last)
     assert (last["epoch"], last["step"], last["global_step"]) == (1, 2, 8)
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
-    assert len(run.read_metrics()) == 1
+    assert [m["kind"] for m in run.read_metrics()] == ["step"] * 3 + ["epoch"] + ["step"]  # step 9 not recorded
 
 
 def test_paired_iou_is_the_block_diagonal_of_the_devkit_iou():

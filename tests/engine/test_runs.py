@@ -39,8 +39,10 @@ def ok(*args: str):
     return res
 
 
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(t) for t in (run / "metrics.jsonl").read_text().splitlines()]
+def metrics(run: Path, kind: str = "epoch") -> list[dict]:
+    """The run's metrics.jsonl lines of one kind: "epoch" or "step" (the learning curve)."""
+    lines = [json.loads(t) for t in (run / "metrics.jsonl").read_text().splitlines()]
+    return [m for m in lines if m["kind"] == kind]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +128,11 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(data, tmp_path
     assert not (killed / "model.pt").exists()
     ok("train-cls", "-c", CLS, *sets, "--out", killed, "--resume")
     assert [m["epoch"] for m in metrics(killed)] == [1, 2]
+    # the learning curve has each step once: lines the killed attempt wrote after its last
+    # checkpoint were dropped and rewritten by the resumed run
+    steps, ref_steps = metrics(killed, "step"), metrics(ref, "step")
+    assert [m["step"] for m in steps] == [m["step"] for m in ref_steps] == list(range(1, 25))
+    assert [m["loss"] for m in steps] == pytest.approx([m["loss"] for m in ref_steps], rel=1e-4)
     a, b = _states(ref / "checkpoints" / "last.pt"), _states(last)
     for k in a:
         assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
@@ -163,7 +170,6 @@ def test_torchrun_two_processes_give_the_weights_of_one_process(data, tmp_path):
         (["--set", "train.batch_sizes=3"], "error: unknown config key 'train.batch_sizes'"),
         (["--set", "train.batch_size=400"], "error: train.batch_size: 400 is more than the 8 training images"),
         (["--set", "model.num_classes=5"], "error: model.num_classes: 5, but"),
-        (["--resume"], "error: --resume: no checkpoint to resume from at"),
     ],
 )
 def test_bad_input_is_one_line_error(data, tmp_path, args, message):
@@ -204,3 +210,30 @@ def test_resume_refuses_a_different_model_or_finetune_mode(cls_run, data, tmp_pa
     ok("train-loc", "-c", LOC, "--finetune", "fc", "--set", f"data.root={data}", "--set", "train.epochs=2", "--out", out, "--resume")
     assert [m["epoch"] for m in metrics(out)] == [1, 2]
     assert load_checkpoint(out / "checkpoints" / "last.pt")["global_step"] == 24
+
+
+def test_resume_on_an_empty_folder_trains_with_step_lines_tensorboard_and_readable_files(data, tmp_path):
+    pytest.importorskip("tensorboard", reason="train.tensorboard needs the tensorboard extra (pip install '.[tensorboard]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "fresh"
+    umask = os.umask(0o022)  # the usual default; files must come out 0644 under it
+    try:
+        res = ok("train-cls", "-c", CLS, "--set", f"data.root={data}", "--set", "train.epochs=1", "--set", "train.batch_size=4",
+                 "--set", "train.tensorboard=true", "--out", out, "--resume")
+    finally:
+        os.umask(umask)
+    assert f"--resume: no checkpoint at {out / 'checkpoints' / 'last.pt'} yet; starting the run fresh" in res.output
+    steps = metrics(out, "step")
+    assert [(m["epoch"], m["step"]) for m in steps] == [(1, 1), (1, 2)]  # log_every 1, two steps of 4 images
+    assert all(m["loss"] > 0 and m["lr"] > 0 and m["images_per_s"] > 0 for m in steps)
+    (epoch,) = metrics(out)
+    assert epoch["loss"] == pytest.approx((steps[0]["loss"] + steps[1]["loss"]) / 2, rel=1e-6)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/images_per_s", "epoch/loss", "val/top1_cls_error"} <= tags
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(m["step"], pytest.approx(m["loss"])) for m in steps]
+    assert events.Scalars("val/top1_cls_error")[0].value == pytest.approx(epoch["val_top1_cls_error"])
+    for name in ("model.pt", "checkpoints/last.pt", "checkpoints/best.pt", "config.yaml", "metrics.jsonl"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name

@@ -18,7 +18,8 @@ _CONFIG = click.option("-c", "--config", "config", required=True, type=click.Pat
 _SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                     help="Override a config key, e.g. --set optim.lr=0.001 (repeatable; values are YAML).")
 _RESUME = click.option("--resume", is_flag=True,
-                       help="Continue the run in the output folder from its checkpoints/last.pt.")
+                       help="Continue the run in the output folder from its checkpoints/last.pt; start it fresh "
+                              "(and say so) when it has none yet, so one command serves a preemptible job.")
 _OUT = click.option("--out", type=click.Path(file_okay=False), default=None,
                     help="Run folder (default runs/<config file name>).")
 

@@ -81,6 +81,7 @@ class Checkpointer:
                  describe: dict[str, Any], env: DistEnv, task: str, tracker: Any | None = None) -> None:
         self.run, self.net, self.optimizer, self.schedule = run, net, optimizer, schedule
         self.describe, self.env, self.task, self.tracker = describe, env, task, tracker
+        self.tensorboard: Any | None = None  # a vgglocal.engine.tensorboard.TensorBoard (train.tensorboard)
 
     @property
     def last_path(self) -> Path:
@@ -118,8 +119,11 @@ class Checkpointer:
             save_checkpoint(self._model({"val": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}), self.run.best)
 
     def append_metrics(self, line: dict[str, Any]) -> None:
+        """One line of ``metrics.jsonl`` (and TensorBoard scalars when on), rank 0 only."""
         if self.env.is_main:
             self.run.append_metrics(line)
+            if self.tensorboard is not None:
+                self.tensorboard.write(line)
 
     def save_final(self) -> None:
         """``model.pt``: the best validation model (``best.pt``) without training state, or the

@@ -2,7 +2,8 @@
 
 ```
 runs/<name>/config.yaml          the resolved config
-runs/<name>/metrics.jsonl        one JSON line per epoch
+runs/<name>/metrics.jsonl        one JSON line per epoch (kind "epoch") and per train.log_every steps (kind "step")
+runs/<name>/tensorboard/         the same scalars as TensorBoard events (train.tensorboard)
 runs/<name>/checkpoints/last.pt  training state (every epoch and every train.checkpoint_every steps)
 runs/<name>/checkpoints/best.pt  model with the best validation error so far
 runs/<name>/model.pt             the final model (best validation error), for load_model
@@ -64,17 +65,25 @@ class RunDir:
 
     @classmethod
     def prepare(cls, root: str | Path, resume: bool) -> RunDir:
-        """Check that ``root`` can be started (no ``last.pt`` there) or resumed (``last.pt``
-        there); never overwrite a run silently. Creates nothing."""
+        """Check that ``root`` can be started (no ``last.pt`` there) or resumed; never overwrite
+        a run silently. ``resume`` on a folder without ``last.pt`` is a fresh start (the caller
+        asks :attr:`resumable`), as Detectron2's ``--resume`` does, so one command line serves a
+        preemptible job's first start and its restarts. Creates nothing."""
         run = cls(Path(root))
-        if resume and not run.last.is_file():
-            raise RunError(f"--resume: no checkpoint to resume from at {run.last}")
+        if resume and not run.last.is_file() and run.model.exists():
+            raise RunError(f"--resume: {run.root} holds a finished model ({run.model}) but no checkpoint to resume from "
+                           f"({run.last}); use --out DIR for a new run")
         for done in (run.last, run.model):
             if not resume and done.exists():
                 raise RunError(f"{run.root} already holds a run ({done}); pass --resume to continue it or --out DIR for a new one")
         if run.root.exists() and not run.root.is_dir():
             raise RunError(f"--out {run.root}: exists and is not a directory")
         return run
+
+    @property
+    def resumable(self) -> bool:
+        """Whether there is a training state (``last.pt``) to resume from."""
+        return self.last.is_file()
 
     def create(self, cfg: Config, fresh: bool) -> None:
         """Make the folders and write the resolved config (rank 0). A ``fresh`` start drops the
@@ -91,14 +100,15 @@ class RunDir:
             f.write(json.dumps({k: _json_safe(v) for k, v in line.items()}) + "\n")
             f.flush()
 
-    def truncate_metrics(self, epochs_done: int) -> None:
-        """Keep only the lines of epochs ``<= epochs_done`` (a resumed run rewrites the rest)."""
+    def truncate_metrics(self, global_step: int) -> None:
+        """Keep only the lines up to optimiser step ``global_step``, where the run resumes (it
+        rewrites the rest): epoch lines and the "step" lines of the learning curve alike."""
         if not self.metrics.is_file():
             return
         keep = []
         for text in self.metrics.read_text().splitlines():
             try:
-                if int(json.loads(text).get("epoch", 0)) <= epochs_done:
+                if int(json.loads(text).get("step", 0)) <= global_step:
                     keep.append(text)
             except (ValueError, AttributeError):
                 continue  # a line cut by a kill

@@ -201,6 +201,9 @@ def _run(cfg: Config, task: str, out: str | Path | None, resume: bool, log: Log,
     log = log if env.is_main else _quiet
     micro = micro_batch_size(cfg.train.batch_size, env.world_size, cfg.train.grad_accum)
     run = RunDir.prepare(Path(out) if out else Path("runs") / (cfg.name or "run"), resume)
+    if resume and not run.resumable:
+        log(f"--resume: no checkpoint at {run.last} yet; starting the run fresh")
+        resume = False
     last = load_checkpoint(run.last) if resume else None
     if last is not None:
         _check_resume(cfg, task, last, run.last)
@@ -266,7 +269,11 @@ def _run(cfg: Config, task: str, out: str | Path | None, resume: bool, log: Log,
     if env.is_main:
         run.create(cfg, fresh=start is None)
         if start is not None:
-            run.truncate_metrics(start["epoch"])
+            run.truncate_metrics(start["global_step"])
+        if cfg.train.tensorboard:
+            from vgglocal.engine.tensorboard import TensorBoard
+
+            checkpoints.tensorboard = TensorBoard(run.root / "tensorboard", start["global_step"] if start else -1)
 
     model: torch.nn.Module = TrainForward(net, task)
     if env.distributed:
@@ -297,8 +304,12 @@ def _run(cfg: Config, task: str, out: str | Path | None, resume: bool, log: Log,
         f"{env.world_size} process(es) x {cfg.train.grad_accum} x {micro}; {steps} steps/epoch on {env.device.type}; run {run.root}"
         + (f"; resuming at epoch {start['epoch'] + 1}, step {start['step']}" if start else "")
     )
-    fit(model, LOSSES[task], optimizer, schedule, train_loader, steps, validate, epochs=cfg.train.epochs,
-        metric=metric, opts=opts, env=env, checkpoints=checkpoints, start=start, tracker=tracker, log=log)
+    try:
+        fit(model, LOSSES[task], optimizer, schedule, train_loader, steps, validate, epochs=cfg.train.epochs,
+            metric=metric, opts=opts, env=env, checkpoints=checkpoints, start=start, tracker=tracker, log=log)
+    finally:
+        if checkpoints.tensorboard is not None:
+            checkpoints.tensorboard.close()
     checkpoints.save_final()
     distributed.barrier()
     log(f"wrote {run.model}")

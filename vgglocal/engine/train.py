@@ -214,6 +214,7 @@ def train_one_epoch(
     tracker: Any | None = None,
     save: Callable[[int, int, dict[str, float]], None] | None = None,
     world_size: int = 1,
+    record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run optimiser steps ``start_step .. steps-1`` of ``epoch``.
 
@@ -230,6 +231,9 @@ def train_one_epoch(
             raising when too many were bad.
         save: ``save(step_in_epoch, global_step, totals)``, called every
             ``opts.checkpoint_every`` global steps after the loss was checked to be finite.
+        record: receives a ``{"kind": "step", "epoch", "step" (global), "loss", "lr",
+            "images_per_s"}`` line every ``opts.log_every`` steps and at the epoch's end: the
+            learning curve (loss: mean over this process's samples since the last line).
 
     Returns:
         ``{"loss", "samples", "bad", "seconds", "images_per_s", "global_step", "lr"}``:
@@ -299,12 +303,14 @@ def train_one_epoch(
                 # at the epoch's end the weights are checked too: fit saves last.pt next
                 _check_finite(first_bad, epoch, first_step, model if done == steps else None, global_step)
                 now = time.perf_counter()
-                if opts.progress or opts.log is not None:
+                if opts.progress or opts.log is not None or record is not None:
                     mean = float(window_loss.item()) / max(window_n, 1)
                     rate = window_n * world_size / max(now - window_t, 1e-9)
+                    if record is not None:
+                        record({"kind": "step", "epoch": epoch + 1, "step": global_step, "loss": mean, "lr": lr, "images_per_s": rate})
                     if opts.progress:
                         bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
-                    else:
+                    elif opts.log is not None:
                         opts.log(f"epoch {epoch + 1} step {done}/{steps}: loss {mean:.4f}, lr {lr:.2e}, {rate:.1f} img/s")
                 window_loss.zero_()
                 window_n, window_t = 0, now
@@ -365,9 +371,9 @@ def fit(
         steps_per_epoch: optimiser steps per epoch (micro-batches // grad_accum).
         validate: ``() -> metrics`` (every process calls it; values already reduced).
         metric: the validation key the schedule watches (lower is better).
-        checkpoints: the run's writer (:class:`vgglocal.engine.tasks.Checkpointer`) with
-            ``save_last(position, totals)``, ``save_best(metrics)``, ``append_metrics(line)``;
-            None writes nothing.
+        checkpoints: the run's writer (:class:`vgglocal.engine.resume.Checkpointer`) with
+            ``save_last(position, totals)``, ``save_best(metrics)``, ``append_metrics(line)``
+            (the epoch lines, kind "epoch", and train_one_epoch's "step" lines); None writes nothing.
         start: the position to resume from: ``epoch``, ``step``, ``global_step``, ``totals``
             (this process's running sums), ``finished``.
     Returns:
@@ -402,6 +408,7 @@ def fit(
                 model, loss_fn, loader, optimizer, schedule, epoch=epoch, steps=steps_per_epoch, opts=opts,
                 start_step=step0, global_step=global_step, totals=totals, tracker=tracker, world_size=env.world_size,
                 save=lambda step, gstep, tot, e=epoch: save_position(e, step, gstep, tot),
+                record=checkpoints.append_metrics if checkpoints is not None else None,
             )
             global_step = stats["global_step"]
             if tracker is not None:
@@ -410,6 +417,7 @@ def fit(
             error = float(val[metric])
             outcome = schedule.epoch_end(error)
             last = {
+                "kind": "epoch",
                 "epoch": epoch + 1,
                 "step": global_step,
                 "loss": stats["loss"],
