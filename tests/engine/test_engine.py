@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from vgglocal.boxes import ilsvrc_iou
 from vgglocal.checkpoint import load_checkpoint
 from vgglocal.data.loader import build_loader
 from vgglocal.data.records import Sample
@@ -26,7 +25,7 @@ from vgglocal.engine.train import (
     fit,
     train_one_epoch,
 )
-from vgglocal.engine.validate import LocGroundTruth, evaluate, paired_ilsvrc_iou
+from vgglocal.engine.validate import LocGroundTruth, evaluate
 from vgglocal.models.io import load_model
 from vgglocal.models.vgg import add_box_head, build_vgg
 
@@ -117,16 +116,6 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert (last["epoch"], last["step"], last["global_step"]) == (1, 2, 8)
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
     assert [m["kind"] for m in run.read_metrics()] == ["step"] * 3 + ["epoch"] + ["step"]  # step 9 not recorded
-
-
-def test_paired_iou_is_the_block_diagonal_of_the_devkit_iou():
-    g = torch.Generator().manual_seed(0)
-    xy = torch.rand(5, 3, 2, generator=g) * 50
-    gt = torch.cat([xy, xy + 1 + torch.rand(5, 3, 2, generator=g) * 50], -1)
-    p = torch.cat([torch.rand(5, 2, generator=g) * 50, torch.rand(5, 2, generator=g) * 50 + 50], -1)
-    got = paired_ilsvrc_iou(p, gt)
-    for n in range(5):
-        assert_close(got[n], ilsvrc_iou(p[n:n + 1], gt[n])[0])
 
 
 def test_evaluate_protocol1_decodes_to_original_pixels_and_judges_the_true_class():

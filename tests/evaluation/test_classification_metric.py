@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vgglocal.data.records import Sample
 from vgglocal.evaluation.base import EvaluatorList
 from vgglocal.evaluation.classification import ClassificationEvaluator, topk_correct, topk_errors
+from vgglocal.inference.results import ImageResult
+
+
+def records(*labels):
+    return [Sample(f"{i}.jpg", lab) for i, lab in enumerate(labels)]
+
+
+def ranked(*labels):
+    return ImageResult(torch.tensor(labels), torch.ones(len(labels)))
 
 
 def test_topk_errors_by_hand():
@@ -27,12 +37,12 @@ def test_topk_errors_by_hand():
 
 def test_evaluator_accumulates_batches_and_k_beyond_classes():
     ev = ClassificationEvaluator()
-    ev.process(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))
-    ev.process(torch.tensor([[0.3, 0.7]]), torch.tensor([0]))
-    assert ev.summarize() == {"top1_cls_error": pytest.approx(2 / 3), "top5_cls_error": 0.0, "n_images": 3}
+    ev.process(records(1, 1), [ranked(1, 0), ranked(0, 1)])
+    ev.process(records(0, 0), [ranked(1, 0), None])  # None: an unreadable image, wrong at every k
+    assert ev.summarize() == {"top1_cls_error": pytest.approx(3 / 4), "top5_cls_error": 0.25, "n_images": 4}
     both = EvaluatorList(ev, ClassificationEvaluator(ks=(2,)))
     both.reset()
-    both.process(torch.tensor([[0.1, 0.9]]), torch.tensor([0]))
+    both.process(records(0), [ranked(1, 0)])
     assert both.summarize() == {"top1_cls_error": 1.0, "top5_cls_error": 0.0, "top2_cls_error": 0.0, "n_images": 1}
 
 

@@ -7,7 +7,10 @@ import json
 import pytest
 import torch
 
-from vgglocal.evaluation.coco import COCOEvaluator, coco_eval, detection_records, write_detections
+from vgglocal.data.records import Sample
+from vgglocal.evaluation.coco import COCOEvaluator, coco_eval
+from vgglocal.evaluation.writers import detection_records, write_detections
+from vgglocal.inference.results import Detections, ImageResult
 
 GT = {
     "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}, {"id": 2, "file_name": "b.jpg", "width": 60, "height": 60}],
@@ -18,6 +21,12 @@ GT = {
         {"id": 3, "image_id": 2, "category_id": 5, "bbox": [0, 0, 60, 60], "area": 3600, "iscrowd": 0},
     ],
 }
+
+
+def dets(image_id, boxes, scores, labels):
+    """One record with COCO id ``image_id`` and a result holding these detections."""
+    result = ImageResult(torch.zeros(0, dtype=torch.int64), torch.zeros(0), detections=Detections(boxes, scores, labels))
+    return [Sample(f"{image_id}.jpg", 0, source_id=str(image_id))], [result]
 
 
 @pytest.fixture
@@ -34,13 +43,13 @@ def test_detection_records_convert_boxes_and_drop_low_scores():
 
 def test_perfect_detections_score_one_and_shifted_ones_less(ann, tmp_path):
     ev = COCOEvaluator(ann, [5, 9])
-    ev.process(1, torch.tensor([[10.0, 10.0, 50.0, 40.0], [50.0, 20.0, 80.0, 60.0]]), torch.tensor([0.9, 0.8]), torch.tensor([0, 1]))
-    ev.process(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0]))
+    ev.process(*dets(1, torch.tensor([[10.0, 10.0, 50.0, 40.0], [50.0, 20.0, 80.0, 60.0]]), torch.tensor([0.9, 0.8]), torch.tensor([0, 1])))
+    ev.process(*dets(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0])))
     assert ev.summarize()["coco_ap"] == pytest.approx(1.0)
     ev.reset()
     # The dog box shifted by 8 px: IoU 0.6 (AP50 still 1, AP over .50:.95 below 1).
-    ev.process(1, torch.tensor([[10.0, 10.0, 50.0, 40.0], [58.0, 20.0, 88.0, 60.0]]), torch.tensor([0.9, 0.8]), torch.tensor([0, 1]))
-    ev.process(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0]))
+    ev.process(*dets(1, torch.tensor([[10.0, 10.0, 50.0, 40.0], [58.0, 20.0, 88.0, 60.0]]), torch.tensor([0.9, 0.8]), torch.tensor([0, 1])))
+    ev.process(*dets(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0])))
     m = ev.summarize()
     assert m["coco_ap50"] == pytest.approx(1.0) and 0.5 < m["coco_ap"] < 1.0
     # The same results through a file give the same numbers.
@@ -48,5 +57,5 @@ def test_perfect_detections_score_one_and_shifted_ones_less(ann, tmp_path):
     assert coco_eval(ann, path) == m
     # Only the images processed count: image 2 alone, perfect.
     only = COCOEvaluator(ann, [5, 9])
-    only.process(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0]))
+    only.process(*dets(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0])))
     assert only.summarize()["coco_ap"] == pytest.approx(1.0)

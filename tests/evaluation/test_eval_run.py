@@ -13,7 +13,8 @@ from vgglocal.config import from_dict
 from vgglocal.data.synth import SynthSpec, synthesize, wnid
 from vgglocal.evaluation.coco import coco_eval
 from vgglocal.evaluation.ilsvrc import read_kaggle_csv, score_files
-from vgglocal.evaluation.run import EvalError, EvalRequest, evaluate, paper_scales, parse_scales
+from vgglocal.evaluation.run import EvalError, EvalRequest, evaluate
+from vgglocal.inference.nets import paper_scales, parse_scales
 from vgglocal.models.io import save_model
 from vgglocal.models.vgg import build_vgg
 
@@ -158,7 +159,7 @@ def test_cli_eval_score_and_predict(setup, tmp_path):
 
 
 def test_threshold_sweep_matches_eval_at_each_threshold(setup, tmp_path):
-    from vgglocal.evaluation.run import sweep_merge_threshold
+    from vgglocal.evaluation.sweep import sweep_merge_threshold
 
     root, paths = setup
     rows = sweep_merge_threshold(config(root), EvalRequest("full", [paths["loc"]]), [0.0, 0.5, 1e9], progress=False)

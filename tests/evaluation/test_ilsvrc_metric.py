@@ -5,19 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vgglocal.data.records import Sample
 from vgglocal.evaluation.ilsvrc import (
+    CenterCropEvaluator,
     LocalizationEvaluator,
     SubmissionError,
     ilsvrc_metrics,
     localization_errors,
     pad_guesses,
+    protocol1_errors,
     read_devkit_txt,
     read_kaggle_csv,
     score_files,
     score_kaggle,
-    write_devkit_txt,
-    write_kaggle_csv,
 )
+from vgglocal.evaluation.writers import write_devkit_txt, write_kaggle_csv
+from vgglocal.inference.results import ImageResult
 
 GT = [0.0, 0.0, 9.0, 9.0]
 
@@ -79,13 +82,29 @@ def test_metrics_average_over_images_with_hand_counts():
     gl, gb = pad_guesses(truths)
     m = ilsvrc_metrics(pl, pb, gl, gb)
     assert m == {"top1_cls_error": 0.5, "top5_cls_error": 0.25, "top1_loc_error": 0.75, "top5_loc_error": 0.5, "n_images": 4}
+    records = [Sample(f"{i}.jpg", i, t[1].numpy(), t[0].numpy()) for i, t in enumerate(truths)]
+    outputs = [ImageResult(lab, torch.ones(len(lab)), box, lab) for lab, box in guesses]
     ev = LocalizationEvaluator()
-    ev.process(guesses[:2], truths[:2])
-    ev.process([guesses[2], None], truths[2:])  # None: an image without predictions
+    ev.process(records[:2], outputs[:2])
+    ev.process(records[2:], [outputs[2], None])  # None: an image without predictions
     assert ev.summarize() == m
     ev.reset()
     with pytest.raises(ValueError):
         ev.summarize()
+
+
+def test_protocol1_judges_only_the_boxes_of_the_localised_class():
+    gt_boxes = torch.tensor([[GT, [50.0, 50.0, 59.0, 59.0]]] * 3)
+    gt_labels = torch.tensor([[0, 1], [0, 1], [0, -1]])
+    boxes = torch.tensor([GT, GT, [50.0, 50.0, 59.0, 59.0]])
+    # 0: class 0's box found (class 1 in the same image is not judged); 1: the guess is class
+    # 1's, the box class 0's: a miss; 2: no box of class 1 in the image: a miss.
+    assert protocol1_errors(torch.tensor([0, 1, 1]), boxes, gt_boxes, gt_labels).tolist() == [0.0, 1.0, 1.0]
+    records = [Sample("a.jpg", 0, gt_boxes[0].numpy(), gt_labels[0].numpy()), Sample("b.jpg", 1, gt_boxes[1].numpy(), gt_labels[1].numpy())]
+    ev = CenterCropEvaluator()
+    # Boxes are scored in whole pixels, as written: 0.4 px off rounds back onto the truth.
+    ev.process(records, [ImageResult(torch.tensor([1]), torch.ones(1), torch.tensor([[0.4, 0.0, 9.0, 9.4]]), torch.tensor([0])), None])
+    assert ev.summarize() == {"top1_loc_error": 0.5, "top5_loc_error": 0.5, "n_images": 2}
 
 
 def test_vectorised_metric_at_scale_matches_per_image_loop():

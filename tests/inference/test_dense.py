@@ -8,13 +8,13 @@ import torch
 from torch.testing import assert_close
 
 from vgglocal.data.transforms import EvalTransform
+from vgglocal.geometry import window_origins
 from vgglocal.inference.dense import (
     ScaleMaps,
     align_locations,
     decode_box_map,
     dense_maps,
     dense_posteriors,
-    window_origins,
 )
 from vgglocal.inference.multicrop import grid_crops, grid_positions, multicrop_posteriors
 from vgglocal.models.vgg import build_vgg
@@ -106,7 +106,9 @@ def test_posteriors_average_spatial_logits_then_softmax_then_flips_and_scales():
 
 
 def test_window_origins_and_alignment():
-    assert window_origins(2, 3).tolist() == [[0, 0], [32, 0], [64, 0], [0, 32], [32, 32], [64, 32]]
+    assert window_origins(2, 3, 32).tolist() == [[0, 0], [32, 0], [64, 0], [0, 32], [32, 32], [64, 32]]
+    # The same windows of a 100-px-wide mirrored image, placed in the image itself.
+    assert window_origins(1, 3, 32, side=32, mirrored_width=100).tolist() == [[68, 0], [36, 0], [4, 0]]
     assert align_locations((2, 3), 32, (2, 3), 32).tolist() == list(range(6))
     # A 64-crop loc window at (i, j) has its centre at a 32-crop window (i + 0.5, j + 0.5):
     # rounded up, clamped to the 32-crop map (3 x 4 for the same image).

@@ -64,8 +64,9 @@ def test_full_protocol_labels_scores_and_merged_box_by_hand():
     want = torch.stack([want[0].clamp(0, 80), want[1].clamp(0, 48), want[2].clamp(0, 80), want[3].clamp(0, 48)])
     assert_close(res.boxes[0].double(), want, atol=1e-3, rtol=0)
     # One detection per label considered, scored by the posterior times its share (all of it).
-    assert [d[0] for d in res.detections] == [1, 2]
-    assert_close(res.detections[0][2], p[1:2])
+    assert res.detections.labels.tolist() == [1, 2]
+    assert_close(res.detections.scores[:1], p[1:2])
+    assert res.box_labels.tolist() == [1, 2]
 
 
 def test_full_protocol_merges_per_window_weights_and_keeps_clusters_apart():
@@ -77,7 +78,8 @@ def test_full_protocol_merges_per_window_weights_and_keeps_clusters_apart():
     _, (res,) = localize_full([img], [a], [a, b], threshold=0.0, topk=1, flip=False)
     # Scale 32 on a 32 x 32 image: one window per net, the same box twice; scale 64: 2 x 2
     # windows of net b. Identical boxes merge at threshold 0: weights 2p (scale 32) vs p each.
-    labels, boxes, scores = res.detections[0]
+    d = res.detections
+    boxes, scores = d.boxes[d.labels == res.labels[0]], d.scores[d.labels == res.labels[0]]
     assert len(boxes) == 1 + 4
     assert_close(boxes[0], torch.tensor([11.2, 11.2, 20.8, 20.8]))
     assert scores[0] == pytest.approx(scores[1:].sum().item() / 2, rel=1e-5)

@@ -20,7 +20,7 @@ def _log(msg: str) -> None:
 
 
 def _scales(values: tuple[str, ...]) -> list[tuple[int, ...]]:
-    from vgglocal.evaluation.run import parse_scales
+    from vgglocal.inference.nets import parse_scales
 
     return [parse_scales(v) for v in values]
 
@@ -61,7 +61,8 @@ def eval_cmd(config, protocol, checkpoints, scales, cls_checkpoints, cls_scales,
     (full) detections.json (COCO results). Prints the metrics as one JSON line.
     """
     from vgglocal.config import load_config
-    from vgglocal.evaluation.run import EvalRequest, evaluate, parse_scales
+    from vgglocal.evaluation.run import EvalRequest, evaluate
+    from vgglocal.inference.nets import parse_scales
 
     cfg = load_config(config, overrides)
     req = EvalRequest(
@@ -113,7 +114,8 @@ def score_cmd(predictions: str, ground_truth: str) -> None:
 def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config, overrides, merge_threshold, flip, out, draw) -> None:
     """Top-5 labels with their boxes and scores for IMAGE files (the full protocol), as JSON."""
     from vgglocal.config import load_config
-    from vgglocal.evaluation.run import parse_scales, predict
+    from vgglocal.evaluation.predict import predict
+    from vgglocal.inference.nets import parse_scales
 
     cfg = load_config(config, overrides)
     truth = None

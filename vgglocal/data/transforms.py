@@ -11,14 +11,14 @@ Design (why the pieces are split this way):
 * The geometry (rescale, crop, flip) runs in albumentations (``SmallestMaxSize``,
   ``RandomCrop``, ``HorizontalFlip``; cv2 bilinear), which is fast on uint8 HWC arrays. The
   parameters it drew are read back with ``save_applied_params`` and kept as a
-  :class:`Geometry`: window origin in the rescaled image, rescale factor, flip.
+  :class:`vgglocal.geometry.Geometry`: window origin in the rescaled image, rescale factor, flip.
 * Boxes do **not** go through albumentations' bbox pipeline. SPEC section 5 wants the
   localisation target unclipped (a box may extend past the window), while albumentations always
   clips boxes to the crop and drops those that fall outside it; and its ``BboxProcessor``
   (checks after every transform) costs about 0.7 ms per sample, roughly 40% of torchvision's
   whole decode + augment time for a 500x375 JPEG, which would break the loader's speed target.
   Instead the target is computed analytically from the original box and the :class:`Geometry`
-  via :func:`vgglocal.boxes.encode`. The tests check this geometry against albumentations'
+  via :func:`vgglocal.geometry.encode_windows`. The tests check this geometry against albumentations'
   own bbox-aware pipeline (``A.BboxParams(format="pascal_voc")``) on the same draws.
 * The colour shift is our own :class:`PCALighting`, not ``A.FancyPCA``: FancyPCA computes the
   principal components of *each image's* pixels and scales the noise by every pixel's deviation
@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vgglocal.boxes import decode, encode
 from vgglocal.config import ConfigError, DataConfig
 from vgglocal.data.stats import resolve_stats
+from vgglocal.geometry import Geometry
 
 __all__ = [
     "Geometry",
@@ -61,80 +61,6 @@ __all__ = [
 ]
 
 TASKS = ("cls", "loc")
-
-
-# ----------------------------------------------------------------------------- geometry
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where the network's input window lies relative to the original image.
-
-    Attributes:
-        origin: (x0, y0), the window's top-left corner in pixels of the rescaled image.
-        scale: rescale factor original → rescaled, ``S / min(h, w)`` (isotropic; the long side
-            is rounded to whole pixels by the resize, an error of at most 0.5 rescaled pixel).
-        side: window side in rescaled pixels (the crop); 0 for the whole rescaled image.
-        flipped: whether the window was mirrored horizontally (after cropping).
-        size: (height, width) of the rescaled image.
-    """
-
-    origin: tuple[float, float]
-    scale: float
-    side: int
-    flipped: bool
-    size: tuple[int, int]
-
-    @property
-    def width(self) -> int:
-        """Width of the output image in pixels (the crop side, or the rescaled width)."""
-        return self.side or self.size[1]
-
-    def window(self) -> np.ndarray:
-        """The window in original-image pixels: ndarray[4] x1, y1, x2, y2 (float64)."""
-        x0, y0 = self.origin
-        w = self.side or self.size[1]
-        h = self.side or self.size[0]
-        return np.array([x0, y0, x0 + w, y0 + h], np.float64) / self.scale
-
-    def to_window(self, boxes: np.ndarray | Tensor) -> Tensor:
-        """Original-image boxes → output-image boxes, unclipped, mirrored with the image.
-
-        Args:
-            boxes (ndarray or Tensor[K, 4]): x1, y1, x2, y2 in original-image pixels.
-        Returns:
-            Tensor[K, 4] float32: x1, y1, x2, y2 in pixels of the network's input.
-        """
-        b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * self.scale
-        x0, y0 = self.origin
-        b = b - torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
-        if self.flipped:
-            b = torch.stack([self.width - b[:, 2], b[:, 1], self.width - b[:, 0], b[:, 3]], dim=1)
-        return b
-
-    def encode(self, boxes: np.ndarray | Tensor) -> Tensor:
-        """Original-image boxes ``[K, 4]`` → network targets ``Tensor[K, 4]`` (cx, cy, w, h)/side.
-
-        :func:`vgglocal.boxes.encode` with this window; for a mirrored window the box is mirrored
-        too (cx → 1 - cx), so the target describes what the network sees (SPEC section 5).
-        """
-        if not self.side:
-            raise ValueError("encode needs a fixed-size window (side > 0)")
-        b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        t = encode(b, self.origin, self.scale, float(self.side))
-        if self.flipped:
-            t[:, 0] = 1.0 - t[:, 0]
-        return t
-
-    def decode(self, params: Tensor) -> Tensor:
-        """Network outputs ``Tensor[K, 4]`` → original-image boxes x1y1x2y2; inverse of :meth:`encode`."""
-        if not self.side:
-            raise ValueError("decode needs a fixed-size window (side > 0)")
-        p = params.reshape(-1, 4).to(torch.float32)
-        if self.flipped:
-            p = p.clone()
-            p[:, 0] = 1.0 - p[:, 0]
-        return decode(p, self.origin, self.scale, float(self.side))
 
 
 def crop_target(boxes: np.ndarray, box_labels: np.ndarray, label: int, geometry: Geometry) -> tuple[Tensor, int] | None:

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from vgglocal.data.records import Sample
+from vgglocal.inference.results import ImageResult
+
 __all__ = ["topk_correct", "topk_errors", "ClassificationEvaluator"]
 
 
@@ -33,8 +36,13 @@ def topk_errors(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> l
 
 
 class ClassificationEvaluator:
-    """Accumulates class posteriors and labels; reports ``top1_cls_error``, ``top5_cls_error``
-    and ``n_images``. Only the per-image hits are kept, so 50,000 x 1000 scores need no memory."""
+    """Top-k error of the protocol's labels against each record's class: reports
+    ``top1_cls_error``, ``top5_cls_error`` and ``n_images``.
+
+    ``process(records, outputs)`` takes the records and their
+    :class:`~vgglocal.inference.results.ImageResult` (labels best first); a ``None`` output (an
+    image that could not be read) is wrong at every k. Only per-image hits are kept.
+    """
 
     def __init__(self, ks: Sequence[int] = (1, 5)) -> None:
         self.ks = tuple(ks)
@@ -43,14 +51,20 @@ class ClassificationEvaluator:
     def reset(self) -> None:
         self._hits: list[Tensor] = []
 
-    def process(self, scores: Tensor, labels: Tensor) -> None:
-        """``scores (Tensor[B, C])`` (posteriors or logits), ``labels (Tensor[B])``."""
-        self._hits.append(torch.stack(topk_correct(scores.detach().float().cpu(), labels.cpu(), self.ks), dim=1))
-
-    def process_missing(self, n: int) -> None:
-        """``n`` images without predictions (undecodable files): wrong at every k."""
-        if n > 0:
-            self._hits.append(torch.zeros(n, len(self.ks), dtype=torch.bool))
+    def process(self, records: Sequence[Sample], outputs: Sequence[ImageResult | None]) -> None:
+        if len(records) != len(outputs):
+            raise ValueError(f"{len(outputs)} outputs for {len(records)} records")
+        if not records:
+            return
+        kmax = max(self.ks)
+        ranked = torch.full((len(records), kmax), -1, dtype=torch.int64)
+        for i, out in enumerate(outputs):
+            if out is not None:
+                top = torch.as_tensor(out.labels).cpu()[:kmax]
+                ranked[i, : len(top)] = top
+        truth = torch.tensor([r.label for r in records], dtype=torch.int64)
+        hit = ranked == truth[:, None]
+        self._hits.append(torch.stack([hit[:, :k].any(dim=1) for k in self.ks], dim=1))
 
     def summarize(self) -> dict[str, float | int]:
         if not self._hits:

@@ -1,7 +1,7 @@
 """COCO detection results and pycocotools' COCOeval (SPEC 5, "Detection").
 
 Results are ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]`` (COCO's own
-format; our x1y1x2y2 boxes are converted once, here, on the way out).
+format, written by :mod:`vgglocal.evaluation.writers`).
 """
 
 from __future__ import annotations
@@ -9,34 +9,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
-from vgglocal.boxes import box_convert
+from vgglocal.data.records import Sample
 from vgglocal.errors import UserError
+from vgglocal.evaluation.writers import coco_image_id, detection_records
+from vgglocal.inference.results import Detections, ImageResult
 
-__all__ = ["detection_records", "write_detections", "coco_eval", "COCOEvaluator"]
-
-
-def detection_records(image_id: int | str, category_ids: Sequence[int], boxes: Tensor, scores: Tensor, labels: Tensor, floor: float = 0.0) -> list[dict[str, Any]]:
-    """COCO result dicts for one image: ``boxes (Tensor[M, 4])`` x1y1x2y2, ``scores [M]``,
-    ``labels [M]`` class indices mapped through ``category_ids``; scores below ``floor`` dropped."""
-    keep = scores >= floor
-    xywh = box_convert(boxes[keep].double(), "xyxy", "xywh")
-    return [
-        {"image_id": image_id, "category_id": int(category_ids[int(lab)]), "bbox": [round(float(v), 2) for v in b], "score": round(float(s), 6)}
-        for b, s, lab in zip(xywh.tolist(), scores[keep].tolist(), labels[keep].tolist(), strict=True)
-    ]
-
-
-def write_detections(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(list(records)))
-    return path
+__all__ = ["coco_eval", "COCOEvaluator"]
 
 
 def coco_eval(annotations: str | Path, detections: list[dict[str, Any]] | str | Path, image_ids: Sequence[int] | None = None) -> dict[str, float]:
@@ -68,7 +50,8 @@ def coco_eval(annotations: str | Path, detections: list[dict[str, Any]] | str | 
 
 
 class COCOEvaluator:
-    """Collects detections per image; ``summarize`` runs :func:`coco_eval` over the images seen."""
+    """Collects the detections of each processed record (an unreadable image: none, so its
+    objects count as missed); ``summarize`` runs :func:`coco_eval` over the images seen."""
 
     def __init__(self, annotations: str | Path, category_ids: Sequence[int], floor: float = 0.0) -> None:
         self.annotations = Path(annotations)
@@ -80,10 +63,12 @@ class COCOEvaluator:
         self.results: list[dict[str, Any]] = []
         self.image_ids: list[int] = []
 
-    def process(self, image_id: int, boxes: Tensor, scores: Tensor, labels: Tensor) -> None:
-        self.image_ids.append(int(image_id))
-        self.results.extend(detection_records(int(image_id), self.category_ids, boxes, scores, labels, self.floor))
+    def process(self, records: Sequence[Sample], outputs: Sequence[ImageResult | None]) -> None:
+        for r, out in zip(records, outputs, strict=True):
+            image_id = int(coco_image_id(r))
+            self.image_ids.append(image_id)
+            d = out.detections if out is not None and out.detections is not None else Detections.empty()
+            self.results.extend(detection_records(image_id, self.category_ids, d.boxes, d.scores, d.labels, self.floor))
 
     def summarize(self) -> dict[str, float]:
         return coco_eval(self.annotations, self.results, self.image_ids)
-

@@ -11,7 +11,7 @@ boxes that do not intersect, touching ones included, have overlap -1). Top-1 use
 guess only; guesses beyond five are ignored. Classification error is the same rule without
 the box test. An image that has no predictions counts as wrong.
 
-Files: the Kaggle CSV (``ImageId,PredictionString`` with ``wnid x1 y1 x2 y2`` repeated; the
+Files (read here, written by :mod:`vgglocal.evaluation.writers`): the Kaggle CSV (``ImageId,PredictionString`` with ``wnid x1 y1 x2 y2`` repeated; the
 same layout as ``LOC_val_solution.csv``) and the devkit text format (one line per image in
 image order, ``<label> <xmin> <ymin> <xmax> <ymax>`` repeated, devkit class ids 1..1000).
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,9 @@ from torch import Tensor
 from torch.func import vmap
 
 from vgglocal.boxes import ilsvrc_iou
+from vgglocal.data.records import Sample
 from vgglocal.errors import UserError
+from vgglocal.inference.results import ImageResult
 
 __all__ = [
     "SubmissionError",
@@ -37,11 +39,12 @@ __all__ = [
     "pad_guesses",
     "localization_errors",
     "ilsvrc_metrics",
+    "protocol1_errors",
+    "whole_pixels",
     "LocalizationEvaluator",
+    "CenterCropEvaluator",
     "read_kaggle_csv",
-    "write_kaggle_csv",
     "read_devkit_txt",
-    "write_devkit_txt",
     "score_kaggle",
     "score_files",
     "IOU_THRESHOLD",
@@ -151,11 +154,50 @@ def ilsvrc_metrics(pred_labels: Tensor, pred_boxes: Tensor, gt_labels: Tensor, g
     return {k: out[k] for k in ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error", "n_images")}
 
 
-class LocalizationEvaluator:
-    """Accumulates per-image guesses and ground truth; ``summarize`` gives :func:`ilsvrc_metrics`.
+def protocol1_errors(labels: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, iou_threshold: float = IOU_THRESHOLD) -> Tensor:
+    """Per-image error of Appendix A's protocol 1: one guess per image, the box ``boxes[n]``
+    predicted for the ground-truth class ``labels[n]``, is right when its devkit IoU with a
+    ground-truth box *of that class* is at least 0.5 (boxes of other classes in the image are
+    not judged: the guess never names them).
 
-    ``process(guesses, truths)`` takes lists of per-image ``(labels, boxes)``; a ``None`` guess
-    (no prediction for the image) counts as wrong.
+    Args:
+        labels (Tensor[N] int): the class localised in each image.
+        boxes (Tensor[N, 4]): its box, x1, y1, x2, y2.
+        gt_boxes (Tensor[N, G, 4]) and gt_labels (Tensor[N, G] int, -1 = padding): the images'
+            ground-truth boxes.
+    Returns:
+        Tensor[N] float64: 1.0 for a miss (also when the image has no box of the class), else 0.0.
+    """
+    labels = labels.reshape(-1, 1).to(gt_labels.device)
+    own = torch.where(gt_labels == labels, gt_labels, torch.full_like(gt_labels, -1))
+    has = (own >= 0).any(dim=1)
+    err = torch.ones(len(labels), dtype=torch.float64)
+    if bool(has.any()):
+        rows = has.nonzero().flatten()
+        _, loc = localization_errors(labels[rows], boxes.reshape(-1, 1, 4)[rows], own[rows], gt_boxes[rows], topk=1,
+                                     iou_threshold=iou_threshold)
+        err[rows] = loc
+    return err
+
+
+def whole_pixels(boxes: Tensor) -> Tensor:
+    """Boxes rounded to whole pixels as the submission files write them (half up), so that
+    scoring a written file reproduces the metrics computed in memory. ``Tensor[..., 4]`` float64."""
+    return torch.floor(torch.as_tensor(boxes).double() + 0.5)
+
+
+def _truth(record: Sample) -> Guesses:
+    return torch.as_tensor(record.box_labels), torch.as_tensor(record.boxes)
+
+
+class LocalizationEvaluator:
+    """The devkit's localisation and classification errors of the (label, box) guesses
+    (protocol 2): ``summarize`` gives :func:`ilsvrc_metrics`.
+
+    ``process(records, outputs)``: the guesses of each
+    :class:`~vgglocal.inference.results.ImageResult` (rounded to whole pixels, as written to
+    the submission files) against the record's boxes; a ``None`` output, or one without boxes,
+    counts as wrong.
     """
 
     def __init__(self) -> None:
@@ -165,14 +207,15 @@ class LocalizationEvaluator:
         self._pred: list[Guesses] = []
         self._gt: list[Guesses] = []
 
-    def process(self, guesses: Sequence[Guesses | None], truths: Sequence[Guesses]) -> None:
-        if len(guesses) != len(truths):
-            raise ValueError(f"{len(guesses)} guesses for {len(truths)} images")
-        empty = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, 4))
-        for g, t in zip(guesses, truths, strict=True):
-            lab, box = g if g is not None else empty
-            self._pred.append((torch.as_tensor(lab).cpu()[:MAX_GUESSES], torch.as_tensor(box).cpu()[:MAX_GUESSES]))
-            self._gt.append((torch.as_tensor(t[0]).cpu(), torch.as_tensor(t[1]).cpu()))
+    def process(self, records: Sequence[Sample], outputs: Sequence[ImageResult | None]) -> None:
+        if len(records) != len(outputs):
+            raise ValueError(f"{len(outputs)} outputs for {len(records)} records")
+        empty = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, 4, dtype=torch.float64))
+        for r, out in zip(records, outputs, strict=True):
+            g = out.guesses() if out is not None else None
+            lab, box = (g[0].cpu(), whole_pixels(g[1].cpu())) if g is not None else empty
+            self._pred.append((lab[:MAX_GUESSES], box[:MAX_GUESSES]))
+            self._gt.append(_truth(r))
 
     def summarize(self) -> dict[str, float | int]:
         if not self._gt:
@@ -180,6 +223,37 @@ class LocalizationEvaluator:
         pl, pb = pad_guesses(self._pred, MAX_GUESSES)
         gl, gb = pad_guesses(self._gt)
         return ilsvrc_metrics(pl, pb, gl, gb)
+
+
+class CenterCropEvaluator:
+    """Protocol 1's localisation error (:func:`protocol1_errors` on the one guess per image,
+    rounded to whole pixels): ``top1_loc_error`` = ``top5_loc_error`` and ``n_images``; a
+    ``None`` output counts as a miss."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._errors: list[Tensor] = []
+
+    def process(self, records: Sequence[Sample], outputs: Sequence[ImageResult | None]) -> None:
+        if len(records) != len(outputs):
+            raise ValueError(f"{len(outputs)} outputs for {len(records)} records")
+        err = torch.ones(len(records), dtype=torch.float64)
+        done = [i for i, o in enumerate(outputs) if o is not None and o.guesses() is not None]
+        if done:
+            labels = torch.stack([outputs[i].box_labels[0] for i in done]).cpu()  # type: ignore[index, union-attr]
+            boxes = torch.stack([whole_pixels(outputs[i].boxes[0].cpu()) for i in done])  # type: ignore[index, union-attr]
+            gl, gb = pad_guesses([_truth(records[i]) for i in done])
+            err[done] = protocol1_errors(labels, boxes, gb, gl)
+        self._errors.append(err)
+
+    def summarize(self) -> dict[str, float | int]:
+        if not self._errors:
+            raise ValueError("CenterCropEvaluator: nothing was processed")
+        err = torch.cat(self._errors)
+        mean = err.mean().item() if len(err) else math.nan
+        return {"top1_loc_error": mean, "top5_loc_error": mean, "n_images": int(len(err))}
 
 
 # ----------------------------------------------------------------------------- files
@@ -241,36 +315,6 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _pixel(v: float) -> int:
-    # Kaggle and the devkit use whole pixel indices; round half up, not to even.
-    return int(math.floor(v + 0.5))
-
-
-def write_kaggle_csv(path: str | Path, rows: Iterable[tuple[str, Sequence[tuple[str, Sequence[float]]]]]) -> Path:
-    """Write ``(image_id, [(wnid, box x1y1x2y2), ...])`` rows as a Kaggle submission; boxes
-    rounded to whole pixels, at most five guesses per image."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["ImageId", "PredictionString"])
-        for image_id, guesses in rows:
-            parts = [f"{lab} " + " ".join(str(_pixel(v)) for v in box) for lab, box in list(guesses)[:MAX_GUESSES]]
-            w.writerow([image_id, " ".join(parts)])
-    return path
-
-
-def write_devkit_txt(path: str | Path, rows: Iterable[Sequence[tuple[int, Sequence[float]]]]) -> Path:
-    """Write the devkit's localisation submission: one line per image, in image order,
-    ``<label> <xmin> <ymin> <xmax> <ymax>`` for up to five guesses (devkit class ids)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for guesses in rows:
-            f.write(" ".join(f"{int(lab)} " + " ".join(str(_pixel(v)) for v in box) for lab, box in list(guesses)[:MAX_GUESSES]) + "\n")
-    return path
 
 
 def read_devkit_txt(path: str | Path) -> list[list[tuple[int, tuple[float, float, float, float]]]]:

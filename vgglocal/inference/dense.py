@@ -4,13 +4,13 @@ Section 3.2: rescale the image isotropically so its smallest side is Q, apply th
 its FC layers as convolutions to the whole uncropped image, and obtain a spatial map of class
 scores (and, for a localisation net, of box predictions: Appendix A, "full" protocol).
 
-Geometry (SPEC 5, "Dense geometry"): after five pools the stride is 32, so map location
-(i, j) at scale Q sees the window with top-left corner (32 j, 32 i) in the rescaled image and
-side ``crop``. A box prediction decodes to original-image pixels by adding the window origin,
-multiplying the normalised sizes by the crop and dividing by the rescale factor
-(:func:`vgglocal.boxes.decode`). On the mirrored image, location (i, j) is the window at
-(32 j, 32 i) *of the mirrored image*: its box is decoded there, mirrored back across the
-rescaled width, then divided by the factor. An image whose rescaled side is below the crop is
+Geometry (section 3.2; :mod:`vgglocal.geometry`): after five pools the stride is 32, so map
+location (i, j) at scale Q sees the window with top-left corner (32 j, 32 i) in the rescaled
+image and side ``crop``. A box prediction decodes to original-image pixels through that window
+(:func:`vgglocal.geometry.decode_windows`: add the window origin, multiply the normalised
+sizes by the crop, divide by the rescale factor). Location (i, j) of the mirrored image is the
+mirrored window at (W - 32 j - crop, 32 i) of the image itself, decoded with the one flip
+convention of :mod:`vgglocal.geometry`. An image whose rescaled side is below the crop is
 zero-padded by the model (one window), not rejected.
 
 Rescaling uses the evaluation transform of the data pipeline
@@ -35,15 +35,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vgglocal.boxes import decode, flip_boxes
 from vgglocal.data.transforms import EvalTransform
+from vgglocal.geometry import decode_windows, window_origins
 from vgglocal.models.vgg import STRIDE, VGG
 
 __all__ = [
     "ScaleMaps",
     "autocast",
     "rescale",
-    "window_origins",
     "decode_box_map",
     "dense_maps",
     "dense_posteriors",
@@ -92,15 +91,9 @@ def rescale(image: np.ndarray, scale: int, normalization: dict[str, Sequence[flo
     return out.image, float(out.geometry.scale), tuple(out.geometry.size)  # type: ignore[return-value]
 
 
-def window_origins(h: int, w: int, stride: int = STRIDE, device: torch.device | None = None) -> Tensor:
-    """Top-left corners (x, y) of the windows of an ``h x w`` map: ``Tensor[h * w, 2]`` float32,
-    row-major (location (i, j) → (stride j, stride i))."""
-    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-    return (torch.stack([xs, ys], dim=-1).reshape(-1, 2) * stride).float()
-
-
-def decode_box_map(params: Tensor, factor: float, crop: int, flipped: bool = False, width: float | None = None) -> Tensor:
-    """Box-parameter maps → boxes in original-image pixels.
+def decode_box_map(params: Tensor, factor: float, crop: int, flipped: bool = False, width: int | None = None) -> Tensor:
+    """Box-parameter maps → boxes in original-image pixels (:func:`vgglocal.geometry.decode_windows`
+    at every location's window).
 
     Args:
         params (Tensor[..., 4, h, w]): (cx, cy, w, h)/crop at each location.
@@ -112,14 +105,12 @@ def decode_box_map(params: Tensor, factor: float, crop: int, flipped: bool = Fal
     Returns:
         Tensor[..., h * w, 4]: x1, y1, x2, y2 in original pixels, location-major (row-major).
     """
+    if flipped and width is None:
+        raise ValueError("decode_box_map: the rescaled width is needed to place mirrored windows")
     h, w = params.shape[-2:]
     p = params.float().flatten(-2).transpose(-1, -2)  # [..., h*w, 4]
-    boxes = decode(p, window_origins(h, w, device=p.device), 1.0, float(crop))  # rescaled px
-    if flipped:
-        if width is None:
-            raise ValueError("decode_box_map: the rescaled width is needed to mirror boxes back")
-        boxes = flip_boxes(boxes, float(width))
-    return boxes / factor
+    origins = window_origins(h, w, STRIDE, side=crop, mirrored_width=width if flipped else None, device=p.device)
+    return decode_windows(p, origins, factor, float(crop), flipped)
 
 
 def align_locations(target_hw: tuple[int, int], target_crop: int, source_hw: tuple[int, int], source_crop: int) -> Tensor:

@@ -27,7 +27,7 @@ Decisions the paper leaves open, written down here:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -45,40 +45,15 @@ from vgglocal.inference.dense import (
 )
 from vgglocal.inference.merge import greedy_merge
 from vgglocal.inference.multicrop import multicrop_posteriors
+from vgglocal.inference.nets import Net
+from vgglocal.inference.results import Detections, ImageResult
 from vgglocal.models.heads import select_class_boxes
 from vgglocal.models.vgg import VGG
 
-__all__ = ["Net", "Localization", "Candidates", "classify", "box_candidates", "merge_candidates", "localize_full", "localize_center_crop", "METHODS"]
+__all__ = ["Candidates", "classify", "box_candidates", "merge_candidates", "localize_full", "localize_center_crop", "METHODS"]
 
 METHODS = ("dense", "multicrop", "both")
 _MIN_WEIGHT = 1e-30  # soft-max underflow would make a weight 0; the merge needs positive ones
-
-
-@dataclass
-class Net:
-    """A network with the test scales Q it is applied at (Table 9's "384/352,384": S=384, Q={352, 384})."""
-
-    model: VGG
-    scales: tuple[int, ...]
-    name: str = ""
-
-
-@dataclass
-class Localization:
-    """The result for one image.
-
-    Attributes:
-        labels (Tensor[K] int64): guessed classes, best first (top-5 by posterior).
-        scores (Tensor[K]): their image posteriors.
-        boxes (Tensor[K, 4]): each label's box, x1y1x2y2 original pixels.
-        detections: per label considered, ``(label, boxes Tensor[M, 4], scores Tensor[M])``,
-            every merged box with its detection score, best first.
-    """
-
-    labels: Tensor
-    scores: Tensor
-    boxes: Tensor
-    detections: list[tuple[int, Tensor, Tensor]] = field(default_factory=list)
 
 
 @dataclass
@@ -218,17 +193,21 @@ def box_candidates(
     return posteriors, out
 
 
-def merge_candidates(cand: Candidates, threshold: float, topk: int = 5) -> Localization:
+def merge_candidates(cand: Candidates, threshold: float, topk: int = 5) -> ImageResult:
     """The merge half of protocol 2: greedy-merge each label's boxes; the label's box is the
-    heaviest merged box; every merged box (clipped to the image) becomes a detection."""
+    heaviest merged box; every merged box (clipped to the image) becomes a detection, in label
+    order, each label's best first."""
     best, detections = [], []
     for li in range(len(cand.labels)):
         merged, mw = greedy_merge(cand.boxes[li].double(), cand.weights[li], threshold)
         merged = clip_boxes(merged, cand.size)
         best.append(merged[0])
         share = mw / cand.weights[li].sum()
-        detections.append((int(cand.labels[li]), merged.float(), (cand.scores[li].double() * share).float()))
-    return Localization(labels=cand.labels[:topk].clone(), scores=cand.scores[:topk].clone(), boxes=torch.stack(best[:topk]).float(), detections=detections)
+        label = torch.full((len(merged),), int(cand.labels[li]), dtype=torch.int64)
+        detections.append(Detections(merged.float(), (cand.scores[li].double() * share).float(), label))
+    labels = cand.labels[:topk].clone()
+    return ImageResult(labels=labels, scores=cand.scores[:topk].clone(), boxes=torch.stack(best[:topk]).float(),
+                       box_labels=labels.clone(), detections=Detections.cat(detections))
 
 
 def localize_full(
@@ -244,7 +223,7 @@ def localize_full(
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     precision: str = "fp32",
-) -> tuple[Tensor, list[Localization]]:
+) -> tuple[Tensor, list[ImageResult]]:
     """Protocol 2 ("full") for a chunk of images: :func:`box_candidates` then
     :func:`merge_candidates`.
 
@@ -259,7 +238,7 @@ def localize_full(
         cls_method: how the classification system ranks labels (dense, multicrop, both).
 
     Returns:
-        (posteriors ``Tensor[N, C]``, one :class:`Localization` per image).
+        (posteriors ``Tensor[N, C]``, one :class:`~vgglocal.inference.results.ImageResult` per image).
     """
     posteriors, cands = box_candidates(images, cls_nets, loc_nets, labels_per_image=max(topk, det_topk), cls_method=cls_method,
                                        flip=flip, device=device, batch_size=batch_size, precision=precision)
@@ -283,7 +262,7 @@ def localize_center_crop(
 
     Returns ``(posteriors Tensor[N, C], boxes Tensor[N, 4])``: the classification posteriors of
     the same centre crop (from ``cls_net``'s own centre crop, or ``net``'s classification
-    head), and the boxes in original-image pixels.
+    head), and the boxes in original-image pixels, clipped to the image.
     """
     device = torch.device(device)
     if net.box_head is None:
@@ -303,6 +282,6 @@ def localize_center_crop(
                 logits = maps["scores"].flatten(1)
         posteriors.append(logits.float().softmax(dim=1).cpu())
         params = select_class_boxes(maps["boxes"].float().cpu(), labels[lo : lo + batch_size].cpu())[..., 0, 0]  # [B, 4]
-        for t, p in zip(ts, params, strict=True):
-            boxes.append(t.geometry.decode(p[None])[0])
+        for img, t, p in zip(chunk, ts, params, strict=True):
+            boxes.append(clip_boxes(t.geometry.decode(p[None]), tuple(img.shape[:2]))[0])
     return torch.cat(posteriors), torch.stack(boxes)

@@ -1,0 +1,84 @@
+"""The evaluation split's images, decoded in record order in chunks; a file that cannot be
+decoded gives its message instead of stopping the run (it is scored as wrong)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from vgglocal.data import DataError, Sample
+from vgglocal.data.images import load_rgb
+
+__all__ = ["ImageChunk", "image_chunks"]
+
+
+@dataclass
+class ImageChunk:
+    """Consecutive records with their decoded images.
+
+    Attributes:
+        records: the records, in split order.
+        images: uint8 ``[H, W, 3]`` RGB per record, None where decoding failed.
+        errors: the message per record ("" when decoded).
+    """
+
+    records: list[Sample]
+    images: list[np.ndarray | None]
+    errors: list[str]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def good(self) -> list[int]:
+        """Positions of the decoded images."""
+        return [i for i, img in enumerate(self.images) if img is not None]
+
+    def spread(self, results: Sequence[Any]) -> list[Any]:
+        """Results for the decoded images (in :attr:`good` order) → one per record, None for the rest."""
+        out: list[Any] = [None] * len(self.records)
+        for i, res in zip(self.good, results, strict=True):
+            out[i] = res
+        return out
+
+
+class _Images(Dataset):
+    def __init__(self, records: Sequence[Sample]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+        path = self.records[i].path
+        try:
+            return i, load_rgb(path), ""
+        except DataError as e:
+            return i, None, str(e)
+        except OSError as e:
+            return i, None, f"{path}: {e.strerror or e}"
+
+
+def _identity(item: Any) -> Any:
+    return item
+
+
+def image_chunks(records: Sequence[Sample], size: int, workers: int = 0) -> Iterator[ImageChunk]:
+    """Decode ``records`` (``workers`` loader processes) and yield them ``size`` at a time, in order."""
+    loader = DataLoader(_Images(records), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity)
+    chunk: list[tuple[int, np.ndarray | None, str]] = []
+
+    def emit() -> ImageChunk:
+        return ImageChunk([records[i] for i, _, _ in chunk], [img for _, img, _ in chunk], [err for _, _, err in chunk])
+
+    for item in loader:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield emit()
+            chunk = []
+    if chunk:
+        yield emit()

@@ -1,0 +1,94 @@
+"""What one ``vgglocal eval`` run does, checked and resolved before any image is read: the
+protocol, the split's records and classes, the networks with their test scales, and how the
+protocol runs (:class:`~vgglocal.inference.protocols.RunOptions`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vgglocal.config import Config
+from vgglocal.data import ClassList, Sample, read_split
+from vgglocal.evaluation.ilsvrc import MAX_GUESSES
+from vgglocal.inference.nets import EvalError, Net, load_nets, resolve_device
+from vgglocal.inference.protocols import LOC_PROTOCOLS, PROTOCOLS, RunOptions
+
+__all__ = ["EvalRequest", "EvalJob", "prepare"]
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class EvalRequest:
+    """What ``vgglocal eval`` was asked to do (CLI options over the config's ``eval`` section).
+
+    ``scales[i]`` belongs to ``checkpoints[i]``; an empty tuple means ``eval.scales``, or the
+    paper's rule from the checkpoint's training scale
+    (:func:`~vgglocal.inference.nets.paper_scales`).
+    """
+
+    protocol: str
+    checkpoints: list[str]
+    scales: list[tuple[int, ...]] = field(default_factory=list)
+    cls_checkpoints: list[str] = field(default_factory=list)
+    cls_scales: tuple[int, ...] = ()
+    flip: bool | None = None
+    merge_threshold: float | None = None
+    draw: int = 0
+
+
+@dataclass
+class EvalJob:
+    """A checked request with everything it needs.
+
+    Attributes:
+        protocol: one of :data:`~vgglocal.inference.protocols.PROTOCOLS`.
+        records, classes: the split.
+        nets: the nets the protocol evaluates (see :func:`~vgglocal.inference.protocols.run_protocol`).
+        cls_nets: the separate classification system of a localisation protocol; empty: the
+            localisation nets' own classification heads.
+        options: how the protocol runs.
+    """
+
+    protocol: str
+    records: list[Sample]
+    classes: ClassList
+    nets: list[Net]
+    cls_nets: list[Net]
+    options: RunOptions
+
+    @property
+    def localizes(self) -> bool:
+        return self.protocol in LOC_PROTOCOLS
+
+
+def prepare(cfg: Config, req: EvalRequest, *, progress: bool = False, log: Log | None = None) -> EvalJob:
+    """Check ``req``, read ``cfg.data``'s validation split, load the nets."""
+    log = log or (lambda msg: None)
+    if req.protocol not in PROTOCOLS:
+        raise EvalError(f"--protocol {req.protocol!r}: choose from {', '.join(PROTOCOLS)}")
+    if not req.checkpoints:
+        raise EvalError("give at least one --checkpoint")
+    loc = req.protocol in LOC_PROTOCOLS
+    if req.protocol == "center-crop" and len(req.checkpoints) != 1:
+        raise EvalError("center-crop (protocol 1) evaluates one --checkpoint")
+    ev = cfg.eval
+    threshold = ev.merge_threshold if req.merge_threshold is None else req.merge_threshold
+    if threshold < 0:
+        raise EvalError(f"--merge-threshold {threshold}: must be >= 0")
+    device = resolve_device(ev.device)
+    records, classes = read_split(cfg.data, cfg.data.val_split, "loc" if loc else "cls", progress=progress)
+    nets = load_nets(req.checkpoints, req.scales, tuple(ev.scales), req.protocol, classes, loc, device)
+    if req.protocol == "center-crop" and len(nets[0].scales) != 1:
+        raise EvalError(f"center-crop uses one scale S; got {list(nets[0].scales)}")
+    cls_nets: list[Net] = []
+    if loc and req.cls_checkpoints:
+        cls_nets = load_nets(req.cls_checkpoints, [req.cls_scales] if req.cls_scales else [], tuple(ev.scales), "cls-dense", classes, False, device)
+    for n in {id(x): x for x in nets + cls_nets}.values():
+        log(f"{Path(n.name).name}: arch {n.model.arch}, crop {n.model.crop}, scales {list(n.scales)}")
+    options = RunOptions(
+        flip=ev.flip if req.flip is None else req.flip, device=device, batch_size=ev.batch_size, precision=ev.precision,
+        topk=min(ev.topk, MAX_GUESSES), det_topk=ev.det_topk, merge_threshold=threshold, cls_method=ev.cls_method,
+    )
+    return EvalJob(req.protocol, records, classes, nets, cls_nets, options)

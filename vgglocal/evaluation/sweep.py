@@ -1,0 +1,45 @@
+"""The ``full`` protocol at several greedy-merge thresholds, the dense maps computed once per
+image: how ``eval.merge_threshold`` is chosen (``bin/choose-merge-threshold``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+from vgglocal.config import Config
+from vgglocal.evaluation.ilsvrc import LocalizationEvaluator
+from vgglocal.evaluation.images import image_chunks
+from vgglocal.evaluation.job import EvalRequest, Log, prepare
+from vgglocal.inference.localize import box_candidates, merge_candidates
+from vgglocal.inference.nets import EvalError
+
+__all__ = ["sweep_merge_threshold"]
+
+
+def sweep_merge_threshold(cfg: Config, req: EvalRequest, thresholds: Sequence[float], *, progress: bool = True,
+                          log: Log | None = None) -> list[dict[str, Any]]:
+    """Protocol 2 on the validation split at each of ``thresholds``. Returns one metrics dict
+    per threshold (with ``merge_threshold``), in the order given."""
+    if not thresholds or any(t < 0 for t in thresholds):
+        raise EvalError(f"thresholds {list(thresholds)}: give values >= 0")
+    req = EvalRequest("full", req.checkpoints, req.scales, req.cls_checkpoints, req.cls_scales, req.flip, 0.0)
+    job = prepare(cfg, req, progress=progress, log=log)
+    opts = job.options
+    cls_nets = job.cls_nets or job.nets
+    evaluators = [LocalizationEvaluator() for _ in thresholds]
+    bar = tqdm(total=len(job.records), desc="sweep", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)
+    for chunk in image_chunks(job.records, cfg.eval.batch_size, cfg.data.workers):
+        good = chunk.good
+        cands = []
+        if good:
+            _, cands = box_candidates([chunk.images[i] for i in good], cls_nets, job.nets, labels_per_image=opts.topk,  # type: ignore[misc]
+                                      cls_method=opts.cls_method, flip=opts.flip, device=opts.device, batch_size=opts.batch_size,
+                                      precision=opts.precision)
+        for t, evaluator in zip(thresholds, evaluators, strict=True):
+            evaluator.process(chunk.records, chunk.spread([merge_candidates(c, t, opts.topk) for c in cands]))
+        bar.update(len(chunk))
+    bar.close()
+    return [{"merge_threshold": t, **e.summarize()} for t, e in zip(thresholds, evaluators, strict=True)]

@@ -1,0 +1,110 @@
+"""The five test protocols as functions of images: each returns one
+:class:`~vgglocal.inference.results.ImageResult` per image.
+
+* ``cls-dense``, ``cls-multicrop``, ``cls-both`` (section 3.2, Table 5): the classification
+  system's top-5 labels with their posteriors; several nets are fused (Table 6).
+* ``center-crop`` (Appendix A, protocol 1): the box of the ground-truth class from the central
+  crop at scale S, plus the classification of that crop.
+* ``full`` (Appendix A, protocol 2): the top-5 labels, each with its merged dense box, and every
+  merged box of the labels considered as a detection.
+
+:func:`run_protocol` runs any of them by name; it is what ``vgglocal eval`` calls per chunk of
+images, and what a caller of the Python API calls on its own images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vgglocal.inference.localize import classify, localize_center_crop, localize_full
+from vgglocal.inference.nets import Net
+from vgglocal.inference.results import ImageResult
+
+__all__ = ["PROTOCOLS", "CLS_PROTOCOLS", "LOC_PROTOCOLS", "TOPK", "RunOptions", "classify_images", "center_crop", "full",
+           "run_protocol"]
+
+CLS_PROTOCOLS = ("cls-dense", "cls-multicrop", "cls-both")
+LOC_PROTOCOLS = ("center-crop", "full")
+PROTOCOLS = CLS_PROTOCOLS + LOC_PROTOCOLS
+TOPK = 5  # labels kept per image: top-1 and top-5 error (section 4), the devkit's five guesses
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the protocols run (the ``eval`` config section, resolved).
+
+    Attributes:
+        flip: also the mirror images (dense maps, multi-crop, protocol 2).
+        device, batch_size, precision: where and how the networks run (``precision``: fp32 | bf16).
+        topk: (label, box) guesses per image in protocol 2.
+        det_topk: labels per image whose merged boxes become detections (protocol 2; at least ``topk``).
+        merge_threshold: greedy-merge threshold (protocol 2).
+        cls_method: the classification system of protocol 2: dense | multicrop | both.
+    """
+
+    flip: bool = True
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 8
+    precision: str = "fp32"
+    topk: int = TOPK
+    det_topk: int = 0
+    merge_threshold: float = 1.0
+    cls_method: str = "dense"
+
+
+def _top(posteriors: Tensor, k: int = TOPK) -> list[tuple[Tensor, Tensor]]:
+    scores, labels = posteriors.topk(min(k, posteriors.shape[1]), dim=1)
+    return list(zip(labels, scores, strict=True))
+
+
+def classify_images(images: Sequence[np.ndarray], nets: Sequence[Net], method: str, opts: RunOptions) -> list[ImageResult]:
+    """``cls-dense`` / ``cls-multicrop`` / ``cls-both`` (``method`` dense | multicrop | both) on
+    uint8 RGB ``images``: the top-5 labels of the fused posteriors."""
+    post = classify(images, nets, method, flip=opts.flip, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
+    return [ImageResult(labels=lab, scores=s) for lab, s in _top(post)]
+
+
+def center_crop(images: Sequence[np.ndarray], labels: Tensor, net: Net, opts: RunOptions, cls_net: Net | None = None) -> list[ImageResult]:
+    """Protocol 1 on uint8 RGB ``images`` with their ground-truth classes ``labels [N]``: the box
+    of that class from the central crop at ``net``'s one scale S (one guess per image), and the
+    top-5 labels of the same crop (``cls_net``'s, or ``net``'s own classification head)."""
+    post, boxes = localize_center_crop(images, labels, net.model, net.scales[0], cls_net=cls_net.model if cls_net is not None else None,
+                                       device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
+    return [ImageResult(labels=lab, scores=s, boxes=boxes[i : i + 1], box_labels=labels[i : i + 1].clone())
+            for i, (lab, s) in enumerate(_top(post))]
+
+
+def full(images: Sequence[np.ndarray], cls_nets: Sequence[Net], loc_nets: Sequence[Net], opts: RunOptions) -> list[ImageResult]:
+    """Protocol 2 on uint8 RGB ``images`` (:func:`vgglocal.inference.localize.localize_full`):
+    ``opts.topk`` labels with their boxes, and the detections of ``opts.det_topk`` labels."""
+    _, results = localize_full(images, cls_nets, loc_nets, threshold=opts.merge_threshold, topk=opts.topk, det_topk=opts.det_topk,
+                               cls_method=opts.cls_method, flip=opts.flip, device=opts.device, batch_size=opts.batch_size,
+                               precision=opts.precision)
+    return results
+
+
+def run_protocol(protocol: str, images: Sequence[np.ndarray], nets: Sequence[Net], opts: RunOptions, *,
+                 cls_nets: Sequence[Net] | None = None, labels: Tensor | None = None) -> list[ImageResult]:
+    """Run ``protocol`` (one of :data:`PROTOCOLS`) on ``images``.
+
+    Args:
+        nets: the classification nets (cls protocols, fused), the one localisation net
+            (center-crop) or the localisation nets (full, the union of their boxes).
+        cls_nets: the classification system of the localisation protocols; None: the
+            localisation nets' own classification heads.
+        labels (Tensor[N] int64): the ground-truth classes; center-crop only.
+    """
+    if protocol in CLS_PROTOCOLS:
+        return classify_images(images, nets, protocol.removeprefix("cls-"), opts)
+    if protocol == "center-crop":
+        if labels is None:
+            raise ValueError("center-crop needs the ground-truth labels (protocol 1 localises the true class)")
+        return center_crop(images, labels, nets[0], opts, cls_net=cls_nets[0] if cls_nets else None)
+    if protocol == "full":
+        return full(images, cls_nets or nets, nets, opts)
+    raise ValueError(f"protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
