@@ -8,9 +8,7 @@ folder and are renamed into place, so a crash never leaves a half-written checkp
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +63,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - unpickler, zip and storage errors (KeyError for text files) alike
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable vgglocal checkpoint ({first[:160]})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -28,9 +28,9 @@ def info_cmd(target: str, classes: int | None, crop: int | None, width: float | 
     if target in ARCHS:
         hp = {"arch": target, "num_classes": classes or 1000, "crop": crop or 224, "width": width or 1.0}
     elif Path(target).exists():
-        from vgglocal.checkpoint import load_checkpoint
+        from vgglocal.models.io import load_model_checkpoint
 
-        hp = dict(load_checkpoint(target)["model"])
+        hp = dict(load_model_checkpoint(target)["model"])
         for key, value in (("num_classes", classes), ("crop", crop), ("width", width)):
             if value is not None:
                 hp[key] = value

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vgglocal.checkpoint import load_checkpoint, save_checkpoint
+from vgglocal.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vgglocal.engine.distributed import DistEnv, all_gather_objects
 from vgglocal.engine.runs import RunDir
 from vgglocal.engine.schedule import PlateauSchedule
 from vgglocal.models.io import model_state
 from vgglocal.models.vgg import VGG
 
-__all__ = ["rng_state", "set_rng_state", "Checkpointer", "restore_training", "TRAINING_KEYS"]
+__all__ = ["rng_state", "set_rng_state", "Checkpointer", "restore_training", "check_training_checkpoint", "TRAINING_KEYS"]
 
 # Keys a training checkpoint adds to the model checkpoint.
 TRAINING_KEYS = ("task", "optimizer", "schedule", "epoch", "step", "global_step", "finished", "world_size", "ranks")
@@ -135,6 +135,24 @@ class Checkpointer:
             save_checkpoint({k: v for k, v in ckpt.items() if k not in ("format", "version")}, self.run.model)
         else:
             save_checkpoint(self._model(), self.run.model)
+
+
+def check_training_checkpoint(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
+    """The training entries of a ``last.pt`` have the types :func:`restore_training` reads
+    (the model entries are checked by :func:`vgglocal.models.io.load_model_checkpoint`)."""
+    missing = [k for k in TRAINING_KEYS if k not in ckpt and k != "finished"]
+    if missing:
+        raise CheckpointError(f"{source}: not a training checkpoint (no {', '.join(missing)}); --resume needs checkpoints/last.pt")
+    for key in ("optimizer", "schedule"):
+        if not isinstance(ckpt[key], dict):
+            raise CheckpointError(f"{source}: {key!r} must be a dict, got {type(ckpt[key]).__name__}")
+    for key in ("epoch", "step", "global_step", "world_size"):
+        value = ckpt[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{source}: {key!r} must be a non-negative integer, got {value!r}")
+    if not isinstance(ckpt["ranks"], list) or not all(isinstance(r, dict) for r in ckpt["ranks"]):
+        raise CheckpointError(f"{source}: 'ranks' must be a list of per-process states")
+    return ckpt
 
 
 def restore_training(ckpt: dict[str, Any], optimizer: torch.optim.Optimizer, schedule: PlateauSchedule, env: DistEnv,

@@ -15,12 +15,11 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from vgglocal.checkpoint import load_checkpoint
 from vgglocal.config import Config, ConfigError, replace, to_dict
 from vgglocal.engine import distributed
 from vgglocal.engine.distributed import DistEnv
 from vgglocal.engine.losses import LOSSES
-from vgglocal.engine.resume import Checkpointer, restore_training
+from vgglocal.engine.resume import Checkpointer, check_training_checkpoint, restore_training
 from vgglocal.engine.runs import RunDir, RunError
 from vgglocal.engine.schedule import PlateauSchedule
 from vgglocal.engine.train import (
@@ -32,7 +31,7 @@ from vgglocal.engine.train import (
 )
 from vgglocal.engine.validate import LocGroundTruth, evaluate
 from vgglocal.models.build import build_model
-from vgglocal.models.io import model_from_checkpoint
+from vgglocal.models.io import load_model_checkpoint, model_from_checkpoint
 from vgglocal.models.vgg import VGG, add_box_head
 
 __all__ = ["train_classifier", "train_localizer", "run_training", "micro_batch_size", "eval_scale",
@@ -204,7 +203,7 @@ def _run(cfg: Config, task: str, out: str | Path | None, resume: bool, log: Log,
     if resume and not run.resumable:
         log(f"--resume: no checkpoint at {run.last} yet; starting the run fresh")
         resume = False
-    last = load_checkpoint(run.last) if resume else None
+    last = check_training_checkpoint(load_model_checkpoint(run.last), str(run.last)) if resume else None
     if last is not None:
         _check_resume(cfg, task, last, run.last)
     if env.device.type == "cuda":
@@ -216,7 +215,7 @@ def _run(cfg: Config, task: str, out: str | Path | None, resume: bool, log: Log,
         if last is None:
             if not cfg.loc.init:
                 raise ConfigError("train-loc needs --init CLS_CHECKPOINT (or loc.init in the config)")
-            init = load_checkpoint(cfg.loc.init)
+            init = load_model_checkpoint(cfg.loc.init)
             cfg = _loc_config(cfg, init, log)
         else:
             cfg = _loc_config(cfg, last, log)

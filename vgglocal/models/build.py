@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from vgglocal.checkpoint import CheckpointError, load_checkpoint
+from vgglocal.checkpoint import CheckpointError
 from vgglocal.config import ConfigError, ModelConfig
+from vgglocal.models.io import load_model_checkpoint
 from vgglocal.models.vgg import VGG, build_vgg, copy_from_net_a
 
 __all__ = ["build_model"]
@@ -25,13 +26,13 @@ def build_model(cfg: ModelConfig, box_head: str | None = None) -> VGG:
         init_std=cfg.init_std,
     )
     if cfg.init_from:
-        ckpt = load_checkpoint(cfg.init_from)
+        ckpt = load_model_checkpoint(cfg.init_from)
         try:
             copy_from_net_a(model, ckpt["state_dict"])
         except (ValueError, KeyError) as e:
             raise ConfigError(f"model.init_from: {cfg.init_from}: {e}") from None
     if cfg.pretrained:
-        ckpt = load_checkpoint(cfg.pretrained)
+        ckpt = load_model_checkpoint(cfg.pretrained)
         own = model.state_dict()
         state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("box_head.") or box_head}
         bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]

@@ -9,6 +9,7 @@ A model checkpoint holds ``model`` (the builder's plain arguments), ``state_dict
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from vgglocal.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vgglocal.models.checks import check_hparams, check_model_checkpoint, expected_shapes
 from vgglocal.models.vgg import VGG, VGG_SPECS
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "model_state",
     "save_model",
     "load_model",
+    "load_model_checkpoint",
     "model_from_checkpoint",
     "convert_torchvision",
     "import_torchvision",
@@ -62,21 +65,26 @@ def save_model(model: VGG, path: str | Path, normalization: dict[str, list[float
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> VGG:
-    """Rebuild the module a checkpoint describes and load its weights."""
-    if "model" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(f"{source}: a vgglocal checkpoint without model weights")
-    hp = dict(ckpt["model"])
+    """Rebuild the module a checkpoint describes and load its weights (structure, sizes and
+    shapes are checked first, :func:`vgglocal.models.checks.check_model_checkpoint`)."""
+    hp = check_model_checkpoint(ckpt, source)
+    model = VGG(**hp)
     try:
-        model = VGG(**hp)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: cannot rebuild the model ({e})") from None
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{source}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:  # e.g. a tensor that cannot be copied (dtype)
+        raise CheckpointError(f"{source}: weights do not load ({str(e).strip().splitlines()[-1].strip()[:160]})") from None
     model.normalization = ckpt.get("normalization") or {"mean": [0.0] * 3, "std": [1.0] * 3}
     model.classes = ckpt.get("classes")
     model.meta = ckpt.get("meta") or {}
     return model
+
+
+def load_model_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """:func:`~vgglocal.checkpoint.load_checkpoint` plus the model structure checks (nothing
+    built): for code that reads ``model``/``classes``/``normalization`` before rebuilding."""
+    ckpt = load_checkpoint(path, map_location)
+    check_model_checkpoint(ckpt, str(path))
+    return ckpt
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VGG:
@@ -107,37 +115,52 @@ def convert_torchvision(state_dict: dict[str, Tensor], arch: str) -> VGG:
         raise ValueError(f"arch {arch!r} has no torchvision counterpart; choose from {', '.join(TORCHVISION_ARCHS)}")
     if not all(k in state_dict for k in ("classifier.0.weight", "classifier.3.weight", "classifier.6.weight")):
         raise ValueError("not a torchvision VGG state dict (no classifier.0/3/6 weights)")
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor):
+            raise ValueError(f"{key} is a {type(value).__name__}, not a tensor")
     conv_idx = _conv_indices(state_dict)
     batch_norm = any(k.endswith("running_mean") for k in state_dict)
     expected = sum(len(b) for b in VGG_SPECS[arch].blocks)
     if len(conv_idx) != expected:
         found = {len(sum(VGG_SPECS[a].blocks, ())): a for a in TORCHVISION_ARCHS}.get(len(conv_idx), "?")
         raise ValueError(f"--arch {arch} expects {expected} conv layers, the weights have {len(conv_idx)} (arch {found}?)")
-    fc6 = state_dict["classifier.0.weight"]
-    hidden = fc6.shape[0]
-    num_classes = state_dict["classifier.6.weight"].shape[0]
-    model = VGG(arch, num_classes=num_classes, width=1.0, fc_width=hidden, crop=224, batch_norm=batch_norm)
-    ours = model.state_dict()
-    mapped: dict[str, Tensor] = {}
-    convs = [name for name, _ in model.conv_layers()]
-    for name, i in zip(convs, conv_idx, strict=True):
-        mapped[f"features.{name}.weight"] = state_dict[f"features.{i}.weight"]
-        mapped[f"features.{name}.bias"] = state_dict[f"features.{i}.bias"]
+    # The FC sizes come from the file: bound them (and check every shape) before building, so a
+    # stride-0 tensor claiming a billion classes costs nothing.
+    hidden = int(state_dict["classifier.0.weight"].shape[0])
+    num_classes = int(state_dict["classifier.6.weight"].shape[0])
+    try:
+        hp = check_hparams({"arch": arch, "num_classes": num_classes, "width": 1.0, "fc_width": hidden, "crop": 224,
+                            "batch_norm": batch_norm}, "the weights")
+    except CheckpointError as e:
+        raise ValueError(str(e).removeprefix("the weights: ")) from None
+    shapes = expected_shapes(hp)
+    sources: dict[str, str] = {}  # our key -> torchvision key
+    convs = [name for name in shapes if name.startswith("features.conv") and name.endswith(".weight")]
+    for name, i in zip((c.split(".")[1] for c in convs), conv_idx, strict=True):
+        sources[f"features.{name}.weight"] = f"features.{i}.weight"
+        sources[f"features.{name}.bias"] = f"features.{i}.bias"
         if batch_norm:
             bn = name.replace("conv", "bn")
             for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-                key = f"features.{i + 1}.{p}"
-                if key in state_dict:
-                    mapped[f"features.{bn}.{p}"] = state_dict[key]
-    channels = ours["cls_head.fc6.weight"].shape[1]
+                sources[f"features.{bn}.{p}"] = f"features.{i + 1}.{p}"
     for ours_name, tv in (("fc6", "classifier.0"), ("fc7", "classifier.3"), ("fc8", "classifier.6")):
-        w = state_dict[f"{tv}.weight"]
-        target = ours[f"cls_head.{ours_name}.weight"].shape
-        if ours_name == "fc6" and w.shape[1] != channels * target[2] * target[3]:
-            raise ValueError(f"{tv}.weight has {w.shape[1]} inputs; expected {channels}x7x7")
-        mapped[f"cls_head.{ours_name}.weight"] = w.reshape(target)
-        mapped[f"cls_head.{ours_name}.bias"] = state_dict[f"{tv}.bias"]
-    model.load_state_dict(mapped, strict=True)
+        sources[f"cls_head.{ours_name}.weight"] = f"{tv}.weight"
+        sources[f"cls_head.{ours_name}.bias"] = f"{tv}.bias"
+    mapped: dict[str, Tensor] = {}
+    for ours_key, tv_key in sources.items():
+        if tv_key not in state_dict:
+            if tv_key.endswith("num_batches_tracked"):
+                continue  # older torchvision files have none; strict loading below allows it
+            raise ValueError(f"{tv_key} is missing")
+        w, target = state_dict[tv_key], shapes[ours_key]
+        # FC layers are Linear in torchvision: same numbers, viewed as (out, C, k, k) convs.
+        if w.numel() != math.prod(target) or (w.ndim != len(target) and not ours_key.startswith("cls_head")):
+            raise ValueError(f"{tv_key} has shape {list(w.shape)}; arch {arch} needs {list(target)}")
+        mapped[ours_key] = w.reshape(target)
+    if sorted(k for k in shapes if k not in mapped and not k.endswith("num_batches_tracked")):
+        raise ValueError(f"the weights lack {[k for k in shapes if k not in mapped][:3]}")
+    model = VGG(**hp)
+    model.load_state_dict(mapped, strict=False)
     model.normalization = dict(TORCHVISION_NORMALIZATION)
     model.classes = None
     model.meta = {"source": f"torchvision {TORCHVISION_ARCHS[arch]}{'_bn' if batch_norm else ''}"}
