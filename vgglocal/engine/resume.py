@@ -27,10 +27,51 @@ from vgglocal.engine.schedule import PlateauSchedule
 from vgglocal.models.io import model_state
 from vgglocal.models.vgg import VGG
 
-__all__ = ["rng_state", "set_rng_state", "Checkpointer", "restore_training", "check_training_checkpoint", "TRAINING_KEYS"]
+__all__ = ["rng_state", "set_rng_state", "Checkpointer", "restore_training", "check_training_checkpoint", "TRAINING_KEYS",
+           "POSITION_KEYS", "resume_conflicts", "resume_changes"]
 
 # Keys a training checkpoint adds to the model checkpoint.
 TRAINING_KEYS = ("task", "optimizer", "schedule", "epoch", "step", "global_step", "finished", "world_size", "ranks")
+
+
+# Config keys that define what a saved position (epoch, optimiser step, sampler order,
+# augmentation stream) means: a resumed run must keep them. Everything else (learning rate,
+# epochs, logging, workers, ...) may change and is recorded.
+POSITION_KEYS = ("train.batch_size", "seed", "data.format", "data.root", "data.train_split", "data.val_split",
+                 "data.train_images", "data.train_annotations", "data.val_images", "data.val_annotations",
+                 "data.classes", "data.devkit", "data.limit")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_conflicts(saved: dict[str, Any], now: dict[str, Any], saved_world: int, world: int, mid_epoch: bool) -> list[str]:
+    """What a resume may not change, as "key saved -> now" texts (empty: it may resume).
+
+    Args:
+        saved, now: the saved and the new config as nested plain data (``to_dict``).
+        saved_world, world: world sizes. mid_epoch: the position is inside an epoch, where the
+            per-process sample shards depend on world size x ``train.grad_accum``.
+    """
+    a, b = _flat(saved), _flat(now)
+    bad = [f"{k} {a[k]!r} -> {b.get(k)!r}" for k in POSITION_KEYS if k in a and a[k] != b.get(k)]
+    accum_a, accum_b = a.get("train.grad_accum", 1), b.get("train.grad_accum", 1)
+    if mid_epoch and saved_world * accum_a != world * accum_b:
+        bad.append(f"world size x train.grad_accum {saved_world} x {accum_a} -> {world} x {accum_b} (mid-epoch)")
+    return bad
+
+
+def resume_changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, list[Any]]:
+    """The keys a resume changes that it may change: {key: [saved, now]} (``name`` ignored)."""
+    a, b = _flat(saved), _flat(now)
+    return {k: [a.get(k), b[k]] for k in b if k != "name" and k in a and a[k] != b[k]}
 
 
 def rng_state() -> dict[str, Any]:

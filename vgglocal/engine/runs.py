@@ -14,8 +14,10 @@ Only rank 0 writes; every rank checks the same rules, so all fail alike on a use
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,54 @@ from typing import Any
 from vgglocal.config import Config, dump_config
 from vgglocal.errors import UserError
 
-__all__ = ["RunError", "RunDir"]
+__all__ = ["RunError", "RunDir", "RunLock"]
 
 
 class RunError(UserError):
     """The run directory cannot be used as asked (would overwrite a run, nothing to resume)."""
+
+
+class RunLock:
+    """An exclusive OS lock (``flock``) on ``<run>/.lock`` while a process trains into the folder.
+
+    The kernel drops the lock when the process dies, however it dies (kill -9 included), so there
+    is never a stale lock to clean up; the file itself stays and records the holder's pid for the
+    message. Under ``torchrun`` only rank 0 takes it (:func:`vgglocal.engine.tasks.run_training`).
+    """
+
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock, or raise :class:`RunError` naming the folder and the holder's pid."""
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise RunError(f"--out {self.path.parent}: exists and is not a directory")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunError(f"{self.path.parent} is in use by another vgglocal process (pid {holder}); wait for it to "
+                           "finish (or stop it) before --resume, or use --out DIR for a new run") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def _json_safe(value: Any) -> Any:

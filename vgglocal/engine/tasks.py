@@ -5,9 +5,10 @@ group under ``torchrun``, and hand over to :func:`vgglocal.engine.train.fit`.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,14 @@ from vgglocal.config import Config, ConfigError, replace, to_dict
 from vgglocal.engine import distributed
 from vgglocal.engine.distributed import DistEnv
 from vgglocal.engine.losses import LOSSES
-from vgglocal.engine.resume import Checkpointer, check_training_checkpoint, restore_training
-from vgglocal.engine.runs import RunDir, RunError
+from vgglocal.engine.resume import (
+    Checkpointer,
+    check_training_checkpoint,
+    restore_training,
+    resume_changes,
+    resume_conflicts,
+)
+from vgglocal.engine.runs import RunDir, RunError, RunLock
 from vgglocal.engine.schedule import PlateauSchedule
 from vgglocal.engine.train import (
     StepOptions,
@@ -136,11 +143,19 @@ def _check_normalization(cfg: Config, init: dict[str, Any], norm: dict[str, list
         )
 
 
-def _check_resume(cfg: Config, task: str, last: dict[str, Any], path: Path) -> None:
-    """A run resumes with the settings that shape its model and optimiser (others, like
-    train.epochs, may change)."""
+def _check_resume(cfg: Config, task: str, last: dict[str, Any], path: Path, world_size: int) -> None:
+    """A run resumes with the settings that shape its model and optimiser and that define what
+    its saved position means (:data:`~vgglocal.engine.resume.POSITION_KEYS`); others, like
+    optim.lr and train.epochs, may change."""
     if last.get("task") != task:
         raise RunError(f"--resume: {path} is a {last.get('task')!r} run, not {task!r}")
+    saved = (last.get("meta") or {}).get("config")
+    if isinstance(saved, dict):
+        mid_epoch = int(last.get("step", 0)) > 0
+        bad = resume_conflicts(saved, to_dict(cfg), int(last.get("world_size", 1)), world_size, mid_epoch)
+        if bad:
+            raise RunError(f"--resume: the run in {path} was saved with other settings that define its position: "
+                           f"{'; '.join(bad)}; resume with the run's values or start a new run with --out DIR")
     if task == "cls":
         for key in _ARCH_KEYS:
             if getattr(cfg.model, key) != last["model"][key]:
@@ -150,6 +165,18 @@ def _check_resume(cfg: Config, task: str, last: dict[str, Any], path: Path) -> N
         for key in ("regression", "finetune"):
             if key in meta and getattr(cfg.loc, key) != meta[key]:
                 raise RunError(f"--resume: loc.{key} is {getattr(cfg.loc, key)!r}, the run in {path} has {meta[key]!r}")
+
+
+def _record_resume(cfg: Config, last: dict[str, Any], log: Log) -> list[dict[str, Any]]:
+    """The run's resume history with this resume appended: the global step and the settings it
+    changed ({key: [before, after]}), also logged."""
+    meta = last.get("meta") or {}
+    history = list(meta.get("resumed") or [])
+    saved = meta.get("config")
+    changes = resume_changes(saved, to_dict(cfg)) if isinstance(saved, dict) else {}
+    if changes:
+        log("resuming with changed settings: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
+    return history + [{"global_step": int(last.get("global_step", 0)), "changes": changes}]
 
 
 def _build_net(cfg: Config, task: str, last: dict[str, Any] | None, init: dict[str, Any] | None,
@@ -187,25 +214,45 @@ def run_training(cfg: Config, task: str, out: str | Path | None = None, resume: 
     and :class:`~vgglocal.engine.train.NonFiniteLossError` when the loss diverges.
     """
     env = distributed.setup(cfg.train.device)
+    root = Path(out) if out else Path("runs") / (cfg.name or "run")
     try:
-        return _run(cfg, task, out, resume, log or _quiet, env)
+        with _run_lock(root, env):
+            return _run(cfg, task, root, resume, log or _quiet, env)
     finally:
         distributed.teardown()
 
 
-def _run(cfg: Config, task: str, out: str | Path | None, resume: bool, log: Log, env: DistEnv) -> Path:
+@contextlib.contextmanager
+def _run_lock(root: Path, env: DistEnv) -> Iterator[None]:
+    """Hold the run folder's lock (rank 0 takes it; every rank fails alike when it is taken)."""
+    lock, error = RunLock(root), ""
+    if env.is_main:
+        try:
+            lock.acquire()
+        except RunError as e:
+            error = str(e)
+    error = distributed.all_gather_objects(error)[0]
+    if error:
+        raise RunError(error)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEnv) -> Path:
     from vgglocal.data.loader import BadSampleTracker, build_loader
     from vgglocal.data.transforms import normalization_of
 
     log = log if env.is_main else _quiet
     micro = micro_batch_size(cfg.train.batch_size, env.world_size, cfg.train.grad_accum)
-    run = RunDir.prepare(Path(out) if out else Path("runs") / (cfg.name or "run"), resume)
+    run = RunDir.prepare(root, resume)
     if resume and not run.resumable:
         log(f"--resume: no checkpoint at {run.last} yet; starting the run fresh")
         resume = False
     last = check_training_checkpoint(load_model_checkpoint(run.last), str(run.last)) if resume else None
     if last is not None:
-        _check_resume(cfg, task, last, run.last)
+        _check_resume(cfg, task, last, run.last, env.world_size)
     if env.device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
     _seed_all(cfg.seed)  # the model's random init is the same on every process
@@ -250,6 +297,8 @@ def _run(cfg: Config, task: str, out: str | Path | None, resume: bool, log: Log,
 
     meta = {"task": task, "config": to_dict(cfg), "train_scale": {"scale": cfg.data.scale, "scale_min": cfg.data.scale_min,
                                                                   "scale_max": cfg.data.scale_max}}
+    if last is not None:
+        meta["resumed"] = _record_resume(cfg, last, log)
     if task == "loc":
         # The frozen classification head reads the features: with `fc` they are the classifier's
         # own, so the model's class scores are exactly the classifier's; with `all` the features
