@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -69,6 +70,9 @@ def test_train_cls_lowers_the_loss_and_writes_a_run_load_model_reads(cls_run, da
     assert cfg.data.root == str(data) and cfg.name == "cls-tiny"
     model = load_model(cls_run / "model.pt")
     assert model.classes == ["n00000001", "n00000002", "n00000003", "n00000004"]
+    # the readable names of LOC_synset_mapping.txt travel beside the wnids
+    mapping = dict(line.split(" ", 1) for line in (data / "LOC_synset_mapping.txt").read_text().splitlines())
+    assert model.class_names == [mapping[w] for w in model.classes] == ["disc", "triangle", "square", "star"]
     assert model.normalization == {"mean": list(cfg.data.mean), "std": list(cfg.data.std)}
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
     for name in ("last.pt", "best.pt"):
@@ -237,3 +241,29 @@ def test_resume_on_an_empty_folder_trains_with_step_lines_tensorboard_and_readab
     assert events.Scalars("val/top1_cls_error")[0].value == pytest.approx(epoch["val_top1_cls_error"])
     for name in ("model.pt", "checkpoints/last.pt", "checkpoints/best.pt", "config.yaml", "metrics.jsonl"):
         assert (out / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_plot_draws_the_learning_curves_of_two_runs(cls_run, tmp_path):
+    pytest.importorskip("matplotlib", reason="vgglocal plot needs the plot extra (pip install '.[plot]')")
+    from PIL import Image
+
+    from vgglocal.engine.curves import read_curves
+
+    curves = read_curves(cls_run)
+    assert [s for s, _ in curves.loss] == [m["step"] for m in metrics(cls_run, "step")] == list(range(1, 16))
+    assert [v for _, v in curves.val["val_top1_cls_error"]] == [m["val_top1_cls_error"] for m in metrics(cls_run)]
+    assert "val_loc_error" not in curves.val
+    other = tmp_path / "other"
+    other.mkdir()
+    # a run from before step lines: its loss curve is the epoch means
+    (other / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "step": 4 * e, "loss": 2.0 / e, "val_loc_error": 0.5}) + "\n"
+                                                 for e in (1, 2)))
+    assert read_curves(other).loss == [(4, 2.0), (8, 1.0)] and read_curves(other).val == {"val_loc_error": [(4, 0.5), (8, 0.5)]}
+    out = tmp_path / "curves.png"
+    res = ok("plot", cls_run, other, "--out", out)
+    assert res.output.strip() == str(out)
+    image = np.asarray(Image.open(out).convert("RGB"))
+    assert image.shape[1] > image.shape[0] > 400  # two panels side by side
+    assert (image < 200).any(axis=2).mean() > 0.01  # axes, curves and text were drawn
+    res = invoke("plot", tmp_path / "nothing-here", "--out", out)
+    assert res.exit_code == 2 and res.output.strip() == f"error: {tmp_path / 'nothing-here'}: no metrics.jsonl (not a training run folder?)"

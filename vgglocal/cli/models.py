@@ -62,3 +62,22 @@ def import_weights_cmd(path: str, fmt: str, arch: str, out: str) -> None:
     model = import_torchvision(path, arch, out)
     n = sum(p.numel() for p in model.parameters())
     click.echo(f"wrote {out}: {model.meta['source']} as arch {arch}, {model.num_classes} classes, {n:,} params")
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
+              help="onnx (torch.onnx, needs the export extra: pip install 'vgglocal[export]') or torchscript.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="File to write (model.onnx, model.ts).")
+def export_cmd(checkpoint: str, fmt: str, out: str) -> None:
+    """Export CHECKPOINT's fully convolutional net for serving: input image [N, 3, H, W]
+    (normalised, H and W dynamic, at least the crop), outputs the class-score map and, for a
+    localisation net, the box map. The preprocessing it expects (test scales, mean/std), the
+    output layout and the class ids and names are written into the file as JSON (ONNX
+    metadata_props["vgglocal"]; TorchScript extra file vgglocal.json)."""
+    from vgglocal.models.export import export_model
+    from vgglocal.models.io import load_model
+
+    net = load_model(checkpoint)
+    meta = export_model(net, fmt, out)
+    click.echo(f"wrote {out}: {fmt}, arch {meta['arch']} (crop {meta['crop']}), outputs {', '.join(meta['outputs'])}")

@@ -1,6 +1,7 @@
-"""Training commands: ``train-cls`` (section 3.1) and ``train-loc`` (Appendix A).
+"""Training commands: ``train-cls`` (section 3.1), ``train-loc`` (Appendix A) and ``plot``
+(learning curves of runs).
 
-Both run unchanged under ``torchrun --nproc-per-node N -m vgglocal ...``: the batch size in the
+The training commands run unchanged under ``torchrun --nproc-per-node N -m vgglocal ...``: the batch size in the
 config is global and is split across the processes.
 """
 
@@ -86,3 +87,16 @@ def train_loc_cmd(config: str, regression: str | None, finetune: str | None, ini
     run = train_localizer(cfg, out=out, resume=resume, log=_log)
     if _is_main():
         click.echo(str(run / "model.pt"))
+
+
+@cli.command("plot")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), default="curves.png", show_default=True, help="PNG to write.")
+@click.option("--log-loss", is_flag=True, help="Logarithmic loss axis.")
+def plot_cmd(runs: tuple[str, ...], out: str, log_loss: bool) -> None:
+    """Learning curves of training RUN folders (their metrics.jsonl): the training loss of the
+    step lines (every train.log_every steps) and the validation errors of each epoch, against
+    the optimiser step, one colour per run. Needs matplotlib (pip install 'vgglocal[plot]')."""
+    from vgglocal.engine.curves import plot_runs
+
+    click.echo(str(plot_runs(list(runs), out, log_loss=log_loss)))

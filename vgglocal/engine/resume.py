@@ -115,7 +115,7 @@ class Checkpointer:
     Args:
         run: the run directory.
         net: the bare network (not the DDP / compiled wrapper).
-        describe: ``normalization``, ``classes`` and ``meta`` for :func:`model_state`.
+        describe: ``normalization``, ``classes``, ``class_names`` and ``meta`` for :func:`model_state`.
     """
 
     def __init__(self, run: RunDir, net: VGG, optimizer: torch.optim.Optimizer, schedule: PlateauSchedule,
@@ -130,7 +130,8 @@ class Checkpointer:
 
     def _model(self, extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
         meta = {**self.describe.get("meta", {}), **(extra_meta or {})}
-        return model_state(self.net, self.describe["normalization"], self.describe.get("classes"), meta)
+        return model_state(self.net, self.describe["normalization"], self.describe.get("classes"), meta,
+                           self.describe.get("class_names"))
 
     def save_last(self, position: dict[str, Any], totals: dict[str, float]) -> None:
         """Save the training state at ``position`` (``epoch`` = epochs done, ``step`` = optimiser

@@ -305,7 +305,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
         # moved and the scores are stale: use the classification net's (Appendix A does).
         meta.update(regression=cfg.loc.regression, finetune=cfg.loc.finetune, init=cfg.loc.init,
                     cls_scores_valid=cfg.loc.finetune == "fc")
-    describe = {"normalization": norm, "classes": list(classes.ids), "meta": meta}
+    describe = {"normalization": norm, "classes": list(classes.ids), "class_names": list(classes.names), "meta": meta}
     checkpoints = Checkpointer(run, net, optimizer, schedule, describe, env, task, tracker)
     start = None
     if last is not None:

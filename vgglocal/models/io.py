@@ -2,8 +2,10 @@
 
 A model checkpoint holds ``model`` (the builder's plain arguments), ``state_dict``,
 ``normalization`` (``mean`` and ``std`` in 0..255 pixel units: the network sees
-``(x - mean) / std``), and optionally ``classes`` (wnids or names, index order) and
-``meta``. Training checkpoints add optimiser and schedule state beside these keys, so
+``(x - mean) / std``), and optionally ``classes`` (ids in index order: wnids, VOC or COCO
+category names), ``class_names`` (human-readable, the same order: the ILSVRC words of
+``LOC_synset_mapping.txt`` or the devkit, VOC/COCO names; torchvision's
+``weights.meta["categories"]``) and ``meta``. Training checkpoints add optimiser and schedule state beside these keys, so
 :func:`load_model` reads those too.
 """
 
@@ -45,6 +47,7 @@ def model_state(
     normalization: dict[str, list[float]],
     classes: list[str] | None = None,
     meta: dict[str, Any] | None = None,
+    class_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """The plain-data description of ``model`` that :func:`load_model` rebuilds."""
     module = getattr(model, "module", model)  # DDP / compiled wrappers
@@ -55,13 +58,15 @@ def model_state(
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "normalization": {"mean": [float(v) for v in normalization["mean"]], "std": [float(v) for v in normalization["std"]]},
         "classes": list(classes) if classes is not None else None,
+        "class_names": list(class_names) if class_names is not None else None,
         "meta": dict(meta or {}),
     }
 
 
-def save_model(model: VGG, path: str | Path, normalization: dict[str, list[float]], classes: list[str] | None = None, meta: dict[str, Any] | None = None) -> Path:
+def save_model(model: VGG, path: str | Path, normalization: dict[str, list[float]], classes: list[str] | None = None,
+               meta: dict[str, Any] | None = None, class_names: list[str] | None = None) -> Path:
     """Write a model checkpoint atomically."""
-    return save_checkpoint(model_state(model, normalization, classes, meta), path)
+    return save_checkpoint(model_state(model, normalization, classes, meta, class_names), path)
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> VGG:
@@ -75,6 +80,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> V
         raise CheckpointError(f"{source}: weights do not load ({str(e).strip().splitlines()[-1].strip()[:160]})") from None
     model.normalization = ckpt.get("normalization") or {"mean": [0.0] * 3, "std": [1.0] * 3}
     model.classes = ckpt.get("classes")
+    names = ckpt.get("class_names")  # checkpoints from before class names: the ids
+    model.class_names = list(names) if names else (list(model.classes) if model.classes is not None else None)
     model.meta = ckpt.get("meta") or {}
     return model
 
@@ -91,7 +98,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VG
     """Load any checkpoint the CLI writes or imports, in ``eval()`` mode.
 
     The returned module carries ``normalization`` (``{"mean": [...], "std": [...]}``, 0..255
-    units), ``classes`` (or None) and ``meta``. Never executes pickled code.
+    units), ``classes`` (ids, or None), ``class_names`` (readable names, or the ids, or None)
+    and ``meta``. Never executes pickled code.
     """
     ckpt = load_checkpoint(path, map_location)
     model = model_from_checkpoint(ckpt, str(path))
@@ -163,6 +171,7 @@ def convert_torchvision(state_dict: dict[str, Tensor], arch: str) -> VGG:
     model.load_state_dict(mapped, strict=False)
     model.normalization = dict(TORCHVISION_NORMALIZATION)
     model.classes = None
+    model.class_names = None
     model.meta = {"source": f"torchvision {TORCHVISION_ARCHS[arch]}{'_bn' if batch_norm else ''}"}
     return model.eval()
 
