@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-__all__ = ["PALETTE", "class_colour", "short_name", "draw_image", "save_png", "save_grid"]
+__all__ = ["PALETTE", "BOX_MIN_SCORE", "class_colour", "short_name", "draw_image", "save_png", "save_grid"]
 
 # Tableau 10 (matplotlib's tab10) and ten more saturated colours: distinct on photos, and
 # none so pale that a thin box disappears.
@@ -36,6 +36,9 @@ PALETTE = (
     "#0047ab", "#ff1493", "#00a86b", "#ffd700", "#8b0000", "#4b0082", "#ff4500", "#008080", "#9acd32", "#a0522d",
 )
 _GT_DARK, _GT_LIGHT = (0, 0, 0), (255, 255, 255)
+# Boxes of guesses scoring below this are left out of the image (the legend lists them): a
+# top-5 whose last labels are near zero would otherwise bury the picture in boxes.
+BOX_MIN_SCORE = 0.05
 
 
 def class_colour(index: int) -> tuple[int, int, int]:
@@ -147,7 +150,7 @@ def draw_image(
     scores: Sequence[float] | Tensor | None = None,
     classes: Sequence[int] | Tensor | None = None,
     true_classes: Sequence[int] | Tensor | None = None,
-    box_min_score: float = 0.0,
+    box_min_score: float = BOX_MIN_SCORE,
     min_side: int = 480,
     max_side: int = 1600,
     legend: bool = True,

@@ -150,11 +150,11 @@ def test_cli_eval_score_and_predict(setup, tmp_path):
     assert r.exit_code == 2 and "bad.csv:2" in r.output and "Traceback" not in r.output
     images = sorted((root / "synth" / "ILSVRC" / "Data" / "CLS-LOC" / "val").glob("*.JPEG"))[:2]
     r = runner.invoke(cli, ["predict", "--checkpoint", paths["loc"], "--scales", "32,48", "-c", str(cfg), "--draw", str(tmp_path / "pics"),
-                            "--out", str(tmp_path / "p.json"), *map(str, images)])
+                            "--out", str(tmp_path / "p.jsonl"), *map(str, images)])
     assert r.exit_code == 0, r.output
-    out = json.loads((tmp_path / "p.json").read_text())
+    out = [json.loads(t) for t in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [len(o["predictions"]) for o in out] == [3, 3]
-    assert {"label", "score", "box"} <= set(out[0]["predictions"][0])
+    assert {"label", "name", "score", "box"} <= set(out[0]["predictions"][0])
     assert len(list((tmp_path / "pics").glob("*.png"))) == 2
 
 

@@ -97,27 +97,48 @@ def score_cmd(predictions: str, ground_truth: str) -> None:
 
 
 @cli.command("predict")
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True)
 @click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Localisation checkpoint (repeat for the union of several nets' boxes).")
-@click.option("--scales", "scales", multiple=True, metavar="Q[,Q...]", help="Test scales per --checkpoint (as for eval).")
+@click.option("--scales", "scales", multiple=True, metavar="Q[,Q...]",
+              help="Test scales per --checkpoint (as for eval). [default: from the checkpoint's training scale, or eval.scales of -c]")
 @click.option("--cls-checkpoint", "cls_checkpoints", multiple=True, type=click.Path(dir_okay=False),
-              help="Classification checkpoint for the labels (default: the localisation net's own head).")
+              help="Classification checkpoint ranking the labels and weighting the boxes (repeat to fuse). Default: the "
+                   "localisation net's own classification head.")
 @click.option("--cls-scales", default=None, metavar="Q[,Q...]", help="Test scales of the --cls-checkpoint nets.")
 @click.option("-c", "--config", "config", type=click.Path(dir_okay=False), default=None,
               help="Config for the eval defaults; its validation split's boxes are drawn as ground truth when an image is in it.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
 @click.option("--merge-threshold", type=click.FloatRange(min=0), default=None, help=f"Greedy-merge threshold. {config_default('eval.merge_threshold')}")
 @click.option("--flip/--no-flip", default=None, help=f"Also the mirror images. {config_default('eval.flip')}")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the JSON here instead of printing it.")
-@click.option("--draw", type=click.Path(file_okay=False), default=None, help="Write one PNG per image with the boxes into this folder.")
-def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config, overrides, merge_threshold, flip, out, draw) -> None:
-    """Top-5 labels with their boxes and scores for IMAGE files (the full protocol), as JSON."""
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help=f"Images per batch. {config_default('eval.batch_size')}")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help=f"Processes decoding images. {config_default('data.workers')}")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write here instead of stdout: FILE.jsonl (JSON Lines) or FILE.csv (Kaggle submission).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+              help="Output format [default: csv for an --out ending in .csv, else jsonl].")
+@click.option("--draw", type=click.Path(file_okay=False), default=None,
+              help="Write one PNG per image into this folder: boxes with names and scores, ground truth, a legend.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config, overrides, merge_threshold, flip, batch_size,
+                workers, out, fmt, draw, quiet) -> None:
+    """Top-5 labels with their boxes and scores, and the detections, for IMAGES: files, folders
+    (searched recursively for image files) and glob patterns ("photos/**/*.jpg"), by protocol
+    2 ("full": dense boxes, greedy merge) in batches. Writes JSON Lines, one object per image
+    ({"image", "height", "width", "predictions": [{"label", "name", "index", "score", "box"}],
+    "detections": [...]}; boxes x1 y1 x2 y2 in image pixels), or a Kaggle CSV. Exit status 1
+    when an image could not be read (its line has "error")."""
     from vgglocal.config import load_config
-    from vgglocal.evaluation.predict import predict
+    from vgglocal.evaluation.predict import expand_images, predict_files
     from vgglocal.inference.nets import parse_scales
+    from vgglocal.inference.predictor import Predictor
 
     cfg = load_config(config, overrides)
+    ev = cfg.eval
+    fmt = fmt or ("csv" if out and out.lower().endswith(".csv") else "jsonl")
+    if fmt == "csv" and not out:
+        raise click.UsageError("--format csv writes a file: give --out FILE.csv")
+    items = expand_images(images)
     truth = None
     if config is not None and draw is not None:
         from vgglocal.data import DataError, read_split
@@ -127,17 +148,26 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
             truth = {str(Path(r.path).resolve()): r for r in records}
         except DataError as e:
             _log(f"no ground truth drawn: {e}")
-    results = predict(cfg, list(images), list(checkpoints), _scales(scales), list(cls_checkpoints),
-                      parse_scales(cls_scales) if cls_scales else (), flip=flip, merge_threshold=merge_threshold,
-                      draw=draw, truth=truth, progress=True)
-    text = json.dumps(results, indent=1)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
-    else:
-        click.echo(text)
-    failed = [r for r in results if "error" in r]
-    for r in failed:
-        _log(f"error: {r['error']}")
-    if failed:
+    predictor = Predictor(list(checkpoints), list(cls_checkpoints) or None, scales=_scales(scales) or list(ev.scales) or None,
+                          device=ev.device, precision=ev.precision,
+                          merge_threshold=ev.merge_threshold if merge_threshold is None else merge_threshold,
+                          cls_scales=parse_scales(cls_scales) if cls_scales else list(ev.scales) or None,
+                          flip=ev.flip if flip is None else flip, cls_method=ev.cls_method, topk=ev.topk)
+    stream = None
+    if fmt == "jsonl":
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            stream = open(out, "w")  # noqa: SIM115 - closed below
+        else:
+            stream = sys.stdout
+    try:
+        summary = predict_files(predictor, items, jsonl=stream, csv=out if fmt == "csv" else None, draw=draw, truth=truth,
+                                batch_size=batch_size or ev.batch_size, workers=cfg.data.workers if workers is None else workers,
+                                score_floor=ev.score_floor, progress=not quiet, log=_log)
+    finally:
+        if stream is not None and stream is not sys.stdout:
+            stream.close()
+    if out and not quiet:
+        _log(f"wrote {out}: {summary['n_images']} images" + (f", {summary['n_failed']} unreadable" if summary["n_failed"] else ""))
+    if summary["n_failed"]:
         sys.exit(1)

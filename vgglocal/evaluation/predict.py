@@ -1,73 +1,136 @@
-"""``vgglocal predict``: protocol 2 ("full") on image files, as JSON-able dicts."""
+"""``vgglocal predict``: the :class:`~vgglocal.inference.predictor.Predictor` over files,
+folders (searched recursively) and glob patterns, decoded by loader workers and predicted in
+batches, written as JSON Lines (one object per image, as it goes) or a Kaggle CSV, with one
+picture per image on request (MMDetection's ``DetInferencer`` does the same for folders).
+"""
 
 from __future__ import annotations
 
+import glob
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from vgglocal.config import Config
-from vgglocal.data import ClassList, DataError, Sample
-from vgglocal.data.images import load_rgb
-from vgglocal.inference.nets import load_net, load_nets, resolve_device
-from vgglocal.inference.protocols import RunOptions, run_protocol
+from vgglocal.data.images import IMAGE_EXTENSIONS
+from vgglocal.data.records import Sample
+from vgglocal.errors import UserError
+from vgglocal.evaluation.images import image_chunks
+from vgglocal.evaluation.writers import write_kaggle_csv
+from vgglocal.inference.predictor import Prediction, Predictor
 
-__all__ = ["predict"]
+__all__ = ["expand_images", "predict_files"]
+
+_GLOB_CHARS = frozenset("*?[")
 
 
-def predict(
-    cfg: Config,
-    images: Sequence[str],
-    checkpoints: Sequence[str],
-    scales: Sequence[tuple[int, ...]] = (),
-    cls_checkpoints: Sequence[str] = (),
-    cls_scales: tuple[int, ...] = (),
+def expand_images(args: Sequence[str]) -> list[tuple[str, str]]:
+    """``(path, key)`` per image, in order, each file once: a file as given; a folder's image
+    files (extensions as :data:`vgglocal.data.images.IMAGE_EXTENSIONS`) at any depth, sorted; a
+    glob pattern's matches (``**`` crosses folders), sorted. ``key`` names the image's picture:
+    the file stem, or the path below a folder argument without its extension; made unique."""
+    items: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for arg in args:
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
+            if not found:
+                raise UserError(f"{arg}: no image files ({' '.join(IMAGE_EXTENSIONS)}) in this folder or below")
+            pairs = [(q, q.relative_to(p).with_suffix("").as_posix()) for q in found]
+        elif p.is_file():
+            pairs = [(p, p.stem)]
+        elif _GLOB_CHARS & set(arg):
+            found = sorted(Path(m) for m in glob.glob(arg, recursive=True) if Path(m).is_file())
+            if not found:
+                raise UserError(f"{arg}: no file matches this pattern")
+            pairs = [(q, q.stem) for q in found]
+        else:
+            raise UserError(f"image not found: {arg}")
+        for q, key in pairs:
+            if str(q) not in seen:
+                seen.add(str(q))
+                items.append((str(q), key))
+    counts: dict[str, int] = {}
+    unique = []
+    for path, key in items:
+        counts[key] = counts.get(key, 0) + 1
+        unique.append((path, key if counts[key] == 1 else f"{key}-{counts[key]}"))
+    return unique
+
+
+def _draw(img: np.ndarray, pred: Prediction, truth: Sample | None, names: Sequence[str], path: Path) -> None:
+    from vgglocal.viz import draw_image, save_png
+
+    true_boxes = torch.as_tensor(truth.boxes).reshape(-1, 4) if truth is not None else None
+    true_labels = np.asarray(truth.box_labels).tolist() if truth is not None else []
+    save_png(draw_image(img, pred.boxes, pred.names, true_boxes, [names[i] for i in true_labels], scores=pred.scores,
+                        classes=pred.labels, true_classes=true_labels), path)
+
+
+def predict_files(
+    predictor: Predictor,
+    items: Sequence[tuple[str, str]],
     *,
-    flip: bool | None = None,
-    merge_threshold: float | None = None,
+    jsonl: TextIO | None = None,
+    csv: str | Path | None = None,
     draw: str | Path | None = None,
     truth: dict[str, Sample] | None = None,
+    batch_size: int = 32,
+    workers: int = 0,
+    score_floor: float = 0.01,
     progress: bool = False,
-) -> list[dict[str, Any]]:
-    """The ``full`` protocol on image files.
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Predict ``items`` (:func:`expand_images`) ``batch_size`` images at a time.
 
-    Returns one dict per image: ``{"image": path, "predictions": [{"label", "index", "score",
-    "box": [x1, y1, x2, y2]}, ...]}`` (top-k, best first) or ``{"image": path, "error": msg}``.
-    With ``draw``, writes ``<draw>/<image stem>.png`` with the boxes (and the ground truth from
-    ``truth``, keyed by absolute path, in another colour).
+    Args:
+        jsonl: stream for JSON Lines, one object per image, in order: ``{"image": path, "height",
+            "width", "predictions": [{"label", "name", "index", "score", "box"}], "detections":
+            [...]}`` (detections from ``score_floor`` up), or ``{"image": path, "error": msg}``.
+        csv: Kaggle submission to write (``ImageId`` = file stem, top-5 ``wnid x1 y1 x2 y2``;
+            an unreadable image gets an empty row, as ``eval`` writes).
+        draw: folder for one PNG per image (``<key>.png``), with the ground truth of ``truth``
+            (records keyed by resolved path) when the image is there.
+        workers: loader processes decoding images.
+
+    Returns:
+        ``{"n_images", "n_failed"}``.
     """
-    ev = cfg.eval
-    device = resolve_device(ev.device)
-    first = load_net(checkpoints[0], None, True, device)
-    ids = list(first.classes) if first.classes is not None else [str(i) for i in range(first.num_classes)]
-    classes = ClassList(ids=ids, names=ids)
-    nets = load_nets(checkpoints, list(scales), tuple(ev.scales), "full", classes, True, device)
-    cls_nets = load_nets(cls_checkpoints, [cls_scales] if cls_scales else [], tuple(ev.scales), "cls-dense", classes, False, device) if cls_checkpoints else None
-    opts = RunOptions(flip=ev.flip if flip is None else flip, device=device, batch_size=ev.batch_size, precision=ev.precision, topk=ev.topk,
-                      merge_threshold=ev.merge_threshold if merge_threshold is None else merge_threshold, cls_method=ev.cls_method)
-    out: list[dict[str, Any]] = []
-    for path in tqdm(images, desc="predict", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr):
-        try:
-            img = load_rgb(path)
-        except DataError as e:
-            out.append({"image": path, "error": str(e)})
-            continue
-        (res,) = run_protocol("full", [img], nets, opts, cls_nets=cls_nets)
-        boxes = res.boxes if res.boxes is not None else torch.zeros(0, 4)
-        preds = [{"label": ids[int(lab)], "index": int(lab), "score": round(float(s), 6), "box": [round(float(v), 2) for v in b]}
-                 for lab, s, b in zip(res.labels.tolist(), res.scores.tolist(), boxes.tolist(), strict=True)]
-        out.append({"image": path, "predictions": preds})
-        if draw is not None:
-            from vgglocal.viz import draw_image, save_png
-
-            rec = (truth or {}).get(str(Path(path).resolve()))
-            true_boxes = torch.as_tensor(rec.boxes).reshape(-1, 4) if rec is not None else None
-            true_names = [ids[int(v)] for v in np.asarray(rec.box_labels).tolist()] if rec is not None else None
-            names = [f"{p['label']} {p['score']:.2f}" for p in preds]
-            save_png(draw_image(img, boxes, names, true_boxes, true_names), Path(draw) / f"{Path(path).stem}.png")
-    return out
+    log = log or (lambda msg: None)
+    records = [Sample(path=p, label=-1) for p, _ in items]
+    keys = [k for _, k in items]
+    rows: list[tuple[str, list[tuple[str, list[float]]]]] = []
+    n_failed = done = 0
+    bar = tqdm(total=len(records), desc="predict", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)
+    for chunk in image_chunks(records, batch_size, workers):
+        good = chunk.good
+        outputs = chunk.spread(predictor.predict_arrays([chunk.images[i] for i in good]))  # type: ignore[misc]
+        for k, (rec, img, err, pred) in enumerate(zip(chunk.records, chunk.images, chunk.errors, outputs, strict=True)):
+            key = keys[done + k]
+            if pred is None:
+                n_failed += 1
+                log(f"error: {err}")
+                line: dict[str, Any] = {"image": rec.path, "error": err}
+                rows.append((Path(rec.path).stem, []))
+            else:
+                line = {"image": rec.path, **pred.to_dict(score_floor)}
+                rows.append((Path(rec.path).stem, [(i, b) for i, b in zip(pred.ids, pred.boxes.tolist(), strict=True)]))
+                if draw is not None:
+                    target = Path(draw) / f"{key}.png"
+                    _draw(img, pred, (truth or {}).get(str(Path(rec.path).resolve())), predictor.classes.names, target)
+            if jsonl is not None:
+                jsonl.write(json.dumps(line) + "\n")
+        if jsonl is not None:
+            jsonl.flush()
+        done += len(chunk)
+        bar.update(len(chunk))
+    bar.close()
+    if csv is not None:
+        write_kaggle_csv(csv, rows)
+    return {"n_images": len(records), "n_failed": n_failed}

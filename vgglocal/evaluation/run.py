@@ -15,8 +15,8 @@ applies and the submission writer. Output folder:
 * localisation protocols: ``predictions.csv`` (Kaggle submission, wnids/class ids),
   ``predictions.txt`` (devkit format: devkit class ids when the data set has them, else
   index + 1), and for ``full`` ``detections.json`` (COCO results).
-* ``--draw N``: ``predictions.png``, a grid of the first N images with true (green) and
-  predicted (red) boxes.
+* ``--draw N``: ``predictions.png``, a grid of the first N images with the ground truth
+  (dashed) and the guesses (:mod:`vgglocal.evaluation.pictures`).
 
 Which errors mean what: in ``full`` both classification and localisation errors follow the
 devkit rule on the five guesses (so ``vgglocal score predictions.csv`` reproduces them). In

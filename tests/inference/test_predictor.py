@@ -1,0 +1,155 @@
+"""vgglocal.Predictor and batch `vgglocal predict` on a trained tiny localiser: the same boxes as
+`eval --protocol full`, every input kind, folders, globs, JSON Lines, Kaggle CSV, pictures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch.testing import assert_close
+
+import vgglocal
+from vgglocal.cli import cli
+from vgglocal.data.images import load_rgb
+from vgglocal.data.synth import SynthSpec, synthesize
+from vgglocal.errors import UserError
+from vgglocal.evaluation.ilsvrc import read_kaggle_csv
+from vgglocal.evaluation.predict import expand_images
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "test"
+NAMES = ["disc", "triangle", "square", "star"]
+
+
+def _ok(*args):
+    res = CliRunner().invoke(cli, [str(a) for a in args])
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny classifier and PCR localiser trained on generated data (a few steps each), and an
+    eval config on the same data."""
+    root = tmp_path_factory.mktemp("pred")
+    synthesize(root / "synth", SynthSpec(classes=4, train=8, val=3, size=48, seed=2))
+    data = f"data.root={root / 'synth'}"
+    _ok("train-cls", "-c", CONFIGS / "cls-tiny.yaml", "--set", data, "--set", "train.epochs=3", "--out", root / "cls")
+    _ok("train-loc", "-c", CONFIGS / "loc-tiny.yaml", "--init", root / "cls" / "model.pt", "--set", data, "--set", "train.epochs=1",
+        "--out", root / "loc")
+    cfg = root / "eval.yaml"
+    cfg.write_text(f"data:\n  format: ilsvrc-kaggle\n  root: {root / 'synth'}\n  workers: 0\n"
+                   "eval:\n  batch_size: 4\n  scales: [32, 48]\n  merge_threshold: 0.5\n")
+    return root, cfg
+
+
+def _val_images(root: Path) -> list[Path]:
+    return sorted((root / "synth" / "ILSVRC" / "Data" / "CLS-LOC" / "val").glob("*.JPEG"))
+
+
+def test_predictor_equals_eval_full_on_the_same_images(trained, tmp_path):
+    root, cfg = trained
+    loc, cls = root / "loc" / "model.pt", root / "cls" / "model.pt"
+    _ok("eval", "-c", cfg, "--protocol", "full", "--checkpoint", loc, "--cls-checkpoint", cls, "--out", tmp_path / "e", "--quiet")
+    expected = read_kaggle_csv(tmp_path / "e" / "predictions.csv")
+    images = _val_images(root)
+    # eval.scales [32, 48] apply to both nets in eval
+    predictor = vgglocal.Predictor(loc, cls_checkpoint=cls, scales=(32, 48), merge_threshold=0.5, cls_scales=[32, 48])
+    assert predictor.scales == [(32, 48)] and predictor.classes.names == NAMES
+    got = predictor.predict(images, batch_size=5)  # other chunks than eval's 4
+    assert len(got) == len(images) == 12
+    for path, p in zip(images, got, strict=True):
+        guesses = expected[path.stem]
+        assert p.ids == [w for w, _ in guesses] and p.names == [NAMES[int(i)] for i in p.labels]
+        # eval's submission rounds to whole pixels (half up); the predictor keeps sub-pixels
+        assert torch.floor(p.boxes.double() + 0.5).tolist() == [list(map(float, b)) for _, b in guesses]
+        assert p.size == tuple(load_rgb(path).shape[:2])
+        assert (p.boxes[:, 2:] <= torch.tensor([p.size[1], p.size[0]])).all()  # clipped to the image
+    # the COCO detections agree too (scores and boxes of every merged box)
+    dets = json.loads((tmp_path / "e" / "detections.json").read_text())
+    first = [d for d in dets if d["image_id"] == images[0].stem]
+    p0 = got[0].detections
+    keep = p0.scores >= 0.01  # eval.score_floor
+    assert len(first) == int(keep.sum())
+    assert_close(torch.tensor([d["score"] for d in first]), p0.scores[keep], atol=1e-6, rtol=0)
+
+
+def test_every_input_kind_gives_the_same_prediction(trained):
+    root, _ = trained
+    predictor = vgglocal.Predictor(str(root / "loc" / "model.pt"), scales="32,48", device="cpu")
+    path = _val_images(root)[0]
+    array = load_rgb(path)
+    kinds = [path, str(path), Image.fromarray(array), array, torch.from_numpy(array).permute(2, 0, 1), torch.from_numpy(array)]
+    results = predictor.predict(kinds)
+    for r in results[1:]:
+        assert torch.equal(r.labels, results[0].labels) and torch.equal(r.boxes, results[0].boxes)
+    (single,) = predictor.predict(array)  # one image, not in a list
+    assert torch.equal(single.boxes, results[0].boxes)
+    d = single.to_dict()
+    assert (d["height"], d["width"]) == array.shape[:2]
+    assert [p["name"] for p in d["predictions"]] == single.names and len(d["predictions"]) == 4
+    with pytest.raises(UserError, match="dtype float32"):
+        predictor.predict(array.astype(np.float32))
+
+
+def test_expand_images_reads_files_folders_recursively_and_globs(tmp_path):
+    for rel in ("a/x.jpg", "a/sub/y.PNG", "a/sub/deeper/z.jpeg", "a/notes.txt", "b/x.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    items = expand_images([str(tmp_path / "a"), str(tmp_path / "b" / "*.jpg"), str(tmp_path / "a" / "x.jpg")])
+    assert [Path(p).relative_to(tmp_path).as_posix() for p, _ in items] == ["a/sub/deeper/z.jpeg", "a/sub/y.PNG", "a/x.jpg", "b/x.jpg"]
+    assert [k for _, k in items] == ["sub/deeper/z", "sub/y", "x", "x-2"]  # picture names, made unique
+    assert [p for p, _ in expand_images([str(tmp_path / "**" / "*.jpeg")])] == [str(tmp_path / "a/sub/deeper/z.jpeg")]
+    (tmp_path / "empty").mkdir()
+    for bad, message in ((tmp_path / "nope.jpg", "image not found"), (tmp_path / "*.gif", "no file matches"),
+                         (tmp_path / "empty", "no image files")):
+        with pytest.raises(UserError, match=message):
+            expand_images([str(bad)])
+
+
+def test_predict_a_folder_writes_one_line_per_image_a_kaggle_csv_and_pictures(trained, tmp_path):
+    root, cfg = trained
+    folder = tmp_path / "photos"
+    images = _val_images(root)
+    for i, src in enumerate(images[:5]):
+        dest = folder / ("nested" if i % 2 else "") / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    loc = root / "loc" / "model.pt"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["predict", "--checkpoint", str(loc), "--scales", "32,48", "-c", str(cfg), str(folder), "--batch-size", "2",
+                              "--workers", "0", "--out", str(tmp_path / "p.jsonl"), "--draw", str(tmp_path / "pics"), "-q"])
+    assert res.exit_code == 1, res.output  # the broken file
+    assert "broken.jpg" in res.output and "Traceback" not in res.output
+    lines = [json.loads(t) for t in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(lines) == 6  # one per image, in sorted path order
+    assert [d["image"] for d in lines] == [p for p, _ in expand_images([str(folder)])]
+    (broken,) = [d for d in lines if "error" in d]
+    assert Path(broken["image"]).name == "broken.jpg" and "broken.jpg" in broken["error"]
+    good = [d for d in lines if "error" not in d]
+    assert len(good) == 5
+    for d in good:
+        assert {"image", "height", "width", "predictions", "detections"} <= set(d)
+        assert [p["index"] for p in d["predictions"]] and {"label", "name", "index", "score", "box"} <= set(d["predictions"][0])
+        assert d["predictions"][0]["name"] in NAMES and d["predictions"][0]["label"].startswith("n0000000")
+    pics = sorted(p.relative_to(tmp_path / "pics").as_posix() for p in (tmp_path / "pics").rglob("*.png"))
+    assert len(pics) == 5 and any(p.startswith("nested/") for p in pics)
+    pic = Image.open(tmp_path / "pics" / pics[0])
+    assert min(pic.size) >= 480  # a 48-px image drawn at a legible size
+    # the same folder as a Kaggle CSV, by extension
+    res = runner.invoke(cli, ["predict", "--checkpoint", str(loc), "--scales", "32,48", "-c", str(cfg), str(folder / "**" / "*.JPEG"),
+                              "--workers", "0", "--out", str(tmp_path / "p.csv"), "-q"])
+    assert res.exit_code == 0, res.output
+    csv = read_kaggle_csv(tmp_path / "p.csv")
+    assert len(csv) == 5
+    by_stem = {Path(d["image"]).stem: d for d in good}
+    for stem, guesses in csv.items():
+        assert [w for w, _ in guesses] == [p["label"] for p in by_stem[stem]["predictions"]]
+    res = runner.invoke(cli, ["predict", "--checkpoint", str(loc), str(tmp_path / "none*.jpg")])
+    assert res.exit_code == 2 and res.output.strip() == f"error: {tmp_path / 'none*.jpg'}: no file matches this pattern"
