@@ -108,7 +108,7 @@ def _check_normalization(norm: Any, source: str) -> None:
 
 def check_model_checkpoint(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
     """Check a loaded checkpoint's model entries (``kind``, ``model``, ``state_dict``,
-    ``normalization``, ``classes``, ``meta``); returns the checked builder arguments.
+    ``normalization``, ``classes``, ``class_names``, ``meta``); returns the checked builder arguments.
 
     Raises:
         CheckpointError: one line naming ``source`` and the first fault.
@@ -126,12 +126,13 @@ def check_model_checkpoint(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
             raise CheckpointError(f"{source}: kind {kind!r} does not match model.box_head {hp.get('box_head')!r}")
     check_tensors(ckpt["state_dict"], expected_shapes(hp), source)
     _check_normalization(ckpt.get("normalization"), source)
-    classes = ckpt.get("classes")
-    if classes is not None:
-        if not (isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes)):
-            raise CheckpointError(f"{source}: 'classes' must be a list of class names")
-        if len(classes) != hp["num_classes"]:
-            raise CheckpointError(f"{source}: 'classes' lists {len(classes)} names for model.num_classes {hp['num_classes']}")
+    for key in ("classes", "class_names"):  # ids, and their readable names
+        classes = ckpt.get(key)
+        if classes is not None:
+            if not (isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes)):
+                raise CheckpointError(f"{source}: {key!r} must be a list of class names")
+            if len(classes) != hp["num_classes"]:
+                raise CheckpointError(f"{source}: {key!r} lists {len(classes)} names for model.num_classes {hp['num_classes']}")
     if ckpt.get("meta") is not None and not isinstance(ckpt["meta"], dict):
         raise CheckpointError(f"{source}: 'meta' must be a dict, got {type(ckpt['meta']).__name__}")
     return hp
