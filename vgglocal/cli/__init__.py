@@ -33,7 +33,8 @@ def cli() -> None:
     """Object localisation and detection with very deep VGG ConvNets (Simonyan & Zisserman,
     ICLR 2015, Appendix A).
 
-    Typical sequence: `data check` → `train-cls` → `train-loc` → `eval` → `score`.
+    Typical sequence: `data check` → `train-cls` → `train-loc` → `eval` → `score`; then
+    `predict` on your own images, `export` for serving, `plot` for the learning curves.
     """
 
 
