@@ -45,7 +45,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = "ilsvrc-kaggle"  # ilsvrc-kaggle | ilsvrc | voc | coco
+    format: str = "ilsvrc-kaggle"  # ilsvrc-kaggle | ilsvrc | voc | coco | caltech
     root: str = "data/ilsvrc"
     train_split: str = "train"
     val_split: str = "val"
@@ -155,6 +155,27 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """Appendix B: very deep features (FC7, densely applied) and linear SVMs on other data sets."""
+
+    protocol: str = "voc-cls"  # voc-cls | caltech | voc-action
+    # Test scales Q of the descriptor. Appendix B: VOC averages Q in {256, 384, 512, 640, 768};
+    # Caltech stacks Q in {256, 384, 512}.
+    scales: tuple[int, ...] = (256, 384, 512)
+    aggregate: str = "average"  # average | stack the per-scale descriptors
+    flip: bool = True  # average with the mirror image's descriptor
+    svm_c: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)  # LinearSVC C candidates
+    val_fraction: float = 0.2  # held out of the training data to choose C (Appendix B)
+    splits: int = 3  # Caltech: random splits
+    train_per_class: int = 30  # Caltech-101: 30; Caltech-256: 60
+    test_per_class: int = 50  # Caltech-101: at most 50; Caltech-256: 0 (all the others)
+    batch_size: int = 8  # images per forward pass (mirrors ride along)
+    workers: int = 2  # processes decoding images
+    precision: str = "fp32"
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -162,6 +183,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     loc: LocConfig = field(default_factory=LocConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     seed: int = 0
     name: str = ""
 
@@ -353,7 +375,7 @@ def replace(cfg: Any, **changes: Any) -> Any:
 
 _CHOICES = {
     "model.init": ("normal", "glorot", "kaiming"),
-    "data.format": ("ilsvrc-kaggle", "ilsvrc", "voc", "coco"),
+    "data.format": ("ilsvrc-kaggle", "ilsvrc", "voc", "coco", "caltech"),
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
     "loc.regression": ("scr", "pcr"),
@@ -363,6 +385,10 @@ _CHOICES = {
     "eval.protocol": ("cls-dense", "cls-multicrop", "cls-both", "center-crop", "full"),
     "eval.cls_method": ("dense", "multicrop", "both"),
     "eval.device": ("auto", "cpu", "cuda"),
+    "transfer.protocol": ("voc-cls", "caltech", "voc-action"),
+    "transfer.aggregate": ("average", "stack"),
+    "transfer.precision": ("fp32", "bf16"),
+    "transfer.device": ("auto", "cpu", "cuda"),
 }
 
 
@@ -440,6 +466,14 @@ RANGES: dict[str, Range] = {
     "eval.score_floor": FRACTION,
     "eval.topk": AT_LEAST_1,
     "eval.det_topk": AT_LEAST_1,
+    "transfer.scales": AT_LEAST_1,
+    "transfer.svm_c": POSITIVE,
+    "transfer.val_fraction": Range(0, 1, low_open=True, high_open=True),
+    "transfer.splits": AT_LEAST_1,
+    "transfer.train_per_class": AT_LEAST_1,
+    "transfer.test_per_class": NON_NEGATIVE,
+    "transfer.batch_size": AT_LEAST_1,
+    "transfer.workers": NON_NEGATIVE,
     "seed": Range(0, 2**62),  # torch and numpy generators take non-negative seeds (+ epoch, rank)
 }
 
@@ -489,6 +523,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"{key}: {low} is below model.crop {cfg.model.crop}")
     if cfg.optim.schedule not in ("plateau", "cosine"):
         raise ConfigError(f"optim.schedule: {cfg.optim.schedule!r}; choose plateau or cosine")
+    t = cfg.transfer
+    if not t.scales:
+        raise ConfigError("transfer.scales: give one or more sizes")
+    if not t.svm_c:
+        raise ConfigError("transfer.svm_c: give one or more C values")
 
 
 def fields_reference() -> list[tuple[str, str, Any]]:

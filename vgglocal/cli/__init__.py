@@ -60,7 +60,7 @@ def config_default(key: str) -> str:
 # Command modules import only click and the standard library at the top; torch and the library
 # layers load inside each command function, so `--help` and usage errors answer at once
 # (tests/test_cli.py checks that importing vgglocal.cli leaves torch unimported).
-_COMMAND_MODULES = ("models", "data", "train", "eval")
+_COMMAND_MODULES = ("models", "data", "train", "eval", "transfer")
 
 
 def _register() -> None:

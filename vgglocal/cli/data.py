@@ -9,7 +9,7 @@ import click
 
 from vgglocal.cli import cli
 
-_FORMATS = ("auto", "ilsvrc-kaggle", "ilsvrc", "voc", "coco")
+_FORMATS = ("auto", "ilsvrc-kaggle", "ilsvrc", "voc", "coco", "caltech")
 
 
 @cli.group("data")
@@ -72,17 +72,29 @@ def _progress(quiet: bool) -> bool:
 @click.option("--size", type=click.IntRange(min=32), default=128, show_default=True,
               help="Shorter image side in pixels (the longer side is 1 to 4/3 times it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed; the output is a pure function of all options.")
+@click.option("--first-shape", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Index of the first shape used: 10 gives a transfer set of the shapes a 10-class demo classifier never saw.")
+@click.option("--layout", type=click.Choice(("ilsvrc", "caltech")), default="ilsvrc", show_default=True,
+              help="ilsvrc: Kaggle layout + COCO JSON. caltech: 256_ObjectCategories/NNN.<shape>/*.jpg with --train + "
+                   "--val images per class and no split (read with data.format caltech).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier synth output in OUT (only files synth writes).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def synth_cmd(out: str, classes: int, train: int, val: int, size: int, seed: int, overwrite: bool, quiet: bool) -> None:
+def synth_cmd(out: str, classes: int, train: int, val: int, size: int, seed: int, first_shape: int, layout: str,
+              overwrite: bool, quiet: bool) -> None:
     """Generate the demo data set in OUT: shapes on cluttered backgrounds, classes told apart by
     shape only, 1-3 instances per image, written in the ILSVRC Kaggle layout (JPEGs, XML,
     LOC_*_solution.csv, LOC_synset_mapping.txt) and as COCO JSON (OUT/annotations/instances_*.json).
-    Read it with data.format ilsvrc-kaggle (or coco) and data.root OUT."""
+    Read it with data.format ilsvrc-kaggle (or coco) and data.root OUT; with --layout caltech,
+    data.format caltech (the transfer set of Appendix B's demonstration:
+    --first-shape 10 --classes 6 --layout caltech)."""
     from vgglocal.data.synth import SynthSpec, synthesize
 
-    s = synthesize(out, SynthSpec(classes=classes, train=train, val=val, size=size, seed=seed),
-                   progress=_progress(quiet), overwrite=overwrite)
+    s = synthesize(out, SynthSpec(classes=classes, train=train, val=val, size=size, seed=seed, first_shape=first_shape,
+                                  layout=layout), progress=_progress(quiet), overwrite=overwrite)
+    if layout == "caltech":
+        click.echo(f"wrote {out}: {s['classes']} classes ({', '.join(s['names'])}); {s['images']} images "
+                   f"({s['images_per_class']} per class) in the Caltech layout")
+        return
     click.echo(f"wrote {out}: {s['classes']} classes ({', '.join(s['names'])}); "
                f"train {s['train_images']} images / {s['train_boxes']} boxes, val {s['val_images']} images / {s['val_boxes']} boxes")
 

@@ -24,7 +24,7 @@ import numpy as np
 from vgglocal.data.errors import BadAnnotationError, Problem
 from vgglocal.data.records import Sample
 
-__all__ = ["VocAnnotation", "parse_voc_xml", "clean_boxes", "box_problems", "make_sample",
+__all__ = ["VocAnnotation", "read_xml_root", "xml_size", "parse_voc_xml", "clean_boxes", "box_problems", "make_sample",
            "OK", "CLIPPED", "DROPPED"]
 
 OK, CLIPPED, DROPPED = 0, 1, 2
@@ -68,8 +68,8 @@ def _number(text: str) -> float:
     return float(text)  # VOC-format exports sometimes write "273.5"; ILSVRC writes integers
 
 
-def parse_voc_xml(path: str | os.PathLike) -> VocAnnotation:
-    """Parse one PASCAL-VOC-style XML file safely.
+def read_xml_root(path: str | os.PathLike) -> ET.Element:
+    """The ``<annotation>`` root of a PASCAL-VOC-style XML file, parsed safely (defusedxml).
 
     Raises:
         BadAnnotationError: malformed XML, entity declarations or external entities, a missing
@@ -90,13 +90,28 @@ def parse_voc_xml(path: str | os.PathLike) -> VocAnnotation:
         raise BadAnnotationError(f"{path}: cannot read ({e.strerror})") from None
     if root.tag != "annotation":
         raise BadAnnotationError(f"{path}: root element is <{root.tag}>, expected <annotation>")
+    return root
+
+
+def xml_size(root: ET.Element) -> tuple[int, int]:
+    """(height, width) from ``<size>``; (0, 0) when absent, zero or not a number."""
     size_node = root.find("size")
     try:
         height, width = int(float(_text(size_node, "height") or 0)), int(float(_text(size_node, "width") or 0))
     except ValueError:
         height = width = 0
-    if height <= 0 or width <= 0:
-        height = width = 0
+    return (height, width) if height > 0 and width > 0 else (0, 0)
+
+
+def parse_voc_xml(path: str | os.PathLike) -> VocAnnotation:
+    """Parse one PASCAL-VOC-style XML file safely.
+
+    Raises:
+        BadAnnotationError: as :func:`read_xml_root`.
+    """
+    path = os.fspath(path)
+    root = read_xml_root(path)
+    height, width = xml_size(root)
     names: list[str] = []
     coords: list[list[float]] = []
     difficult: list[bool] = []

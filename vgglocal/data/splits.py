@@ -33,7 +33,7 @@ from vgglocal.data.records import ClassList, Sample
 __all__ = ["FORMATS", "TASKS", "SplitSpec", "SplitScan", "split_spec", "scan_split", "read_split",
            "select_records", "detect_format"]
 
-FORMATS = ("ilsvrc-kaggle", "ilsvrc", "voc", "coco")
+FORMATS = ("ilsvrc-kaggle", "ilsvrc", "voc", "coco", "caltech")
 TASKS = ("cls", "loc", "all")
 
 
@@ -153,6 +153,8 @@ def scan_split(cfg: DataConfig, split: str, task: str = "all", progress: bool = 
         from vgglocal.data.voc import read_voc as reader
     elif cfg.format == "coco":
         from vgglocal.data.coco import read_coco as reader
+    elif cfg.format == "caltech":
+        from vgglocal.data.caltech import read_caltech as reader
     else:
         raise DataError(f"data.format: {cfg.format!r} is not one of {', '.join(FORMATS)}")
     # Reading ImageNet builds ~1.3M small acyclic objects; the cyclic GC would rescan them
@@ -199,6 +201,9 @@ def detect_format(root: str) -> str:
 
     if has("LOC_synset_mapping.txt"):
         return "ilsvrc-kaggle"
+    if any(has(d) for d in ("101_ObjectCategories", "256_ObjectCategories")) or os.path.basename(
+            os.path.normpath(root)) in ("101_ObjectCategories", "256_ObjectCategories"):
+        return "caltech"
     if has("Annotations") and has("JPEGImages"):
         return "voc"
     if has("annotations") and any(n.startswith("instances_") and n.endswith(".json")
@@ -207,4 +212,4 @@ def detect_format(root: str) -> str:
     if any(has(d) for d in ("devkit", "ILSVRC2012_devkit_t12", "ILSVRC2014_devkit", "train", "ILSVRC2012_img_train")):
         return "ilsvrc"
     raise DataError(f"{root}: cannot tell the data format (no LOC_synset_mapping.txt, VOC Annotations/JPEGImages, "
-                    "COCO annotations/instances_*.json or ILSVRC devkit/train folders); pass --format")
+                    "COCO annotations/instances_*.json, ILSVRC devkit/train folders or Caltech *_ObjectCategories); pass --format")

@@ -116,6 +116,13 @@ class SynthSpec:
     val: int = 50
     size: int = 128
     seed: int = 0
+    # The shapes are SHAPES[first_shape : first_shape + classes]. A transfer set for Appendix B's
+    # demonstration takes the shapes a demo classifier (the first ten) never saw.
+    first_shape: int = 0
+    # "ilsvrc": the Kaggle layout + COCO JSON (module doc). "caltech": a Caltech-256-style folder
+    # per class, 256_ObjectCategories/NNN.<shape>/NNN_MMMM.jpg, train + val images per class and
+    # no boxes (the Caltech protocol draws its own random splits).
+    layout: str = "ilsvrc"
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -284,7 +291,8 @@ def _jobs(spec: SynthSpec) -> list[tuple[str, int, int, str]]:
     return jobs
 
 
-_OWNED = ("ILSVRC", "annotations", "LOC_synset_mapping.txt", "LOC_train_solution.csv", "LOC_val_solution.csv", "synth.json")
+_OWNED = ("ILSVRC", "annotations", "LOC_synset_mapping.txt", "LOC_train_solution.csv", "LOC_val_solution.csv", "synth.json",
+          "256_ObjectCategories")
 
 
 def _prepare(out: str, overwrite: bool) -> None:
@@ -313,15 +321,22 @@ def synthesize(out: str | os.PathLike, spec: SynthSpec = SynthSpec(), progress: 
             (without ``overwrite``, or not an earlier synth output).
     """
 
-    if not 1 <= spec.classes <= len(SHAPES):
-        raise DataError(f"--classes {spec.classes}: choose 1..{len(SHAPES)} (one per shape: {', '.join(SHAPES)})")
+    if not 0 <= spec.first_shape < len(SHAPES):
+        raise DataError(f"--first-shape {spec.first_shape}: choose 0..{len(SHAPES) - 1} (shapes: {', '.join(SHAPES)})")
+    if not 1 <= spec.classes <= len(SHAPES) - spec.first_shape:
+        raise DataError(f"--classes {spec.classes}: choose 1..{len(SHAPES) - spec.first_shape} (one per shape from shape "
+                        f"{spec.first_shape}: {', '.join(list(SHAPES)[spec.first_shape:])})")
+    if spec.layout not in ("ilsvrc", "caltech"):
+        raise DataError(f"--layout {spec.layout!r}: choose ilsvrc or caltech")
     if spec.size < 32:
         raise DataError(f"--size {spec.size}: at least 32 pixels")
     if spec.train < 1 or spec.val < 0:
         raise DataError(f"--train {spec.train} / --val {spec.val}: need at least one training image per class")
     out = os.fspath(out)
     _prepare(out, overwrite)
-    names = list(SHAPES)[: spec.classes]
+    names = list(SHAPES)[spec.first_shape: spec.first_shape + spec.classes]
+    if spec.layout == "caltech":
+        return _synthesize_caltech(out, spec, names, progress)
     data = os.path.join(out, "ILSVRC", "Data", "CLS-LOC")
     anns = os.path.join(out, "ILSVRC", "Annotations", "CLS-LOC")
     for split in ("train", "val"):
@@ -367,10 +382,34 @@ def synthesize(out: str | os.PathLike, spec: SynthSpec = SynthSpec(), progress: 
             f.writelines(row + "\n" for row in csv_rows[split])
         with open(os.path.join(out, "annotations", f"instances_{split}.json"), "w") as f:
             json.dump(coco[split], f)
-    summary = {"classes": spec.classes, "names": names, "train_per_class": spec.train, "val_per_class": spec.val,
+    summary = {"classes": spec.classes, "names": names, "layout": "ilsvrc", "first_shape": spec.first_shape,
+               "train_per_class": spec.train, "val_per_class": spec.val,
                "size": spec.size, "seed": spec.seed,
                "train_images": spec.classes * spec.train, "val_images": spec.classes * spec.val,
                "train_boxes": n_boxes["train"], "val_boxes": n_boxes["val"]}
+    with open(os.path.join(out, "synth.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def _synthesize_caltech(out: str, spec: SynthSpec, names: list[str], progress: bool) -> dict:
+    """The Caltech-256-style layout (:class:`SynthSpec` ``layout``): every image from its own
+    generator seeded by (seed, 3, class, index), a stream the ILSVRC layout never uses."""
+    per_class = spec.train + spec.val
+    folders = [f"{c + 1:03d}.{name}" for c, name in enumerate(names)]
+    base = os.path.join(out, "256_ObjectCategories")
+    for folder in folders:
+        os.makedirs(os.path.join(base, folder), exist_ok=True)
+    jobs = [(c, k) for c in range(spec.classes) for k in range(per_class)]
+    n_boxes = 0
+    for c, k in tqdm(jobs, desc="synth", unit="img", disable=not progress, mininterval=1.0):
+        rng = np.random.default_rng([spec.seed, 3, spec.first_shape + c, k])
+        pixels, boxes = render_image(rng, names[c], spec.size)
+        Image.fromarray(pixels).save(os.path.join(base, folders[c], f"{c + 1:03d}_{k + 1:04d}.jpg"), quality=90)
+        n_boxes += len(boxes)
+    summary = {"classes": spec.classes, "names": names, "layout": "caltech", "first_shape": spec.first_shape,
+               "images_per_class": per_class, "size": spec.size, "seed": spec.seed, "images": len(jobs),
+               "boxes": n_boxes, "train_images": len(jobs), "val_images": 0, "train_boxes": n_boxes, "val_boxes": 0}
     with open(os.path.join(out, "synth.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary

@@ -145,6 +145,13 @@ class VGG(nn.Module):
             out["boxes"] = self.box_head(f)
         return out
 
+    def penultimate(self, x: Tensor) -> Tensor:
+        """The classification head's FC7 activations (after its ReLU; dropout is the identity in
+        eval mode) as a map ``[N, hidden, h, w]``: the image feature of Appendix B, which
+        removes the last FC layer."""
+        h = self.cls_head
+        return h.drop7(h.relu7(h.fc7(h.drop6(h.relu6(h.fc6(self.features(self._pad(x))))))))
+
     def forward(self, x: Tensor) -> Tensor:
         scores = self.cls_head(self.features(self._pad(x)))
         if scores.shape[-2:] == (1, 1):

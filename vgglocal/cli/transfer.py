@@ -1,0 +1,128 @@
+"""Appendix B commands: ``features`` (very deep image descriptors) and ``transfer`` (linear SVMs
+on them for VOC classification, Caltech-101/256 and VOC-2012 action classification).
+
+Library modules that import torch are imported inside the commands, so ``vgglocal --help``
+stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from vgglocal.cli import cli
+
+_PROTOCOLS = ("voc-cls", "caltech", "voc-action")
+
+
+def _log(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def _scales(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        scales = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated sizes such as 256,384,512", param_hint="--scales") from None
+    if not scales or any(q <= 0 for q in scales):
+        raise click.BadParameter(f"{text!r}: expected positive sizes", param_hint="--scales")
+    return scales
+
+
+def _config(config: str | None, overrides: tuple[str, ...], protocol: str | None, aggregate: str | None):
+    from vgglocal.config import load_config
+
+    extra = [f"transfer.protocol={protocol}"] if protocol else []
+    extra += [f"transfer.aggregate={aggregate}"] if aggregate else []
+    return load_config(config, [*overrides, *extra])
+
+
+_COMMON = [
+    click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
+                 help="YAML config: data (format voc or caltech, root, splits) and transfer sections."),
+    click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(dir_okay=False),
+                 help="Classification checkpoint whose FC7 activations are the features; repeat for late fusion "
+                      "(the nets' descriptors are stacked, as Appendix B fuses D and E)."),
+    click.option("--protocol", type=click.Choice(_PROTOCOLS), default=None,
+                 help="voc-cls (ImageSets/Main, multi-label), caltech (class folders), voc-action (ImageSets/Action, "
+                      "one item per person). Default: transfer.protocol."),
+    click.option("--scales", default=None, metavar="Q[,Q...]",
+                 help="Smallest image side(s) Q at which the net is applied densely (default: transfer.scales)."),
+    click.option("--aggregate", type=click.Choice(("average", "stack")), default=None,
+                 help="Combine the per-scale descriptors by averaging (Appendix B: VOC) or stacking (Caltech). "
+                      "Default: transfer.aggregate."),
+    click.option("--random-weights", is_flag=True,
+                 help="Baseline: the checkpoint's architecture with fresh random weights (its own init scheme, seeded by `seed`)."),
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                 help="Override a config key, e.g. --set transfer.device=cuda (repeatable; values are YAML)."),
+    click.option("--quiet", is_flag=True, help="No progress bar or log lines."),
+]
+
+
+def _common(fn):
+    for option in reversed(_COMMON):
+        fn = option(fn)
+    return fn
+
+
+@cli.command("features")
+@_common
+@click.option("--split", default=None, metavar="NAME",
+              help="Split to describe: train / val (data.train_split / data.val_split) or a literal name such as "
+                   "trainval or test. Caltech has no splits: any name reads every image. Default: train.")
+@click.option("--boxes", is_flag=True, help="Also describe each item's box region (voc-action: the person box).")
+@click.option("--per-scale", is_flag=True,
+              help="Also store the per-scale descriptors (before aggregation), so transfer can re-aggregate them.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .npz file.")
+def features_cmd(config, checkpoints, protocol, scales, aggregate, random_weights, overrides, quiet, split, boxes,
+                 per_scale, out) -> None:
+    """Appendix B image descriptors of every item of a split: FC7 of the net applied densely at
+    each Q, global-average-pooled, averaged with the mirror image, averaged or stacked over the
+    scales, L2-normalised; several --checkpoint are stacked (late fusion).
+
+    OUT.npz holds `features` [N, D] float32 (and `box_features` with --boxes), `ids`, `paths`,
+    `targets` (class index [N], or VOC labels [N, C] in 1/0/-1), `classes`, `bad` (images that
+    could not be decoded, skipped) and `settings` (JSON).
+    """
+    from vgglocal.engine.transfer import extract_features
+
+    cfg = _config(config, overrides, protocol, aggregate)
+    fs = extract_features(cfg, list(checkpoints), split or "train", scales=_scales(scales), boxes=boxes,
+                          random_weights=random_weights, progress=not quiet, log=None if quiet else _log)
+    path = fs.save(out, cfg.transfer.aggregate, keep_scales=per_scale)
+    dim = fs.descriptors(cfg.transfer.aggregate).shape[1]
+    click.echo(json.dumps({"out": str(path), "items": len(fs), "dim": int(dim), "n_bad_images": len(fs.bad)}))
+
+
+@cli.command("transfer")
+@_common
+@click.option("--cache", type=click.Path(file_okay=False), default=None,
+              help="Folder of cached per-scale features, reused when checkpoints, data and scales match "
+                   "(default OUT/features); share it between runs that differ only in --aggregate.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+def transfer_cmd(config, checkpoints, protocol, scales, aggregate, random_weights, overrides, quiet, cache, out) -> None:
+    """Train one-vs-rest linear SVMs on Appendix B features of the training split and score the
+    test split; the SVMs' C is chosen on a held-out 20% of the training data.
+
+    Writes OUT/metrics.json and OUT/per_class.csv: voc-cls voc07_cls_map (11-point) and voc_cls_map
+    (area) with per-class AP; caltech mean_class_recall and mean_class_recall_std over
+    transfer.splits random splits; voc-action voc_action_map (image + box) and
+    voc_action_map_image. Prints the main metrics as one JSON line.
+    """
+    from vgglocal.engine.transfer import TransferRequest, run_transfer
+
+    cfg = _config(config, overrides, protocol, aggregate)
+    req = TransferRequest(protocol=cfg.transfer.protocol, checkpoints=list(checkpoints), aggregate=cfg.transfer.aggregate,
+                          scales=_scales(scales), random_weights=random_weights, cache=cache)
+    metrics = run_transfer(cfg, req, out, progress=not quiet, log=None if quiet else _log)
+    keys = ("voc07_cls_map", "voc_cls_map", "mean_class_recall", "mean_class_recall_std", "voc_action_map",
+            "voc_action_map_image", "n_bad_images")
+    click.echo(json.dumps({k: metrics[k] for k in keys if k in metrics}))
+    if not quiet:
+        _log(f"wrote {Path(out) / 'metrics.json'}")

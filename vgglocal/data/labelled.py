@@ -1,0 +1,71 @@
+"""Labelled item sets for the transfer protocols of Appendix B: ``read_labelled``.
+
+``voc-cls`` reads a VOC ``ImageSets/Main`` split with multi-label targets, ``voc-action`` a
+VOC-2012 ``ImageSets/Action`` split with one item per person, ``caltech`` a Caltech-101/256
+folder with one class per image (:mod:`vgglocal.data.voc_labels`, :mod:`vgglocal.data.caltech`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vgglocal.config import DataConfig
+from vgglocal.data.errors import DataError, Problem
+from vgglocal.data.records import Sample
+
+__all__ = ["PROTOCOLS", "PROTOCOL_FORMATS", "LabelledSet", "read_labelled"]
+
+PROTOCOLS = ("voc-cls", "caltech", "voc-action")
+PROTOCOL_FORMATS = {"voc-cls": "voc", "caltech": "caltech", "voc-action": "voc"}
+
+
+@dataclass
+class LabelledSet:
+    """The items of a transfer data set with their targets.
+
+    Attributes:
+        records: one per item; VOC action: one per person, ``boxes[0]`` its box.
+        targets: ``ndarray[N] int64`` class index (Caltech), or ``ndarray[N, C] int8`` per-class
+            labels 1 / 0 (ignored: difficult only) / -1 (VOC classification and action).
+        classes: class ids, index order.
+        problems: every defect found while reading (named, skipped, counted).
+    """
+
+    records: list[Sample]
+    targets: np.ndarray
+    classes: list[str]
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.source_id for r in self.records]
+
+
+def read_labelled(cfg: DataConfig, split: str, protocol: str, progress: bool = False) -> LabelledSet:
+    """The items of ``split`` for a transfer ``protocol`` (``voc-cls``, ``caltech``, ``voc-action``).
+
+    Raises:
+        DataError: an unknown protocol, a ``data.format`` that does not fit it, an unreadable
+            split, or a split without items.
+    """
+    if protocol not in PROTOCOLS:
+        raise DataError(f"unknown transfer protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    if cfg.format != PROTOCOL_FORMATS[protocol]:
+        raise DataError(f"protocol {protocol} reads data.format {PROTOCOL_FORMATS[protocol]}, the config has {cfg.format!r}")
+    from vgglocal.data.splits import scan_split, split_spec
+
+    if protocol == "caltech":
+        scan = scan_split(cfg, split, task="cls", progress=progress)
+        items = LabelledSet(scan.records, np.asarray([r.label for r in scan.records], np.int64),
+                            list(scan.classes.ids), scan.problems)
+    else:
+        from vgglocal.data.voc_labels import read_voc_actions, read_voc_labels
+
+        reader = read_voc_labels if protocol == "voc-cls" else read_voc_actions
+        items = reader(split_spec(cfg, split), progress=progress)
+    if not items.records:
+        raise DataError(f"split {split!r} of {cfg.root} has no usable items for {protocol} "
+                        f"({len(items.problems)} problems; run `vgglocal data check {cfg.root}`)")
+    return items
