@@ -242,7 +242,9 @@ class Reproduce:
                  f"images; the Caltech protocol: {m0['train_per_class']} training images per class, the rest "
                  f"({m0['n_test'] // max(m0['n_classes'], 1)} per class) for test, {m0['splits']} random splits. "
                  f"Chance is {100 / m0['n_classes']:.1f}%. The baseline is the same architecture with random weights "
-                 "(`--random-weights`: its own Kaiming initialisation, batch-norm statistics at their initial values).", "",
+                 "(`--random-weights`: its own Kaiming initialisation, batch-norm statistics at their initial values). "
+                 f"The classifier's own top-1 validation error on its 10 shapes (centre crop, last epoch): "
+                 f"{self.final_val_error('cls-D-jit')}.", "",
                  "| features | scales | mean class recall (%) | ± std over splits | C per split | paper, Caltech-256 | run |",
                  "|---|---|---|---|---|---|---|"]
         for label, how, stage, paper in TRANSFER_ROWS:
@@ -254,21 +256,35 @@ class Reproduce:
                   "ILSVRC features (Chatfield et al. 2014, a shallower net) had 77.6 ± 0.1 on Caltech-256.", "",
                   "| the paper finds | ours | holds |", "|---|---|---|"]
         for claim, better, worse in TRANSFER_ORDERINGS:
-            b, w = self.metrics(better)["mean_class_recall"], self.metrics(worse)["mean_class_recall"]
+            mb, mw = self.metrics(better), self.metrics(worse)
+            b, w = mb["mean_class_recall"], mw["mean_class_recall"]
             verdict = "yes" if b > w else ("tie" if b == w else "**no**")
+            if b != w and abs(b - w) < max(mb["mean_class_recall_std"], mw["mean_class_recall_std"]):
+                verdict += " (by less than the split-to-split spread)"
             lines.append(f"| {claim} | {pct(b)} vs {pct(w)} | {verdict} |")
         lines.append("")
         lines += ["(The paper has no random-weight row; it is the baseline that shows what the trained features add.)", ""]
         if partial:
             lines += [f"This section was written by `bin/reproduce --only transfer` on {cpu_name()} ({os.cpu_count()} cores, "
                       f"no GPU) at commit {git_commit()}, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; the other "
-                      "tables are from the full run described under Machine and time. Its stages, as run:", "",
+                      "tables are from the full run described under Machine and time."]
+            notes = self.report.with_name("reproduction-transfer-notes.md")
+            if notes.exists():  # what a person who ran it wants said about a partial run
+                lines += ["", notes.read_text().strip()]
+            lines += ["", "Its stages, as run:", "",
                       "| stage | seconds | command |", "|---|---|---|"]
             for name, cmd in self.stages.commands.items():
                 lines.append(f"| `{name}` | {self.stages.seconds(name) or 0:.0f} | `{cmd}` |")
             lines.append("")
         lines.append(TRANSFER_MARK[1])
         return lines
+
+    def final_val_error(self, run: str) -> str:
+        log = self.runs / run / "metrics.jsonl"
+        if not log.exists():
+            return "unknown"
+        last = [json.loads(line) for line in log.read_text().splitlines() if line.strip()][-1]
+        return pct(last.get("val_top1_cls_error")) + "%"
 
     def transfer_names(self) -> list[str]:
         summary = self.transfer_data / "synth.json"
