@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from vgglocal.cli import cli
+from vgglocal.cli import cli, config_default
 
 _PROTOCOLS = ("voc-cls", "caltech", "voc-action")
 
@@ -51,12 +51,12 @@ _COMMON = [
                       "(the nets' descriptors are stacked, as Appendix B fuses D and E)."),
     click.option("--protocol", type=click.Choice(_PROTOCOLS), default=None,
                  help="voc-cls (ImageSets/Main, multi-label), caltech (class folders), voc-action (ImageSets/Action, "
-                      "one item per person). Default: transfer.protocol."),
+                      "one item per person). " + config_default("transfer.protocol")),
     click.option("--scales", default=None, metavar="Q[,Q...]",
-                 help="Smallest image side(s) Q at which the net is applied densely (default: transfer.scales)."),
+                 help="Smallest image side(s) Q at which the net is applied densely. " + config_default("transfer.scales")),
     click.option("--aggregate", type=click.Choice(("average", "stack")), default=None,
                  help="Combine the per-scale descriptors by averaging (Appendix B: VOC) or stacking (Caltech). "
-                      "Default: transfer.aggregate."),
+                      + config_default("transfer.aggregate")),
     click.option("--random-weights", is_flag=True,
                  help="Baseline: the checkpoint's architecture with fresh random weights (its own init scheme, seeded by `seed`)."),
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
