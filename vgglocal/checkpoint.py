@@ -8,6 +8,7 @@ folder and are renamed into place, so a crash never leaves a half-written checkp
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,11 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
     The file gets the permissions of any file the user creates (0644 under the usual umask
     022), not mkstemp's private 0600, so teammates can read a shared run's model."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     obj = {"format": FORMAT, "version": VERSION, **obj}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         if hasattr(os, "fchmod"):  # POSIX
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -50,10 +52,27 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, permissions, a vanished folder: the old file is untouched
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e} ({_free_space(path.parent)}); {kept}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _free_space(folder: Path) -> str:
+    """'N.N GB free on that disk', or 'free space unknown'."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return f"{shutil.disk_usage(probe).free / 1e9:.1f} GB free on that disk"
+    except OSError:
+        return "free space unknown"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -257,8 +257,8 @@ def greedy_merge(boxes: Tensor, weights: Tensor, threshold: float) -> tuple[Tens
         raise ValueError(f"boxes must be [N, 4], got {tuple(boxes.shape)}")
     if weights.shape != boxes.shape[:1]:
         raise ValueError(f"weights must be [{boxes.shape[0]}], got {tuple(weights.shape)}")
-    if threshold < 0:
-        raise ValueError(f"greedy_merge: threshold {threshold} must be >= 0")
+    if not float(threshold) >= 0:  # also NaN
+        raise ValueError(f"greedy_merge: threshold {threshold} must be a number >= 0")
     dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
     if boxes.shape[0] == 0:
         return boxes.to(dtype).reshape(0, 4), weights.to(dtype).reshape(0)
@@ -268,6 +268,10 @@ def greedy_merge(boxes: Tensor, weights: Tensor, threshold: float) -> tuple[Tens
         raise ValueError("greedy_merge: boxes and weights must be finite")
     if (w <= 0).any():
         raise ValueError("greedy_merge: weights must be positive")
+    # Huge weights (their sums overflow float64, and the merged box became NaN and vanished) are
+    # scaled by a power of two, which is exact, so ordinary weights (<= 1) keep every bit.
+    exponent = max(0, int(np.frexp(w.max())[1]))
+    w = np.ldexp(w, -exponent)
     # Canonical order (weight descending, then x1, y1, x2, y2): the same set of inputs in any
     # order becomes the same arrays, so index-based tie-breaking cannot see the caller's order.
     order = np.lexsort((b[:, 3], b[:, 2], b[:, 1], b[:, 0], -w))
@@ -277,5 +281,8 @@ def greedy_merge(boxes: Tensor, weights: Tensor, threshold: float) -> tuple[Tens
     mb, mw = mb[alive], mw[alive]
     rank = np.argsort(-mw, kind="stable")  # best first; canonical order among equal weights
     out_b = torch.from_numpy(np.ascontiguousarray(mb[rank])).to(device=boxes.device, dtype=dtype)
-    out_w = torch.from_numpy(np.ascontiguousarray(mw[rank])).to(device=boxes.device, dtype=dtype)
+    # Accumulated weights past the output dtype's range saturate at its largest value.
+    with np.errstate(over="ignore"):
+        mw = np.minimum(np.ldexp(mw[rank], exponent), float(torch.finfo(dtype).max))
+    out_w = torch.from_numpy(np.ascontiguousarray(mw)).to(device=boxes.device, dtype=dtype)
     return out_b, out_w
