@@ -264,11 +264,9 @@ def read_class_file(path: str) -> tuple[list[str], list[str]]:
     Returns (ids, names) in file order (the file order is the class index order).
     """
     from vgglocal.data.errors import DataError
+    from vgglocal.data.text import read_utf8
 
-    try:
-        text = open(path, encoding="utf-8").read()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read class list ({e.strerror})") from None
+    text = read_utf8(path, "class list")
     ids: list[str] = []
     names: list[str] = []
     for line in text.splitlines():

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
+from collections import Counter
 
 import numpy as np
 
@@ -80,6 +82,78 @@ def _existing(paths: list[str]) -> set[str]:
     return found
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_box(v: object) -> bool:
+    return (isinstance(v, (list, tuple)) and len(v) == 4
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+
+
+def _clean_entries(doc: dict, ann_path: str, problems: list[Problem]) -> tuple[list[dict], list[dict], list[dict], set[int]]:
+    """The images, categories and non-crowd annotations whose fields have COCO's JSON types,
+    and the image ids listed more than once; every other entry is a problem naming the file,
+    the id and the field. Images sharing an id are all skipped: their boxes cannot be told apart."""
+    def bad(what: str, message: str, kind: str = "bad-json") -> None:
+        problems.append(Problem(f"{ann_path} ({what})", message, kind))
+
+    images: list[dict] = []
+    for i, im in enumerate(doc.get("images") or []):
+        if not isinstance(im, dict) or not _is_int(im.get("id")):
+            ident = im.get("id") if isinstance(im, dict) else f"#{i}"
+            bad(f"image {ident!r}", f"id {ident!r} is not an integer; image skipped")
+            continue
+        if not isinstance(im.get("file_name"), str):
+            bad(f"image {im['id']}", f"file_name {im.get('file_name')!r} is not a string; image skipped")
+            continue
+        im = dict(im)
+        for key in ("height", "width"):
+            if im.get(key) is not None and not (_is_int(im[key]) and im[key] >= 0):
+                bad(f"image {im['id']}", f"{key} {im[key]!r} is not a non-negative integer; size taken from the file")
+                im["height"] = im["width"] = 0
+        images.append(im)
+    counts = Counter(im["id"] for im in images)
+    ambiguous = {i for i, n in counts.items() if n > 1}
+    for i in sorted(ambiguous):
+        names = ", ".join(im["file_name"] for im in images if im["id"] == i)
+        bad(f"image {i}", f"id listed {counts[i]} times ({names}); every image with it skipped (boxes could belong to either)",
+            "duplicate-id")
+    images = [im for im in images if im["id"] not in ambiguous]
+
+    cats: list[dict] = []
+    seen: set[int] = set()
+    for i, c in enumerate(doc.get("categories") or []):
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            ident = c.get("id") if isinstance(c, dict) else f"#{i}"
+            bad(f"category {ident!r}", f"id {ident!r} is not an integer; category skipped")
+        elif c["id"] in seen:
+            bad(f"category {c['id']}", "id listed again; this entry skipped", "duplicate-id")
+        else:
+            seen.add(c["id"])
+            cats.append(c)
+
+    anns: list[dict] = []
+    for i, a in enumerate(doc.get("annotations") or []):
+        if not isinstance(a, dict):
+            bad(f"annotation #{i}", "entry is not an object; skipped")
+            continue
+        where = f"annotation {a.get('id')}"
+        if a.get("iscrowd", 0) not in (0, 1):  # True/False compare equal to 1/0
+            bad(where, f"iscrowd {a.get('iscrowd')!r} is not 0 or 1; skipped")
+        elif a.get("iscrowd", 0):
+            continue  # crowd regions are not objects (module doc)
+        elif not _is_int(a.get("image_id")):
+            bad(where, f"image_id {a.get('image_id')!r} is not an integer; box skipped")
+        elif not _is_int(a.get("category_id")):
+            bad(where, f"category_id {a.get('category_id')!r} is not an integer; box skipped")
+        elif not _is_box(a.get("bbox")):
+            bad(where, f"bbox {a.get('bbox')!r} is not [x, y, w, h] numbers; skipped", "bad-box")
+        else:
+            anns.append(a)
+    return images, cats, anns, ambiguous
+
+
 def read_coco(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], ClassList, list[Problem]]:
     """Read one COCO split: (records sorted by image id, classes, problems)."""
     ann_path = spec.annotations or spec.at("annotations", f"instances_{spec.name}.json")
@@ -92,17 +166,18 @@ def read_coco(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], Cl
         raise DataError(f"{images_dir}: no such image folder (data.{spec.role or 'train'}_images)")
     problems: list[Problem] = []
 
-    cats = sorted(coco.cats.values(), key=lambda c: c["id"])
+    images, cats, anns, ambiguous = _clean_entries(coco.dataset, ann_path, problems)
+    cats = sorted(cats, key=lambda c: c["id"])
     classes = ClassList(ids=[str(c.get("name", c["id"])) for c in cats], names=[str(c.get("name", c["id"])) for c in cats],
                         coco_ids=[int(c["id"]) for c in cats])
     cat_index = {int(c["id"]): i for i, c in enumerate(cats)}
 
-    images = sorted(coco.imgs.values(), key=lambda im: im["id"])
+    images = sorted(images, key=lambda im: im["id"])
     image_ids = np.asarray([im["id"] for im in images], np.int64)
-    sizes = np.asarray([(im.get("height", 0) or 0, im.get("width", 0) or 0) for im in images], np.int64).reshape(-1, 2)
+    sizes = np.asarray([(im.get("height") or 0, im.get("width") or 0) for im in images], np.int64).reshape(-1, 2)
     paths: list[str | None] = []
     for im in images:
-        path = safe_join(images_dir, str(im.get("file_name", "")))
+        path = safe_join(images_dir, im["file_name"])
         if path is None:
             problems.append(Problem(f"{ann_path} (image {im['id']})", f"file_name {im.get('file_name')!r} is absolute or escapes the image folder {images_dir}; image skipped", "bad-path"))
         paths.append(path)
@@ -110,17 +185,15 @@ def read_coco(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], Cl
 
     # Annotations → flat arrays (one pass to pull the fields out; all box math vectorised).
     ann_ids, ann_img, ann_cat, bboxes = [], [], [], []
-    for a in coco.dataset.get("annotations", []):
-        if a.get("iscrowd", 0):
-            continue
-        bbox = a.get("bbox")
-        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
-            problems.append(Problem(f"{ann_path} (annotation {a.get('id')})", f"bbox {bbox!r} is not [x, y, w, h]; skipped", "bad-box"))
+    for a in anns:
+        if a["image_id"] in ambiguous:
+            problems.append(Problem(f"{ann_path} (annotation {a.get('id')})", f"image_id {a['image_id']} is listed for more than "
+                                    "one image; box skipped (it could belong to either)", "bad-json"))
             continue
         ann_ids.append(a.get("id"))
-        ann_img.append(a.get("image_id"))
-        ann_cat.append(cat_index.get(a.get("category_id"), -1))
-        bboxes.append(bbox)
+        ann_img.append(a["image_id"])
+        ann_cat.append(cat_index.get(a["category_id"], -1))
+        bboxes.append(a["bbox"])
     xyxy = np.asarray(bboxes, np.float64).reshape(-1, 4)
     xyxy[:, 2:] += xyxy[:, :2]  # COCO xywh → x1y1x2y2, the one conversion (DESIGN.md)
     cat_arr = np.asarray(ann_cat, np.int64)

@@ -40,6 +40,7 @@ format) replaces the class list, e.g. to train on a subset of the classes. Val l
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.images import IMAGE_EXTENSIONS
 from vgglocal.data.records import ClassList, Sample
 from vgglocal.data.splits import SplitSpec
+from vgglocal.data.text import read_utf8, read_utf8_lenient
 
 __all__ = ["read_kaggle", "read_original", "read_solution_csv", "SolutionTable", "read_devkit_meta", "find_devkit",
            "scan_images", "index_files", "MAPPING"]
@@ -157,7 +159,7 @@ def read_devkit_meta(path: str) -> list[tuple[int, str, str]]:
     """
     if path.endswith(".txt"):  # map_clsloc.txt: "n02119789 1 kit_fox"
         rows = []
-        for i, line in enumerate(open(path, encoding="utf-8").read().splitlines(), start=1):
+        for i, line in enumerate(read_utf8(path, "devkit class map").splitlines(), start=1):
             parts = line.split()
             if not parts:
                 continue
@@ -231,11 +233,10 @@ def read_solution_csv(path: str, index: dict[str, int], problems: list[Problem])
     counts: list[int] = []
     wnid_tokens: list[str] = []
     coord_tokens: list[str] = []
-    try:
-        f = open(path, newline="", encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    with f:
+    text, undecodable = read_utf8_lenient(path, "solution CSV")
+    for line in undecodable:
+        problems.append(Problem(f"{path} line {line}", "not UTF-8 text; line skipped", "bad-csv"))
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip().lstrip("\ufeff") for h in header[:2]] != ["ImageId", "PredictionString"]:
@@ -418,7 +419,7 @@ def _val_ground_truth(data_dir: str, classes: ClassList, problems: list[Problem]
         return {}
     by_devkit = {d: i for i, d in enumerate(classes.devkit_ids)}
     out = {}
-    for number, line in enumerate(open(gt, encoding="utf-8").read().split(), start=1):
+    for number, line in enumerate(read_utf8(gt, "ground-truth file").split(), start=1):
         label = by_devkit.get(int(line), -1) if line.isdigit() else -1
         if label < 0:
             problems.append(Problem(f"{gt} line {number}", f"{line!r} is not a devkit class id of {len(classes)} classes", "unknown-class"))

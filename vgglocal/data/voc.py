@@ -26,6 +26,7 @@ from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.images import IMAGE_EXTENSIONS
 from vgglocal.data.records import ClassList, Sample
 from vgglocal.data.splits import SplitSpec
+from vgglocal.data.text import read_utf8
 
 __all__ = ["VOC_CLASSES", "read_voc", "largest_box_label"]
 
@@ -80,7 +81,7 @@ def read_voc(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], Cla
     problems: list[Problem] = []
     records: list[Sample] = []
     ids_seen: set[str] = set()
-    lines = open(ids_file, encoding="utf-8").read().splitlines()
+    lines = read_utf8(ids_file, "image id list").splitlines()
     for line in tqdm(lines, desc=f"read {spec.name}", disable=not progress, unit="img", mininterval=1.0):
         parts = line.split()
         if not parts or parts[0] in ids_seen:
