@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -317,11 +317,14 @@ class BadSampleTracker:
     Args:
         max_fraction: the allowed fraction of bad samples (``data.max_bad_fraction``, 1%).
         min_seen: samples to see before the per-batch check applies.
+        on_new: called with the message of each file the first time it is bad (the training
+            log names every skipped file once; resumed runs remember what was named).
     """
 
-    def __init__(self, max_fraction: float = 0.01, min_seen: int = 1000):
+    def __init__(self, max_fraction: float = 0.01, min_seen: int = 1000, on_new: Callable[[str], None] | None = None):
         self.max_fraction = float(max_fraction)
         self.min_seen = int(min_seen)
+        self.on_new = on_new
         self.seen = 0
         self.bad = 0
         self.files: dict[str, str] = {}
@@ -332,7 +335,10 @@ class BadSampleTracker:
         self.seen += int(batch.get("size", 0)) + len(bad)
         self.bad += len(bad)
         for path, message in bad:
-            self.files.setdefault(path, message)
+            if path not in self.files:
+                self.files[path] = message
+                if self.on_new is not None:
+                    self.on_new(message)
         if self.seen >= self.min_seen:
             self.check()
         return len(bad)

@@ -170,19 +170,23 @@ def scan_split(cfg: DataConfig, split: str, task: str = "all", progress: bool = 
     return SplitScan(cfg.format, spec.name, spec.root, records, classes, problems)
 
 
-def read_split(cfg: DataConfig, split: str, task: str = "cls", progress: bool = False) -> tuple[list[Sample], ClassList]:
+def read_split(cfg: DataConfig, split: str, task: str = "cls", progress: bool = False,
+               problems: list[Problem] | None = None) -> tuple[list[Sample], ClassList]:
     """The records of a split for a task, and the class list.
 
     Args:
         cfg: the ``data`` section (format, root, split names and paths, limit).
         split: "train" / "val" (roles) or a literal split name; see the module doc.
         task: "cls", "loc" or "all".
+        problems: when given, receives the split's problems (what the readers skipped or clipped).
 
     Raises:
         DataError: the split cannot be read, or has no usable record for the task (checked here,
             before any training starts).
     """
     scan = scan_split(cfg, split, task, progress=progress)
+    if problems is not None:
+        problems.extend(scan.problems)
     if not scan.records:
         what = {"cls": "labelled images", "loc": "images with boxes", "all": "images"}[task]
         hint = f"; {len(scan.problems)} problems, run `vgglocal data check {scan.root}`" if scan.problems else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -100,14 +101,20 @@ def _quiet(msg: str) -> None:
     pass
 
 
-def _read_data(cfg: Config, task: str, crop: int) -> dict[str, Any]:
+def _read_data(cfg: Config, task: str, crop: int, log: Log = _quiet) -> dict[str, Any]:
     from vgglocal.data import read_split
     from vgglocal.data.images import ImageLimits
     from vgglocal.data.loader import SampleDataset
     from vgglocal.data.transforms import build_eval_transform, build_train_transform
 
-    train_records, classes = read_split(cfg.data, "train", task)
-    val_records, val_classes = read_split(cfg.data, "val", task)
+    problems: dict[str, list] = {}
+    train_records, classes = read_split(cfg.data, "train", task, problems=problems.setdefault("train", []))
+    val_records, val_classes = read_split(cfg.data, "val", task, problems=problems.setdefault("val", []))
+    for split, found in problems.items():
+        if found:  # the readers skip or clip what is broken; say how much, and where the list is
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(Counter(p.kind for p in found).items()))
+            log(f"{split} split: {len(found)} annotation problems skipped or clipped ({counts}); "
+                f"`vgglocal data check {cfg.data.root}` lists them")
     if list(val_classes.ids) != list(classes.ids):
         raise ConfigError(f"data.root {cfg.data.root}: the validation split's classes differ from the training split's")
     limits = ImageLimits.of(cfg.data)
@@ -269,7 +276,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     norm = normalization_of(cfg.data)
     if init is not None:
         _check_normalization(cfg, init, norm)
-    data = _read_data(cfg, task, cfg.model.crop)
+    data = _read_data(cfg, task, cfg.model.crop, log)
     classes = data["classes"]
     if cfg.model.num_classes != len(classes):
         raise ConfigError(f"model.num_classes: {cfg.model.num_classes}, but {cfg.data.root} has {len(classes)} classes")
@@ -277,7 +284,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     net = _build_net(cfg, task, last, init, data, str(run.last), env)
     lr = cfg.optim.lr
     optimizer = build_optimizer(net, lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.nesterov)
-    tracker = BadSampleTracker(cfg.data.max_bad_fraction)
+    tracker = BadSampleTracker(cfg.data.max_bad_fraction, on_new=lambda message: log(f"skipped bad sample: {message}"))
     use_cuda = env.device.type == "cuda"
     loader = build_loader(
         data["train"], micro, shuffle=True, seed=cfg.seed, epoch=0, workers=cfg.data.workers,
