@@ -97,3 +97,21 @@ def test_a_non_utf8_synset_mapping_is_one_line_naming_the_line(tmp_path):
     res = CliRunner().invoke(cli, ["train-cls", "-c", "configs/test/tiny.yaml", "--set", f"data.root={root}",
                                    "--out", str(tmp_path / "run")])
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "line 2: not UTF-8" in res.output, res.output
+
+
+def test_an_unreadable_class_folder_is_a_named_problem(tmp_path, monkeypatch):
+    import os
+
+    root = _kaggle(tmp_path)
+    locked = root / "ILSVRC/Data/CLS-LOC/train/n00000002"
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    scan = scan_split(DataConfig(root=str(root)), "train", "all")
+    assert [(p.file, p.kind) for p in scan.problems if p.kind == "bad-folder"] == [(str(locked), "bad-folder")]
+    assert scan.records and all("n00000002" not in r.path for r in scan.records)

@@ -64,7 +64,7 @@ def test_full_protocol_writes_files_that_score_to_the_same_metrics(setup, tmp_pa
     root, paths = setup
     req = EvalRequest("full", [paths["loc"], paths["loc2"]], cls_checkpoints=[paths["cls"]], draw=4)
     m = evaluate(config(root), req, tmp_path, progress=False)
-    assert m["n_images"] == CLASSES * 3 and m["n_bad_images"] == 0
+    assert m["n_images"] == CLASSES * 3 and m["n_unreadable"] == 0
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["top5_loc_error"] == m["top5_loc_error"]
     for key in ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error"):
@@ -177,9 +177,9 @@ def test_an_undecodable_image_counts_as_wrong_and_is_reported(setup, tmp_path):
     victim = sorted((tmp_path / "synth" / "ILSVRC" / "Data" / "CLS-LOC" / "val").glob("*.JPEG"))[0]
     victim.write_bytes(victim.read_bytes()[:200])  # truncated JPEG
     m = evaluate(config(tmp_path), EvalRequest("full", [paths["loc"]]), tmp_path / "out", progress=False)
-    assert m["n_bad_images"] == 1 and m["n_images"] == CLASSES * 3
+    assert m["n_unreadable"] == 1 and m["n_images"] == CLASSES * 3
     preds = read_kaggle_csv(tmp_path / "out" / "predictions.csv")
     assert preds[victim.stem] == [] and sum(1 for g in preds.values() if g) == CLASSES * 3 - 1
     assert score_files(tmp_path / "out" / "predictions.csv", tmp_path / "synth" / "LOC_val_solution.csv")["top5_loc_error"] == m["top5_loc_error"]
     c = evaluate(config(tmp_path), EvalRequest("cls-dense", [paths["cls"]]), tmp_path / "cls", progress=False)
-    assert c["n_bad_images"] == 1 and c["n_images"] == CLASSES * 3
+    assert c["n_unreadable"] == 1 and c["n_images"] == CLASSES * 3

@@ -230,9 +230,9 @@ def read_coco(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], Cl
         path = paths[i]
         if path is None:
             continue
+        sample = make_sample(path, int(labels[i]), box_lists[i], cat_lists[i], (int(sizes[i, 0]), int(sizes[i, 1])), str(im["id"]))
         if path not in present:
-            problems.append(Problem(path, f"image {im['id']} of {ann_path} is missing; skipped", "missing-file"))
+            problems.append(Problem(path, f"image {im['id']} of {ann_path} is missing; skipped", "missing-file", sample))
             continue
-        records.append(make_sample(path, int(labels[i]), box_lists[i], cat_lists[i],
-                                   (int(sizes[i, 0]), int(sizes[i, 1])), str(im["id"])))
+        records.append(sample)
     return records, classes, problems

@@ -8,8 +8,9 @@ fatal: readers skip what is broken, keep everything else, and record a :class:`P
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from vgglocal.data.records import Sample
 from vgglocal.errors import UserError
 
 __all__ = ["DataError", "BadImageError", "BadAnnotationError", "Problem"]
@@ -35,12 +36,17 @@ class Problem:
         file: the file at fault (an image, an XML, or ``CSV line N (ImageId)``).
         message: what is wrong and what was done about it ("dropped", "clipped", "skipped").
         kind: a short tag for counting: ``bad-image``, ``bad-xml``, ``bad-box``,
-            ``clipped-box``, ``unknown-class``, ``missing-file``, ``bad-path``, ``size-mismatch``.
+            ``clipped-box``, ``unknown-class``, ``missing-file``, ``bad-path``, ``size-mismatch``,
+            ``bad-csv``, ``bad-json``, ``duplicate-id``, ``bad-folder``.
+        sample: for ``missing-file``, the record the image would have had (or None).
     """
 
     file: str
     message: str
     kind: str
+    # For an image the annotations list but the disk lacks: the record it would have been, so
+    # evaluation can count it as wrong instead of dropping it from the denominator.
+    sample: Sample | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.file}: {self.message}"

@@ -89,7 +89,7 @@ def scan_images(folder: str, index: dict[str, int], problems: list[Problem]) -> 
 
     Returns:
         (stem, path, folder_label) per image; folder_label is the class of its wnid folder, or -1
-        for a flat file. Folders that are not classes are reported and skipped.
+        for a flat file. Folders that are not classes, or cannot be read, are reported and skipped.
     """
     out: list[tuple[str, str, int]] = []
     with os.scandir(folder) as it:
@@ -99,8 +99,12 @@ def scan_images(folder: str, index: dict[str, int], problems: list[Problem]) -> 
             continue
         if entry.is_dir():
             label = index.get(entry.name, -1)
-            with os.scandir(entry.path) as sub:
-                names = sorted(e.name for e in sub if e.name.lower().endswith(IMAGE_EXTENSIONS))
+            try:
+                with os.scandir(entry.path) as sub:
+                    names = sorted(e.name for e in sub if e.name.lower().endswith(IMAGE_EXTENSIONS))
+            except OSError as e:  # one unreadable class folder must not hide the others
+                problems.append(Problem(entry.path, f"cannot read the folder ({e.strerror or e}); its images skipped", "bad-folder"))
+                continue
             if label < 0:
                 if names:
                     problems.append(Problem(entry.path, f"folder is not a class in the class list; its {len(names)} images skipped", "unknown-class"))
@@ -347,9 +351,18 @@ def _xml_lookup(xml_index: dict[str, str], index: dict[str, int], problems: list
     return boxes_of
 
 
-def _leftovers(problems: list[Problem], leftover: dict, source: str, images_dir: str) -> None:
+def _leftovers(problems: list[Problem], leftover: dict, source: str, images_dir: str, boxes_of=None) -> None:
+    """Annotated images with no file: a ``missing-file`` problem each, carrying the record the
+    image would have had when ``boxes_of(stem, -1)`` can tell its boxes (evaluation counts it)."""
     for image_id in sorted(leftover):
-        problems.append(Problem(f"{source} ({image_id})", f"has boxes but no image file in {images_dir}; skipped", "missing-file"))
+        sample = None
+        if boxes_of is not None:
+            ib = boxes_of(image_id, -1)
+            if ib is not None:
+                sample = make_sample(os.path.join(images_dir, f"{image_id}.JPEG"), ib.first_label, ib.boxes, ib.labels,
+                                     ib.size, image_id)
+        problems.append(Problem(f"{source} ({image_id})", f"has boxes but no image file in {images_dir}; skipped",
+                                "missing-file", sample))
 
 
 def read_kaggle(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], ClassList, list[Problem]]:
@@ -384,8 +397,9 @@ def read_kaggle(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], 
             return None
     images = scan_images(images_dir, index, problems)
     records = _records(images, boxes_of, progress, f"read {spec.name}")
-    _leftovers(problems, table.rows if isinstance(table, SolutionTable) else table,
-               csv_path if os.path.isfile(csv_path) else xml_dir, images_dir)
+    leftover = table.rows if isinstance(table, SolutionTable) else table
+    _leftovers(problems, dict(leftover), csv_path if os.path.isfile(csv_path) else xml_dir, images_dir,
+               boxes_of if isinstance(table, SolutionTable) else None)
     return records, classes, problems
 
 

@@ -41,7 +41,7 @@ from vgglocal.config import DataConfig
 from vgglocal.data.errors import BadImageError, DataError
 
 __all__ = ["load_rgb", "decode_rgb", "Decoded", "image_size", "verify_image", "check_header", "check_size",
-           "verify_image_noted", "conversion_note",
+           "verify_image_noted", "conversion_note", "unreadable_reason",
            "ImageLimits", "MAX_PIXELS", "MAX_ASPECT", "BadImageError", "DataError", "IMAGE_EXTENSIONS"]
 
 # Default limits: the config's (data.max_pixels, data.max_aspect; the reasons are given there).
@@ -303,3 +303,14 @@ def conversion_note(mode: str) -> str:
     if mode == "F":
         return "32-bit float grayscale (F) scaled from [0, 1] (or 0..255) to 8 bits"
     return ""
+
+
+def unreadable_reason(message: str) -> str:
+    """A short reason for a bad-image message of this module: ``missing``, ``too large``,
+    ``not an image``, ``cannot decode`` (or ``unreadable`` for anything else)."""
+    for phrase, reason in (("no such image file", "missing"), ("data.max_pixels", "too large"),
+                           ("data.max_aspect", "too large"), ("not an image", "not an image"),
+                           ("cannot decode", "cannot decode")):
+        if phrase in message:
+            return reason
+    return "unreadable"

@@ -96,6 +96,8 @@ class SplitScan:
         records: the kept records, in a deterministic order (sorted by file/id).
         classes: the class list (index order).
         problems: every defect found, one per file-level issue, in reading order.
+        missing: records of the task that the annotations list but whose image file is missing
+            (evaluation scores them as wrong; training never sees them). Empty with ``data.limit``.
     """
 
     format: str
@@ -104,6 +106,7 @@ class SplitScan:
     records: list[Sample]
     classes: ClassList
     problems: list[Problem] = field(default_factory=list)
+    missing: list[Sample] = field(default_factory=list)
 
     def summary(self) -> dict[str, int]:
         """Counts: images, classes, boxes, images_with_boxes, problems."""
@@ -167,11 +170,12 @@ def scan_split(cfg: DataConfig, split: str, task: str = "all", progress: bool = 
         if gc_was_enabled:
             gc.enable()
     records = select_records(records, task, cfg.limit)
-    return SplitScan(cfg.format, spec.name, spec.root, records, classes, problems)
+    missing = [] if cfg.limit else select_records([p.sample for p in problems if p.sample is not None], task)
+    return SplitScan(cfg.format, spec.name, spec.root, records, classes, problems, missing)
 
 
 def read_split(cfg: DataConfig, split: str, task: str = "cls", progress: bool = False,
-               problems: list[Problem] | None = None) -> tuple[list[Sample], ClassList]:
+               problems: list[Problem] | None = None, with_missing: bool = False) -> tuple[list[Sample], ClassList]:
     """The records of a split for a task, and the class list.
 
     Args:
@@ -179,6 +183,8 @@ def read_split(cfg: DataConfig, split: str, task: str = "cls", progress: bool = 
         split: "train" / "val" (roles) or a literal split name; see the module doc.
         task: "cls", "loc" or "all".
         problems: when given, receives the split's problems (what the readers skipped or clipped).
+        with_missing: also return (at the end) the records of annotated images whose file is
+            missing (:attr:`SplitScan.missing`), so evaluation counts them as wrong.
 
     Raises:
         DataError: the split cannot be read, or has no usable record for the task (checked here,
@@ -191,7 +197,7 @@ def read_split(cfg: DataConfig, split: str, task: str = "cls", progress: bool = 
         what = {"cls": "labelled images", "loc": "images with boxes", "all": "images"}[task]
         hint = f"; {len(scan.problems)} problems, run `vgglocal data check {scan.root}`" if scan.problems else ""
         raise DataError(f"split {scan.split!r} of {scan.root} ({cfg.format}) has no {what}{hint}")
-    return scan.records, scan.classes
+    return (scan.records + scan.missing if with_missing else scan.records), scan.classes
 
 
 def detect_format(root: str) -> str:

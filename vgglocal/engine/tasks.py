@@ -109,7 +109,8 @@ def _read_data(cfg: Config, task: str, crop: int, log: Log = _quiet) -> dict[str
 
     problems: dict[str, list] = {}
     train_records, classes = read_split(cfg.data, "train", task, problems=problems.setdefault("train", []))
-    val_records, val_classes = read_split(cfg.data, "val", task, problems=problems.setdefault("val", []))
+    # Validation keeps the images its annotations list but the disk lacks: they score as wrong.
+    val_records, val_classes = read_split(cfg.data, "val", task, problems=problems.setdefault("val", []), with_missing=True)
     for split, found in problems.items():
         if found:  # the readers skip or clip what is broken; say how much, and where the list is
             counts = ", ".join(f"{k} {v}" for k, v in sorted(Counter(p.kind for p in found).items()))
@@ -348,9 +349,18 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
         loader.set_epoch(epoch, start_batch)
         return loader
 
+    named: set[str] = set()
+
     def validate() -> dict[str, float]:
         val_loader.set_epoch(0)
-        return evaluate(net, val_loader, num_records=len(data["val"]), opts=opts, gt=gt)
+        bad: list[tuple[str, str]] = []
+        try:
+            return evaluate(net, val_loader, num_records=len(data["val"]), opts=opts, gt=gt, bad=bad)
+        finally:
+            for path, message in bad:  # each unreadable validation image named once per run
+                if path not in named:
+                    named.add(path)
+                    log(f"validation image unreadable, counted as wrong: {message}")
 
     what = (f"{cfg.loc.regression.upper()} localisation, fine-tuning {cfg.loc.finetune}" if task == "loc" else "classification")
     log(

@@ -17,13 +17,18 @@ from tqdm import tqdm
 from vgglocal.data.records import Sample
 from vgglocal.engine.distributed import all_reduce_sum
 from vgglocal.engine.train import StepOptions, batch_size_of, to_device
+from vgglocal.errors import UserError
 from vgglocal.evaluation.classification import topk_correct
 from vgglocal.evaluation.ilsvrc import protocol1_errors
 from vgglocal.geometry import decode_windows
 from vgglocal.models.heads import select_class_boxes
 from vgglocal.models.vgg import VGG
 
-__all__ = ["LocGroundTruth", "evaluate"]
+__all__ = ["LocGroundTruth", "ValidationError", "evaluate"]
+
+
+class ValidationError(UserError):
+    """The validation split cannot be scored (no readable image); names the split's count."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ def evaluate(
     num_records: int,
     opts: StepOptions,
     gt: LocGroundTruth | None = None,
+    bad: list[tuple[str, str]] | None = None,
 ) -> dict[str, float]:
     """Centre-crop validation errors, reduced over every process.
 
@@ -73,9 +79,16 @@ def evaluate(
     validation box loss.
 
     Each record is counted once even when a sharded sampler repeats it (per-record sums are
-    reduced over processes and divided by the times the record was seen). Bad (skipped) samples
-    are not counted. Returns ``top1_cls_error``, ``top5_cls_error``, ``n_images`` and, for
-    localisation, ``loc_error`` and ``box_loss``; errors are fractions in [0, 1].
+    reduced over processes and divided by the times the record was seen). A record no process
+    could read (a bad sample: missing, truncated, too large) counts as wrong, as the devkit
+    counts an image without a prediction, so ``n_images`` is always ``num_records``. Returns
+    ``top1_cls_error``, ``top5_cls_error``, ``n_images``, ``n_unreadable`` and, for
+    localisation, ``loc_error`` and ``box_loss`` (over the readable records); errors are
+    fractions in [0, 1]. ``bad``, when given, receives this process's ``(path, message)`` of
+    the unreadable samples.
+
+    Raises:
+        ValidationError: no validation record could be read (nothing to score).
     """
     net.eval()
     loader = tqdm(loader, desc="validation", unit="batch", leave=False, dynamic_ncols=True, disable=not opts.progress)
@@ -84,6 +97,8 @@ def evaluate(
     sums = torch.zeros(num_records, cols, dtype=torch.float64, device=opts.device)
     seen = torch.zeros(num_records, dtype=torch.float64, device=opts.device)
     for batch in loader:
+        if bad is not None:
+            bad.extend(batch.get("bad") or ())
         if not batch_size_of(batch):
             continue  # every sample of the batch was bad: nothing to score
         batch = to_device(batch, opts)
@@ -110,8 +125,15 @@ def evaluate(
     mask = seen > 0
     per = sums[mask] / seen[mask, None]
     n = int(mask.sum())
-    mean = (per.sum(0) / max(n, 1)).tolist()
-    out = {"top1_cls_error": mean[0], "top5_cls_error": mean[1], "n_images": n}
+    if num_records and not n:
+        first = f" (e.g. {bad[0][1]})" if bad else ""
+        raise ValidationError(f"validation: none of the {num_records} validation images could be read{first}; "
+                              "nothing to score, so the run stops; `vgglocal data check` lists the files")
+    unreadable = num_records - n
+    total = per.sum(0).tolist()
+    # An unreadable record is wrong: it adds 1 to every error's numerator (not to the box loss).
+    err = [(t + unreadable) / max(num_records, 1) for t in total[:3]]
+    out = {"top1_cls_error": err[0], "top5_cls_error": err[1], "n_images": num_records, "n_unreadable": unreadable}
     if loc:
-        out.update(loc_error=mean[2], box_loss=mean[3])
+        out.update(loc_error=err[2], box_loss=total[3] / max(n, 1))
     return out

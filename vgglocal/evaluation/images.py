@@ -11,7 +11,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from vgglocal.data import DataError, Sample
-from vgglocal.data.images import load_rgb
+from vgglocal.data.images import ImageLimits, load_rgb
 
 __all__ = ["ImageChunk", "image_chunks"]
 
@@ -47,8 +47,9 @@ class ImageChunk:
 
 
 class _Images(Dataset):
-    def __init__(self, records: Sequence[Sample]) -> None:
+    def __init__(self, records: Sequence[Sample], limits: ImageLimits | None = None) -> None:
         self.records = records
+        self.limits = limits
 
     def __len__(self) -> int:
         return len(self.records)
@@ -56,7 +57,7 @@ class _Images(Dataset):
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
         path = self.records[i].path
         try:
-            return i, load_rgb(path), ""
+            return i, load_rgb(path, self.limits), ""
         except DataError as e:
             return i, None, str(e)
         except OSError as e:
@@ -67,9 +68,10 @@ def _identity(item: Any) -> Any:
     return item
 
 
-def image_chunks(records: Sequence[Sample], size: int, workers: int = 0) -> Iterator[ImageChunk]:
-    """Decode ``records`` (``workers`` loader processes) and yield them ``size`` at a time, in order."""
-    loader = DataLoader(_Images(records), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity)
+def image_chunks(records: Sequence[Sample], size: int, workers: int = 0, limits: ImageLimits | None = None) -> Iterator[ImageChunk]:
+    """Decode ``records`` (``workers`` loader processes) and yield them ``size`` at a time, in order;
+    images over ``limits`` (``data.max_pixels``, ``data.max_aspect``) are unreadable."""
+    loader = DataLoader(_Images(records, limits), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity)
     chunk: list[tuple[int, np.ndarray | None, str]] = []
 
     def emit() -> ImageChunk:

@@ -78,7 +78,9 @@ def prepare(cfg: Config, req: EvalRequest, *, progress: bool = False, log: Log |
     if threshold < 0:
         raise EvalError(f"--merge-threshold {threshold}: must be >= 0")
     device = resolve_device(ev.device)
-    records, classes = read_split(cfg.data, cfg.data.val_split, "loc" if loc else "cls", progress=progress)
+    # Images the ground truth lists but the disk lacks stay in: they are scored as wrong, as the
+    # devkit scores an image without a prediction.
+    records, classes = read_split(cfg.data, cfg.data.val_split, "loc" if loc else "cls", progress=progress, with_missing=True)
     nets = load_nets(req.checkpoints, req.scales, tuple(ev.scales), req.protocol, classes, loc, device)
     if req.protocol == "center-crop" and len(nets[0].scales) != 1:
         raise EvalError(f"center-crop uses one scale S; got {list(nets[0].scales)}")

@@ -11,7 +11,7 @@ applies and the submission writer. Output folder:
 * ``metrics.json``: ``top1_cls_error``, ``top5_cls_error``, ``top1_loc_error``,
   ``top5_loc_error`` (localisation protocols), ``n_images``, and on COCO-format data
   ``coco_ap``, ``coco_ap50`` (``full``); plus what was run (protocol, checkpoints, scales,
-  threshold) and ``n_bad_images``.
+  threshold), ``n_unreadable`` and ``unreadable`` (the count per reason).
 * localisation protocols: ``predictions.csv`` (Kaggle submission, wnids/class ids),
   ``predictions.txt`` (devkit format: devkit class ids when the data set has them, else
   index + 1), and for ``full`` ``detections.json`` (COCO results).
@@ -22,8 +22,9 @@ Which errors mean what: in ``full`` both classification and localisation errors 
 devkit rule on the five guesses (so ``vgglocal score predictions.csv`` reproduces them). In
 ``center-crop`` the one guess is the ground-truth class (protocol 1), so the classification
 errors come from the classification system's posteriors on the same centre crop, and top-1
-and top-5 localisation error are the same number. An image that cannot be decoded counts as
-wrong and is listed in ``n_bad_images``.
+and top-5 localisation error are the same number. Every image the ground truth lists is scored:
+one that is missing on disk or cannot be decoded counts as wrong (the devkit counts an image
+without a prediction as an error), is named in the log and counted in ``n_unreadable``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from vgglocal.config import Config
+from vgglocal.data.images import ImageLimits, unreadable_reason
 from vgglocal.evaluation.base import Evaluator, EvaluatorList
 from vgglocal.evaluation.classification import ClassificationEvaluator
 from vgglocal.evaluation.coco import COCOEvaluator
@@ -83,12 +86,12 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
     evaluators = EvaluatorList(*evaluators_for(job, cfg))
     writer = SubmissionWriter(job.classes, guesses=job.localizes, detections=job.protocol == "full", score_floor=cfg.eval.score_floor)
     pictures = PictureGrid(req.draw, job.classes) if req.draw else None
-    n_bad = 0
+    unreadable: Counter[str] = Counter()
     bar = tqdm(total=len(job.records), desc=f"eval {job.protocol}", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)
-    for chunk in image_chunks(job.records, cfg.eval.batch_size, cfg.data.workers):
+    for chunk in image_chunks(job.records, cfg.eval.batch_size, cfg.data.workers, ImageLimits.of(cfg.data)):
         for err in filter(None, chunk.errors):
-            n_bad += 1
-            log(f"skipped: {err}")
+            unreadable[unreadable_reason(err)] += 1
+            log(f"unreadable, counted as wrong: {err}")
         good = chunk.good
         results = []
         if good:
@@ -103,9 +106,14 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
         bar.update(len(chunk))
     bar.close()
 
+    n_bad = sum(unreadable.values())
+    if n_bad:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(unreadable.items()))
+        log(f"{n_bad} of {len(job.records)} images could not be read and count as wrong ({why}); "
+            f"`vgglocal data check {cfg.data.root}` lists them")
     summary = evaluators.summarize()
     metrics: dict[str, Any] = {k: summary[k] for k in METRIC_KEYS if k in summary}
-    metrics.update(_description(job, n_bad))
+    metrics.update(_description(job, n_bad), unreadable=dict(sorted(unreadable.items())))
     writer.write(out)
     if pictures is not None:
         pictures.write(out / "predictions.png")
@@ -123,7 +131,7 @@ def _description(job: EvalJob, n_bad: int) -> dict[str, Any]:
         checkpoints=[{"path": n.name, "scales": list(n.scales)} for n in nets],
         cls_checkpoints=[{"path": n.name, "scales": list(n.scales)} for n in job.cls_nets],
         flip=opts.flip,
-        n_bad_images=n_bad,
+        n_unreadable=n_bad,
     )
     if job.protocol == "full":
         out.update(merge_threshold=opts.merge_threshold, cls_method=opts.cls_method)

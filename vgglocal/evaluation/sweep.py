@@ -10,6 +10,7 @@ from typing import Any
 from tqdm import tqdm
 
 from vgglocal.config import Config
+from vgglocal.data.images import ImageLimits
 from vgglocal.evaluation.ilsvrc import LocalizationEvaluator
 from vgglocal.evaluation.images import image_chunks
 from vgglocal.evaluation.job import EvalRequest, Log, prepare
@@ -31,7 +32,7 @@ def sweep_merge_threshold(cfg: Config, req: EvalRequest, thresholds: Sequence[fl
     cls_nets = job.cls_nets or job.nets
     evaluators = [LocalizationEvaluator() for _ in thresholds]
     bar = tqdm(total=len(job.records), desc="sweep", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)
-    for chunk in image_chunks(job.records, cfg.eval.batch_size, cfg.data.workers):
+    for chunk in image_chunks(job.records, cfg.eval.batch_size, cfg.data.workers, ImageLimits.of(cfg.data)):
         good = chunk.good
         cands = []
         if good:
