@@ -129,6 +129,7 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
     "detections": [...]}; boxes x1 y1 x2 y2 in image pixels), or a Kaggle CSV. Exit status 1
     when an image could not be read (its line has "error")."""
     from vgglocal.config import load_config
+    from vgglocal.data.images import ImageLimits
     from vgglocal.evaluation.predict import expand_images, predict_files
     from vgglocal.inference.nets import parse_scales
     from vgglocal.inference.predictor import Predictor
@@ -163,7 +164,7 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
     try:
         summary = predict_files(predictor, items, jsonl=stream, csv=out if fmt == "csv" else None, draw=draw, truth=truth,
                                 batch_size=batch_size or ev.batch_size, workers=cfg.data.workers if workers is None else workers,
-                                score_floor=ev.score_floor, progress=not quiet, log=_log)
+                                score_floor=ev.score_floor, progress=not quiet, log=_log, limits=ImageLimits.of(cfg.data))
     finally:
         if stream is not None and stream is not sys.stdout:
             stream.close()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vgglocal.data.images import IMAGE_EXTENSIONS
+from vgglocal.data.images import IMAGE_EXTENSIONS, ImageLimits
 from vgglocal.data.records import Sample
 from vgglocal.errors import UserError
 from vgglocal.evaluation.images import image_chunks
@@ -86,6 +86,7 @@ def predict_files(
     score_floor: float = 0.01,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    limits: ImageLimits | None = None,
 ) -> dict[str, Any]:
     """Predict ``items`` (:func:`expand_images`) ``batch_size`` images at a time.
 
@@ -98,6 +99,7 @@ def predict_files(
         draw: folder for one PNG per image (``<key>.png``), with the ground truth of ``truth``
             (records keyed by resolved path) when the image is there.
         workers: loader processes decoding images.
+        limits: image header bounds (``data.max_pixels``, ``data.max_aspect``); larger images fail.
 
     Returns:
         ``{"n_images", "n_failed"}``.
@@ -108,7 +110,7 @@ def predict_files(
     rows: list[tuple[str, list[tuple[str, list[float]]]]] = []
     n_failed = done = 0
     bar = tqdm(total=len(records), desc="predict", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)
-    for chunk in image_chunks(records, batch_size, workers):
+    for chunk in image_chunks(records, batch_size, workers, limits):
         good = chunk.good
         outputs = chunk.spread(predictor.predict_arrays([chunk.images[i] for i in good]))  # type: ignore[misc]
         for k, (rec, img, err, pred) in enumerate(zip(chunk.records, chunk.images, chunk.errors, outputs, strict=True)):
