@@ -1,5 +1,5 @@
-"""The command line answers --help and usage errors without importing torch, and shows real
-defaults in every --help."""
+"""The command line answers --help, usage errors and config errors without importing torch, and
+shows real defaults in every --help."""
 
 import subprocess
 import sys
@@ -12,8 +12,8 @@ from vgglocal.cli import cli, config_default
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Walks every command (groups included), asks each for --help and makes one usage error, then
-# reports which heavy modules got imported. Runs in a fresh interpreter so that nothing the
+# Walks every command (groups included), asks each for --help and makes one usage error, makes
+# the config and path errors of CONFIG_ERRORS, then reports which heavy modules got imported. Runs in a fresh interpreter so that nothing the
 # test session already imported hides an import.
 _PROBE = r"""
 import sys
@@ -36,13 +36,27 @@ for path in paths:
     assert r.exit_code == 0, (path, r.output)
     r = runner.invoke(cli, path + ["--no-such-option"])
     assert r.exit_code == 2, (path, r.output)
-print(len(paths), " ".join(sorted(m for m in ("torch", "torchvision", "numpy", "cv2", "albumentations") if m in sys.modules)))
+# errors in what the user typed: one line, before torch is imported
+for args, start in CONFIG_ERRORS:
+    r = runner.invoke(cli, args)
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(start), (args, r.output)
+print(len(paths), " ".join(sorted(m for m in ("torch", "torchvision", "cv2", "albumentations") if m in sys.modules)))
 """
 
+_CONFIG_ERRORS = [
+    (["train-cls", "-c", "missing.yaml"], "error: config file not found: missing.yaml"),
+    (["eval", "-c", "configs/test/tiny.yaml", "--checkpoint", "x.pt", "--set", "model.arch=Z"],
+     "error: configs/test/tiny.yaml: model.arch: unknown arch 'Z'"),
+    (["train-loc", "-c", "configs/test/loc-tiny.yaml", "--set", "optim.lrr=1"], "error: unknown config key 'optim.lrr'"),
+    (["predict", "--checkpoint", "x.pt", "no-such-folder/*.jpg"], "error: no-such-folder/*.jpg: no file matches this pattern"),
+]
 
-def test_help_and_usage_errors_do_not_import_torch():
+
+def test_help_usage_and_config_errors_do_not_import_torch():
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    probe = f"CONFIG_ERRORS = {_CONFIG_ERRORS!r}\n" + _PROBE
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     count, *heavy = out.stdout.split()
     assert int(count) >= 10  # the group, data's group and their commands
@@ -59,13 +73,6 @@ def test_import_vgglocal_is_light_and_load_model_is_lazy():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert out.returncode == 0, out.stderr
-
-
-def test_arch_names_of_the_cli_match_table_1():
-    from vgglocal.cli.models import ARCHS
-    from vgglocal.models.vgg import VGG_SPECS
-
-    assert list(ARCHS) == list(VGG_SPECS)
 
 
 def _all_help() -> str:

@@ -498,7 +498,8 @@ def _check_ranges(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     """Ranges of every numeric key (:data:`RANGES`), then cross-field checks; each failure
     names the key and the value."""
-    from vgglocal.models.vgg import VGG_SPECS  # models import nothing from config
+    # plain data, no torch; models import nothing from config
+    from vgglocal.models.specs import VGG_SPECS
 
     _check_ranges(cfg)
 

@@ -16,11 +16,11 @@ from torch.testing import assert_close
 
 import vgglocal
 from vgglocal.cli import cli
+from vgglocal.data.files import expand_images
 from vgglocal.data.images import load_rgb
 from vgglocal.data.synth import SynthSpec, synthesize
 from vgglocal.errors import UserError
 from vgglocal.evaluation.ilsvrc import read_kaggle_csv
-from vgglocal.evaluation.predict import expand_images
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "test"
 NAMES = ["disc", "triangle", "square", "star"]
@@ -95,21 +95,6 @@ def test_every_input_kind_gives_the_same_prediction(trained):
     assert [p["name"] for p in d["predictions"]] == single.names and len(d["predictions"]) == 4
     with pytest.raises(UserError, match="dtype float32"):
         predictor.predict(array.astype(np.float32))
-
-
-def test_expand_images_reads_files_folders_recursively_and_globs(tmp_path):
-    for rel in ("a/x.jpg", "a/sub/y.PNG", "a/sub/deeper/z.jpeg", "a/notes.txt", "b/x.jpg"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes(b"")
-    items = expand_images([str(tmp_path / "a"), str(tmp_path / "b" / "*.jpg"), str(tmp_path / "a" / "x.jpg")])
-    assert [Path(p).relative_to(tmp_path).as_posix() for p, _ in items] == ["a/sub/deeper/z.jpeg", "a/sub/y.PNG", "a/x.jpg", "b/x.jpg"]
-    assert [k for _, k in items] == ["sub/deeper/z", "sub/y", "x", "x-2"]  # picture names, made unique
-    assert [p for p, _ in expand_images([str(tmp_path / "**" / "*.jpeg")])] == [str(tmp_path / "a/sub/deeper/z.jpeg")]
-    (tmp_path / "empty").mkdir()
-    for bad, message in ((tmp_path / "nope.jpg", "image not found"), (tmp_path / "*.gif", "no file matches"),
-                         (tmp_path / "empty", "no image files")):
-        with pytest.raises(UserError, match=message):
-            expand_images([str(bad)])
 
 
 def test_predict_a_folder_writes_one_line_per_image_a_kaggle_csv_and_pictures(trained, tmp_path):

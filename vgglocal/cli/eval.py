@@ -61,10 +61,11 @@ def eval_cmd(config, protocol, checkpoints, scales, cls_checkpoints, cls_scales,
     (full) detections.json (COCO results). Prints the metrics as one JSON line.
     """
     from vgglocal.config import load_config
+
+    cfg = load_config(config, overrides)  # config errors before torch is imported
     from vgglocal.evaluation.run import EvalRequest, evaluate
     from vgglocal.inference.nets import parse_scales
 
-    cfg = load_config(config, overrides)
     req = EvalRequest(
         protocol=protocol or cfg.eval.protocol,
         checkpoints=list(checkpoints),
@@ -129,17 +130,20 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
     "detections": [...]}; boxes x1 y1 x2 y2 in image pixels), or a Kaggle CSV. Exit status 1
     when an image could not be read (its line has "error")."""
     from vgglocal.config import load_config
-    from vgglocal.data.images import ImageLimits
-    from vgglocal.evaluation.predict import expand_images, predict_files
-    from vgglocal.inference.nets import parse_scales
-    from vgglocal.inference.predictor import Predictor
+    from vgglocal.data.files import expand_images
 
+    # config and path errors before torch is imported
     cfg = load_config(config, overrides)
     ev = cfg.eval
     fmt = fmt or ("csv" if out and out.lower().endswith(".csv") else "jsonl")
     if fmt == "csv" and not out:
         raise click.UsageError("--format csv writes a file: give --out FILE.csv")
     items = expand_images(images)
+    from vgglocal.data.images import ImageLimits
+    from vgglocal.evaluation.predict import predict_files
+    from vgglocal.inference.nets import parse_scales
+    from vgglocal.inference.predictor import Predictor
+
     truth = None
     if config is not None and draw is not None:
         from vgglocal.data import DataError, read_split

@@ -8,10 +8,7 @@ from pathlib import Path
 import click
 
 from vgglocal.cli import cli
-
-# Table 1 names, spelled out so that `--help` needs no torch (vgglocal.models.vgg.VGG_SPECS holds
-# the layers; tests/test_cli.py checks the two agree).
-ARCHS = ("A", "A-LRN", "B", "C", "D", "E")
+from vgglocal.models.specs import VGG_SPECS  # plain data: no torch at --help
 
 
 @cli.command("info")
@@ -25,7 +22,7 @@ def info_cmd(target: str, classes: int | None, crop: int | None, width: float | 
     """Parameters and multiply-adds per image of an ARCH (A, A-LRN, B, C, D, E) or a CHECKPOINT."""
     from vgglocal.models.summary import summarize
 
-    if target in ARCHS:
+    if target in VGG_SPECS:
         hp = {"arch": target, "num_classes": classes or 1000, "crop": crop or 224, "width": width or 1.0}
     elif Path(target).exists():
         from vgglocal.models.io import load_model_checkpoint
@@ -35,7 +32,7 @@ def info_cmd(target: str, classes: int | None, crop: int | None, width: float | 
             if value is not None:
                 hp[key] = value
     else:
-        raise click.UsageError(f"{target!r} is neither an arch ({', '.join(ARCHS)}) nor a checkpoint file")
+        raise click.UsageError(f"{target!r} is neither an arch ({', '.join(VGG_SPECS)}) nor a checkpoint file")
     if hp["crop"] % 32:
         raise click.BadParameter(f"{hp['crop']} is not a multiple of 32", param_hint="--crop")
     result = summarize(hp, image=image)

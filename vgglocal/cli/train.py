@@ -50,9 +50,10 @@ def train_cls_cmd(config: str, overrides: tuple[str, ...], resume: bool, out: st
     checkpoints/last.pt and best.pt, and model.pt.
     """
     from vgglocal.config import load_config
+
+    cfg = load_config(config, overrides)  # config errors before torch is imported
     from vgglocal.engine.tasks import train_classifier
 
-    cfg = load_config(config, overrides)
     run = train_classifier(cfg, out=out, resume=resume, log=_log)
     if _is_main():
         click.echo(str(run / "model.pt"))
@@ -79,11 +80,12 @@ def train_loc_cmd(config: str, regression: str | None, finetune: str | None, ini
     --regression, --finetune and --init override the config's loc.* keys.
     """
     from vgglocal.config import load_config, replace
-    from vgglocal.engine.tasks import train_localizer
 
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides)  # config errors before torch is imported
     options = {"loc.regression": regression, "loc.finetune": finetune, "loc.init": init}
     cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
+    from vgglocal.engine.tasks import train_localizer
+
     run = train_localizer(cfg, out=out, resume=resume, log=_log)
     if _is_main():
         click.echo(str(run / "model.pt"))

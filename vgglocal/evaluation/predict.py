@@ -6,7 +6,6 @@ picture per image on request (MMDetection's ``DetInferencer`` does the same for 
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -17,51 +16,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vgglocal.data.images import IMAGE_EXTENSIONS, ImageLimits
+from vgglocal.data.images import ImageLimits
 from vgglocal.data.records import Sample
-from vgglocal.errors import UserError
 from vgglocal.evaluation.images import image_chunks
 from vgglocal.evaluation.writers import write_kaggle_csv
 from vgglocal.inference.predictor import Prediction, Predictor
 
-__all__ = ["expand_images", "predict_files"]
-
-_GLOB_CHARS = frozenset("*?[")
-
-
-def expand_images(args: Sequence[str]) -> list[tuple[str, str]]:
-    """``(path, key)`` per image, in order, each file once: a file as given; a folder's image
-    files (extensions as :data:`vgglocal.data.images.IMAGE_EXTENSIONS`) at any depth, sorted; a
-    glob pattern's matches (``**`` crosses folders), sorted. ``key`` names the image's picture:
-    the file stem, or the path below a folder argument without its extension; made unique."""
-    items: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for arg in args:
-        p = Path(arg)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
-            if not found:
-                raise UserError(f"{arg}: no image files ({' '.join(IMAGE_EXTENSIONS)}) in this folder or below")
-            pairs = [(q, q.relative_to(p).with_suffix("").as_posix()) for q in found]
-        elif p.is_file():
-            pairs = [(p, p.stem)]
-        elif _GLOB_CHARS & set(arg):
-            found = sorted(Path(m) for m in glob.glob(arg, recursive=True) if Path(m).is_file())
-            if not found:
-                raise UserError(f"{arg}: no file matches this pattern")
-            pairs = [(q, q.stem) for q in found]
-        else:
-            raise UserError(f"image not found: {arg}")
-        for q, key in pairs:
-            if str(q) not in seen:
-                seen.add(str(q))
-                items.append((str(q), key))
-    counts: dict[str, int] = {}
-    unique = []
-    for path, key in items:
-        counts[key] = counts.get(key, 0) + 1
-        unique.append((path, key if counts[key] == 1 else f"{key}-{counts[key]}"))
-    return unique
+__all__ = ["predict_files"]
 
 
 def _draw(img: np.ndarray, pred: Prediction, truth: Sample | None, names: Sequence[str], path: Path) -> None:
@@ -88,7 +49,8 @@ def predict_files(
     log: Callable[[str], None] | None = None,
     limits: ImageLimits | None = None,
 ) -> dict[str, Any]:
-    """Predict ``items`` (:func:`expand_images`) ``batch_size`` images at a time.
+    """Predict ``items`` (``(path, key)`` pairs of :func:`vgglocal.data.files.expand_images`)
+    ``batch_size`` images at a time.
 
     Args:
         jsonl: stream for JSON Lines, one object per image, in order: ``{"image": path, "height",

@@ -1,4 +1,5 @@
-"""The VGG family of Table 1 as data (``VGG_SPECS``), one builder, and the init schemes.
+"""The VGG family of Table 1 (``VGG_SPECS``, in :mod:`vgglocal.models.specs`), one builder,
+and the init schemes.
 
 The fully-connected layers are held as convolutions (FC6: kernel crop/32; FC7, FC8: 1x1), so
 the same module classifies a crop and produces a dense score map on a whole image
@@ -8,49 +9,14 @@ the same module classifies a crop and produces a dense score map on a whole imag
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from vgglocal.models.heads import FCHead
+from vgglocal.models.specs import STRIDE, VGG_SPECS, VGGSpec
 
-__all__ = ["VGGSpec", "VGG_SPECS", "VGG", "build_vgg", "init_weights", "copy_from_net_a", "add_box_head"]
-
-
-@dataclass(frozen=True)
-class VGGSpec:
-    """Five blocks of (kernel, channels) conv layers, a 2x2 max-pool after each block."""
-
-    blocks: tuple[tuple[tuple[int, int], ...], ...]
-    lrn: bool = False  # LRN after the first conv (A-LRN only; Krizhevsky's settings)
-
-
-def _c3(*channels: int) -> tuple[tuple[int, int], ...]:
-    return tuple((3, c) for c in channels)
-
-
-# Table 1. C adds a 1x1 conv as the third layer of blocks 3, 4 and 5.
-VGG_SPECS: dict[str, VGGSpec] = {
-    "A": VGGSpec((_c3(64), _c3(128), _c3(256, 256), _c3(512, 512), _c3(512, 512))),
-    "A-LRN": VGGSpec((_c3(64), _c3(128), _c3(256, 256), _c3(512, 512), _c3(512, 512)), lrn=True),
-    "B": VGGSpec((_c3(64, 64), _c3(128, 128), _c3(256, 256), _c3(512, 512), _c3(512, 512))),
-    "C": VGGSpec(
-        (
-            _c3(64, 64),
-            _c3(128, 128),
-            _c3(256, 256) + ((1, 256),),
-            _c3(512, 512) + ((1, 512),),
-            _c3(512, 512) + ((1, 512),),
-        )
-    ),
-    "D": VGGSpec((_c3(64, 64), _c3(128, 128), _c3(256, 256, 256), _c3(512, 512, 512), _c3(512, 512, 512))),
-    "E": VGGSpec(
-        (_c3(64, 64), _c3(128, 128), _c3(256, 256, 256, 256), _c3(512, 512, 512, 512), _c3(512, 512, 512, 512))
-    ),
-}
-
-STRIDE = 32  # five 2x2 pools
+__all__ = ["VGGSpec", "VGG_SPECS", "STRIDE", "VGG", "build_vgg", "init_weights", "copy_from_net_a", "add_box_head"]
 
 
 def scaled(channels: int, width: float) -> int:
