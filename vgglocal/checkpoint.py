@@ -83,6 +83,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickler, zip and storage errors (KeyError for text files) alike
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip archive, or a legacy pickle
+            raise CheckpointError(f"{path}: not a readable vgglocal checkpoint (not a torch.save file: "
+                                  f"it starts with {head!r})") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable vgglocal checkpoint ({first[:160]})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -200,3 +200,17 @@ def _save(tmp_path, name, sd):
     path = tmp_path / f"{name}.pth"
     torch.save(sd, path)
     return path
+
+
+def test_vgglocal_debug_still_shows_the_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, "text-renamed")
+    env = {k: v for k, v in os.environ.items() if k != "VGGLOCAL_DEBUG"}
+    plain = subprocess.run([sys.executable, "-m", "vgglocal", "info", str(path)], env=env, capture_output=True, text=True)
+    assert plain.returncode == 2 and plain.stderr == f"error: {path}: not a readable vgglocal checkpoint (not a torch.save file: it starts with b'this')\n"
+    debug = subprocess.run([sys.executable, "-m", "vgglocal", "info", str(path)], env={**env, "VGGLOCAL_DEBUG": "1"},
+                           capture_output=True, text=True)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "CheckpointError" in debug.stderr
