@@ -78,9 +78,14 @@ class DataConfig:
         (-0.5808, -0.0045, -0.8140),
         (-0.5836, -0.6948, 0.4203),
     )
+    # Where training images are decoded and augmented. cpu: Pillow + OpenCV in the loader's
+    # workers. gpu: workers read file bytes only; JPEGs are decoded on the training device in
+    # batches (nvJPEG) and cropped, resized, flipped and normalised there (vgglocal/data/device.py).
+    pipeline: str = "cpu"
     workers: int = 4
     pin_memory: bool = True
     persistent_workers: bool = True
+    prefetch_factor: int = 2  # batches each loader worker prepares ahead (DataLoader's prefetch_factor)
     max_bad_fraction: float = 0.01  # more bad samples than this stops a run (SPEC 6)
     # Image header bounds, checked before decoding (vgglocal/data/images.py): larger images are
     # bad samples. 40 Mpx is twice ILSVRC's largest photographs and a quarter of a 169-Mpx bomb;
@@ -113,6 +118,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = False
     compile: bool = False
+    # Under DDP, batch-norm statistics over the whole global batch (torch.nn.SyncBatchNorm;
+    # torchvision references' --sync-bn). CUDA only. Plain BN normalises per process.
+    sync_bn: bool = False
     cudnn_benchmark: bool = True
     checkpoint_every: int = 0  # also save last.pt every N steps (0: each epoch only)
     log_every: int = 20  # steps between progress updates and metrics.jsonl "step" lines
@@ -376,6 +384,7 @@ def replace(cfg: Any, **changes: Any) -> Any:
 _CHOICES = {
     "model.init": ("normal", "glorot", "kaiming"),
     "data.format": ("ilsvrc-kaggle", "ilsvrc", "voc", "coco", "caltech"),
+    "data.pipeline": ("cpu", "gpu"),
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
     "loc.regression": ("scr", "pcr"),
@@ -443,6 +452,7 @@ RANGES: dict[str, Range] = {
     "data.eigval": NON_NEGATIVE,
     "data.eigvec": FINITE,
     "data.workers": NON_NEGATIVE,
+    "data.prefetch_factor": AT_LEAST_1,
     "data.max_bad_fraction": FRACTION,
     "data.limit": NON_NEGATIVE,
     "data.max_pixels": AT_LEAST_1,

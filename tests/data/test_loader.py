@@ -48,7 +48,8 @@ def batches(loader):
 def test_items_depend_only_on_seed_epoch_index_and_not_on_workers(tmp_path):
     ds = SampleDataset(make_records(tmp_path), transform(), "loc", seed=3)
     item = ds[(1, 5)]
-    assert item["image"].shape == (3, CROP, CROP) and item["image"].dtype == torch.float32
+    assert item["image"].shape == (3, CROP, CROP) and item["image"].dtype == torch.uint8
+    assert item["shift"].shape == (3,) and item["std"].tolist() == [60.0, 60.0, 60.0]
     assert item["label"].dtype == torch.int64 and item["index"].item() == 5
     assert item["target"].shape == (4,) and item["target_label"].item() == 5 % 3
     assert torch.equal(ds[(1, 5)]["image"], item["image"])

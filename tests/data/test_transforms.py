@@ -18,8 +18,8 @@ from vgglocal.data.transforms import (
     build_eval_transform,
     build_train_transform,
     crop_target,
+    normalise_batch,
     normalization_of,
-    seed_compose,
 )
 
 CROP = 32
@@ -39,18 +39,23 @@ def random_case(rng):
 
 def test_geometry_matches_albumentations_bbox_pipeline():
     # The independent reference: albumentations' own bbox-aware pipeline (pascal_voc boxes,
-    # clipped to the crop) on the same draws must agree with our analytic geometry.
+    # clipped to the crop), applied with our draws, must agree with our analytic geometry.
     t = TrainTransform(CROP, list(range(32, 81)), True, None, ZERO, ONE)
-    boxed = A.Compose(t.geometric.transforms, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["idx"], clip=True))
     flips = kept = 0
     for i in range(40):
         image, boxes = random_case(np.random.default_rng(1000 + i))
         got = t(image, np.random.default_rng(i))
-        seed_compose(boxed, np.random.default_rng(i))
-        ref = boxed(image=image, bboxes=boxes, idx=np.arange(len(boxes)))
-        # Same draws: the same pixels (normalisation is the identity here).
-        assert_close(got.image, torch.from_numpy(ref["image"]).permute(2, 0, 1).float())
         g = got.geometry
+        s = round(min(image.shape[:2]) * g.scale)
+        # albumentations' SmallestMaxSize(S) gives the same rescaled size.
+        assert A.SmallestMaxSize(max_size=s)(image=image)["image"].shape[:2] == g.size
+        x0, y0 = int(g.origin[0]), int(g.origin[1])
+        boxed = A.Compose([A.Resize(*g.size), A.Crop(x0, y0, x0 + CROP, y0 + CROP), A.HorizontalFlip(p=float(g.flipped))],
+                          bbox_params=A.BboxParams(format="pascal_voc", label_fields=["idx"], clip=True))
+        ref = boxed(image=image, bboxes=boxes, idx=np.arange(len(boxes)))
+        # Same parameters: the same pixels (uint8 crop, CHW).
+        assert got.image.dtype == torch.uint8
+        assert torch.equal(got.image, torch.from_numpy(ref["image"]).permute(2, 0, 1))
         flips += g.flipped
         assert min(g.size) == round(min(image.shape[:2]) * g.scale)
         mine = g.to_window(boxes).clamp(0, CROP)
@@ -66,6 +71,13 @@ def test_geometry_matches_albumentations_bbox_pipeline():
         assert bool(((theirs[:, rounded] - mine[keep][:, rounded]).abs() <= 0.5 + 2e-3).all())
         kept += int(keep.sum())
     assert 5 < flips < 35 and kept > 30
+
+
+def test_window_draws_cover_the_valid_origins():
+    # RandomCrop's rule: every integer origin from 0 to (side - crop) is possible.
+    t = TrainTransform(CROP, 40, False, None, ZERO, ONE)
+    origins = {t.draw(np.random.default_rng(i), 40, 44)[0].origin for i in range(400)}
+    assert {x for x, _ in origins} == set(range(0, 44 - CROP + 1)) and {y for _, y in origins} == set(range(0, 40 - CROP + 1))
 
 
 def test_image_content_moves_with_the_box():
@@ -153,7 +165,7 @@ def test_pca_lighting_is_one_offset_along_training_eigenvectors():
     # In the pipeline: every pixel of a flat image moves by the same offset, then normalised.
     mean, std = (100.0, 110.0, 120.0), (2.0, 4.0, 5.0)
     t = TrainTransform(CROP, 40, True, lighting, mean, std)
-    out = t(np.full((40, 60, 3), 128, np.uint8), np.random.default_rng(3)).image
+    out = t(np.full((40, 60, 3), 128, np.uint8), np.random.default_rng(3)).normalised()
     per_channel = out.flatten(1)
     assert_close(per_channel.std(1), torch.zeros(3), atol=1e-5, rtol=0)
     raw = per_channel[:, 0].double() * torch.tensor(std) + torch.tensor(mean) - 128
@@ -172,8 +184,15 @@ def test_normalisation_and_builders_follow_the_config(tmp_path):
     assert lighting.eigval.tolist() == [3, 2, 1] and lighting.std == from_file.pca_std
     t = build_train_transform(cfg, CROP, "loc")
     out = t(np.full((40, 50, 3), 50, np.uint8), np.random.default_rng(0))
-    assert out.image.shape == (3, CROP, CROP) and out.image.dtype == torch.float32 and out.image.is_contiguous()
-    assert_close(out.image[:, 0, 0], torch.tensor([20.0, 7.5, 4.0]))
+    assert out.image.shape == (3, CROP, CROP) and out.image.dtype == torch.uint8 and out.image.is_contiguous()
+    x = out.normalised()
+    assert x.dtype == torch.float32
+    assert_close(x[:, 0, 0], torch.tensor([20.0, 7.5, 4.0]))
+    # Batched on the device: (x - shift) / std per image, keeping channels_last.
+    batch = torch.stack([out.image, out.image]).contiguous(memory_format=torch.channels_last)
+    y = normalise_batch(batch, torch.stack([out.shift, out.shift + 2]), out.std)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert_close(y[0], x) and assert_close(y[1, :, 0, 0], torch.tensor([19.0, 7.0, 3.6]))
     jitter = build_train_transform(DataConfig(scale_min=32, scale_max=64), CROP)
     assert jitter.scales == list(range(32, 65))
     with pytest.raises(ValueError, match="scale"):

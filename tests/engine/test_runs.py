@@ -112,10 +112,13 @@ def test_train_loc_fc_leaves_every_conv_weight_bit_identical(cls_run, data, tmp_
     assert load_model(out / "model.pt").meta["cls_scores_valid"]
 
 
-def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(data, tmp_path):
+@pytest.mark.parametrize("pipeline", ["cpu", "gpu"])
+def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(data, tmp_path, pipeline):
     # dropout on: the resumed run must restore the RNG state, not just weights and sampler.
+    # data.pipeline gpu runs its device half (batched decode, windows) on the CPU device here.
     sets = ["--set", f"data.root={data}", "--set", "data.limit=0", "--set", "data.flip=true", "--set", "model.dropout=0.5",
-            "--set", "train.epochs=2", "--set", "train.batch_size=4", "--set", "train.checkpoint_every=1"]
+            "--set", "train.epochs=2", "--set", "train.batch_size=4", "--set", "train.checkpoint_every=1",
+            "--set", f"data.pipeline={pipeline}"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     ok("train-cls", "-c", CLS, *sets, "--out", ref)
     proc = subprocess.Popen([sys.executable, "-m", "vgglocal", "train-cls", "-c", CLS, *sets, "--out", str(killed)],
@@ -174,6 +177,7 @@ def test_torchrun_two_processes_give_the_weights_of_one_process(data, tmp_path):
         (["--set", "train.batch_sizes=3"], "error: unknown config key 'train.batch_sizes'"),
         (["--set", "train.batch_size=400"], "error: train.batch_size: 400 is more than the 8 training images"),
         (["--set", "model.num_classes=5"], "error: model.num_classes: 5, but"),
+        (["--set", "train.sync_bn=true"], "error: train.sync_bn: SyncBatchNorm runs on CUDA devices only"),
     ],
 )
 def test_bad_input_is_one_line_error(data, tmp_path, args, message):

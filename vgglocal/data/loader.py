@@ -29,9 +29,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from vgglocal.data.annotations import DROPPED, clean_boxes
 from vgglocal.data.errors import DataError
-from vgglocal.data.images import ImageLimits, decode_rgb
+from vgglocal.data.images import Decoded, ImageLimits, decode_rgb
 from vgglocal.data.records import Sample
-from vgglocal.data.transforms import TASKS, crop_target
+from vgglocal.data.transforms import TASKS, Geometry, crop_target
 from vgglocal.errors import UserError
 
 __all__ = [
@@ -74,7 +74,10 @@ class SampleDataset(Dataset):
 
     Items (``dataset[i]`` uses :meth:`set_epoch`'s epoch; ``dataset[(epoch, i)]`` an explicit
     one, which is what the loader's sampler passes) are dicts:
-        image (Tensor[3, crop, crop] float32): normalised input.
+        image (Tensor[3, crop, crop]): training: the uint8 crop, with ``shift`` (Tensor[3],
+            ``mean - colour offset``) and ``std`` (Tensor[3]) for the normalisation
+            ``(image - shift) / std`` on the training device
+            (:func:`vgglocal.data.transforms.normalise_batch`); evaluation: the normalised float32 input.
         label (int64): the image's class.
         target (Tensor[4] float32): (cx, cy, w, h)/crop of the class's box with the largest
             intersection with the window, unclipped and mirrored with the window; zeros for "cls".
@@ -110,7 +113,7 @@ class SampleDataset(Dataset):
         if self.task == "loc" and not np.any(np.asarray(record.box_labels) == record.label):
             return BadSample(index, str(record.path), f"{record.path}: no box of class {record.label} to localise")
         try:
-            decoded = decode_rgb(record.path, self.limits, getattr(self.transform, "min_side", 0))
+            decoded = self.decode(record)
         except DataError as e:
             return BadSample(index, str(record.path), str(e))
         except OSError as e:  # unreadable file: the same treatment as a corrupt one
@@ -119,10 +122,30 @@ class SampleDataset(Dataset):
         g = out.geometry
         if decoded.factor != 1:  # decoded reduced: the window's scale is relative to the original
             g = dataclasses.replace(g, scale=g.scale / decoded.factor)
+        item = self.window_item(record, index, g, decoded.size)
+        if isinstance(item, BadSample):
+            return item
+        item["image"] = out.image
+        if out.shift is not None:
+            item["shift"] = out.shift
+            item["std"] = out.std
+        return item
+
+    def decode(self, record: Sample) -> Decoded:
+        """The record's image, reduced as far as the transform allows (``images.decode_rgb``).
+        Raises DataError or OSError."""
+        return decode_rgb(record.path, self.limits, getattr(self.transform, "min_side", 0))
+
+    def window_item(self, record: Sample, index: int, g: Geometry, size: tuple[int, int]) -> dict[str, Any] | BadSample:
+        """Everything of an item but its pixels: label, target and window (keys as above).
+
+        ``g`` is the window in original-image pixels and ``size`` the stored image's (height,
+        width); the gpu pipeline, which decodes elsewhere, calls this with the header's size.
+        """
         if self.task == "loc":
             # Readers that don't know the image size (the Kaggle CSV) leave boxes unclipped at
             # the right/bottom; clip to the decoded size here (SPEC 6: clip, drop when empty).
-            boxes, status = clean_boxes(record.boxes, decoded.size)
+            boxes, status = clean_boxes(record.boxes, size)
             keep = status != DROPPED
             found = crop_target(boxes[keep], np.asarray(record.box_labels)[keep], record.label, g)
             if found is None:
@@ -131,7 +154,6 @@ class SampleDataset(Dataset):
         else:
             target = torch.zeros(4, dtype=torch.float32)
         return {
-            "image": out.image,
             "label": torch.tensor(record.label, dtype=torch.int64),
             "target": target,
             "target_label": torch.tensor(record.label, dtype=torch.int64),
@@ -261,7 +283,7 @@ def build_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int,
                  start_batch: int = 0, workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = False, drop_last: bool = False,
                  rank: int | None = None, world_size: int | None = None,
-                 prefetch_factor: int | None = None) -> EpochLoader:
+                 prefetch_factor: int | None = None, collate_fn: Any = collate) -> EpochLoader:
     """A reproducible, rank-sharded, resumable loader.
 
     Args:
@@ -274,6 +296,9 @@ def build_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int,
         workers: worker processes (0: in the main process). pin_memory (only with CUDA),
             persistent_workers (only when workers > 0), drop_last: as in ``DataLoader``.
         rank, world_size: override the ``torch.distributed`` values (tests, custom launchers).
+        prefetch_factor: batches each worker prepares ahead (``data.prefetch_factor``).
+        collate_fn: :func:`collate`, or :func:`vgglocal.data.encoded.collate_encoded` for the
+            gpu pipeline's byte items.
     """
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
@@ -290,7 +315,7 @@ def build_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int,
             extra["prefetch_factor"] = prefetch_factor
     # Pinning only helps host→GPU copies; without CUDA torch would warn on every loader.
     pin = pin_memory and torch.cuda.is_available()
-    return EpochLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+    return EpochLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_fn,
                        pin_memory=pin, generator=generator, **extra)
 
 

@@ -8,10 +8,16 @@ then the central window (protocol 1, "center-crop") or the whole image.
 
 Design (why the pieces are split this way):
 
-* The geometry (rescale, crop, flip) runs in albumentations (``SmallestMaxSize``,
-  ``RandomCrop``, ``HorizontalFlip``; cv2 bilinear), which is fast on uint8 HWC arrays. The
-  parameters it drew are read back with ``save_applied_params`` and kept as a
-  :class:`vgglocal.geometry.Geometry`: window origin in the rescaled image, rescale factor, flip.
+* The random draws (S, window origin, flip, colour offset) are made from the image's *size*
+  alone (:meth:`TrainTransform.draw`) and kept as a :class:`vgglocal.geometry.Geometry`: window
+  origin in the rescaled image, rescale factor, flip. Applying them is separate: on the CPU with
+  OpenCV (``cv2.resize`` bilinear, the call albumentations' ``SmallestMaxSize`` makes, then the
+  crop and mirror as array views), or on the training device after a batched GPU decode
+  (:mod:`vgglocal.data.device`), which computes the same bilinear samples. One draw function
+  keeps both pipelines on the same windows for the same (seed, epoch, index).
+* The crop leaves the loader as uint8; normalisation runs on the training device
+  (:func:`normalise_batch`), so four times fewer bytes cross the loader and the host-to-device
+  copy than with float32.
 * Boxes do **not** go through albumentations' bbox pipeline. SPEC section 5 wants the
   localisation target unclipped (a box may extend past the window), while albumentations always
   clips boxes to the crop and drops those that fall outside it; and its ``BboxProcessor``
@@ -19,12 +25,12 @@ Design (why the pieces are split this way):
   whole decode + augment time for a 500x375 JPEG, which would break the loader's speed target.
   Instead the target is computed analytically from the original box and the :class:`Geometry`
   via :func:`vgglocal.geometry.encode_windows`. The tests check this geometry against albumentations'
-  own bbox-aware pipeline (``A.BboxParams(format="pascal_voc")``) on the same draws.
+  own bbox-aware pipeline (``A.BboxParams(format="pascal_voc")``) applied with the same draws.
 * The colour shift is our own :class:`PCALighting`, not ``A.FancyPCA``: FancyPCA computes the
   principal components of *each image's* pixels and scales the noise by every pixel's deviation
   from that image's mean, whereas the paper (following Krizhevsky et al. 2012) adds one RGB
   offset per image along the eigenvectors of the *training set's* RGB covariance. Being a
-  constant offset it is folded into the mean subtraction: one float pass over the crop.
+  constant offset it is folded into the mean subtraction (``shift = mean - offset``).
 
 Randomness: a transform takes a ``numpy.random.Generator`` per call (the loader derives it from
 (seed, epoch, sample index)), so a given sample gets the same crop in any process.
@@ -32,7 +38,6 @@ Randomness: a transform takes a ``numpy.random.Generator`` per call (the loader 
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +62,7 @@ __all__ = [
     "normalization_of",
     "color_stats_of",
     "crop_target",
-    "seed_compose",
+    "normalise_batch",
 ]
 
 TASKS = ("cls", "loc")
@@ -123,6 +128,21 @@ def _normalise(image: np.ndarray, mean: np.ndarray, std: np.ndarray, offset: np.
     return out
 
 
+def normalise_batch(images: Tensor, shift: Tensor, std: Tensor) -> Tensor:
+    """uint8 crops → network input ``(x - shift) / std``, on whatever device they are.
+
+    Args:
+        images (Tensor[N, 3, H, W] uint8): crops (any memory format; the result keeps it).
+        shift (Tensor[N, 3]): per image ``mean - colour offset`` (0..255 units).
+        std (Tensor[N, 3] or [3]): per-channel divisor.
+    Returns:
+        Tensor[N, 3, H, W] float32.
+    """
+    std = std.reshape(-1, 3)
+    x = images.to(torch.float32)
+    return x.sub_(shift.to(torch.float32)[:, :, None, None]).div_(std.to(torch.float32)[:, :, None, None])
+
+
 # ----------------------------------------------------------------------------- transforms
 
 
@@ -131,26 +151,40 @@ class Augmented:
     """A transformed image and the window it came from.
 
     Attributes:
-        image (Tensor[3, H, W] float32): normalised network input; ``H = W = crop`` for windows.
+        image (Tensor[3, H, W]): training windows: the uint8 crop (``H = W = crop``), normalised on
+            the training device with ``shift`` and ``std`` (4x fewer bytes through the loader and
+            the host-to-device copy than float32); evaluation: the normalised float32 input.
         geometry: the window (origin, scale, flip) to encode targets / decode predictions.
+        shift (Tensor[3] float32 or None): ``mean - colour offset``; the network input is
+            ``(image - shift) / std`` (None: ``image`` is already normalised).
+        std (Tensor[3] float32 or None): the normalisation's divisor.
     """
 
     image: Tensor
     geometry: Geometry
+    shift: Tensor | None = None
+    std: Tensor | None = None
 
-
-def seed_compose(compose: A.BaseCompose, rng: np.random.Generator) -> None:
-    """Make an albumentations pipeline draw from ``rng`` (its scale, crop and flip draws use a
-    python ``Random``, seeded here from ``rng``; cheaper than ``set_random_seed``, which builds
-    new generators for every transform)."""
-    compose.set_random_state(rng, random.Random(int(rng.integers(1 << 62))))
+    def normalised(self) -> Tensor:
+        """The network input, float32 ``[3, H, W]``."""
+        if self.shift is None:
+            return self.image
+        return normalise_batch(self.image[None], self.shift[None], self.std)[0]
 
 
 class TrainTransform:
-    """Training augmentation (section 3.1): rescale to S, random crop, flip, colour shift, normalise.
+    """Training augmentation (section 3.1): rescale to S, random crop, flip, colour shift.
 
-    Call with an RGB ``uint8`` array ``[H, W, 3]`` and a ``numpy.random.Generator``; all random
-    draws come from that generator.
+    All random draws happen in :meth:`draw`, from the image's size alone, so the same draws can
+    be applied to the pixels here (OpenCV, on the CPU) or later on the training device
+    (:mod:`vgglocal.data.device`, ``data.pipeline: gpu``): both pipelines see the same window of
+    the same sample for a given generator. Call with an RGB ``uint8`` array ``[H, W, 3]`` and a
+    ``numpy.random.Generator``.
+
+    The draws follow albumentations' ``SmallestMaxSize`` (S uniform over the list; the sides
+    ``round(side * S / min(h, w))``), ``RandomCrop`` (an integer origin uniform over the valid
+    positions) and ``HorizontalFlip(p=0.5)``; the tests check the result against albumentations'
+    bbox-aware pipeline applied with the same parameters.
     """
 
     def __init__(self, crop: int, scales: int | list[int], flip: bool, lighting: PCALighting | None,
@@ -159,34 +193,55 @@ class TrainTransform:
         self.scales = scales
         # The largest S: an image decoded reduced to this short side loses nothing (images.decode_rgb).
         self.min_side = max(scales) if isinstance(scales, (list, tuple)) else int(scales)
-        steps: list[Any] = [
-            # A list makes albumentations pick one value uniformly per image (scale jittering).
-            A.SmallestMaxSize(max_size=scales, interpolation=cv2.INTER_LINEAR),
-            A.RandomCrop(height=self.crop, width=self.crop),
-        ]
-        if flip:
-            steps.append(A.HorizontalFlip(p=0.5))
-        self.geometric = A.Compose(steps, save_applied_params=True)
+        self.flip = bool(flip)
         self.lighting = lighting
         self.mean = np.asarray(mean, np.float64)
         self.std = np.asarray(std, np.float64)
+        self._std = torch.from_numpy(self.std.astype(np.float32))
+        choices = scales if isinstance(scales, list) else [scales]
+        if min(choices) < self.crop:
+            raise ValueError(f"scale {min(choices)} is below the crop {self.crop}")
+        self._scale_range = (int(min(choices)), int(max(choices)))
+        if list(choices) != list(range(self._scale_range[0], self._scale_range[1] + 1)):
+            raise ValueError(f"scales must be one size or a consecutive range, got {scales!r}")
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[Geometry, np.ndarray]:
+        """The random window of an image of ``height`` x ``width`` pixels.
+
+        Returns:
+            (geometry, shift): the window, and ``mean - colour offset`` (ndarray[3] float64, 0..255
+            units) that the normalisation subtracts.
+        """
+        lo, hi = self._scale_range
+        s = int(rng.integers(lo, hi + 1)) if hi > lo else lo
+        scale = s / min(height, width)
+        rh, rw = max(1, round(height * scale)), max(1, round(width * scale))
+        y0 = int(rng.integers(0, rh - self.crop + 1))
+        x0 = int(rng.integers(0, rw - self.crop + 1))
+        flipped = self.flip and bool(rng.random() < 0.5)
+        geometry = Geometry((float(x0), float(y0)), float(scale), self.crop, flipped, (int(rh), int(rw)))
+        offset = self.lighting.offset(rng) if self.lighting is not None else None
+        return geometry, self.mean if offset is None else self.mean - offset
+
+    def apply(self, image: np.ndarray, geometry: Geometry) -> Tensor:
+        """The window's pixels: uint8 ``[3, crop, crop]`` (contiguous) from an RGB ``[H, W, 3]`` image.
+
+        ``cv2.resize`` bilinear (``INTER_LINEAR``, what albumentations' ``SmallestMaxSize`` calls),
+        then the crop and the mirror as views, one copy into CHW order.
+        """
+        rh, rw = geometry.size
+        if image.shape[:2] != (rh, rw):
+            image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        x0, y0 = int(geometry.origin[0]), int(geometry.origin[1])
+        window = image[y0:y0 + self.crop, x0:x0 + self.crop]
+        if geometry.flipped:
+            window = window[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(window.transpose(2, 0, 1)))
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> Augmented:
         rng = rng if rng is not None else np.random.default_rng()
-        seed_compose(self.geometric, rng)
-        out = self.geometric(image=image)
-        applied = dict(out["applied_transforms"])
-        resized = applied["RandomCrop"]["shape"]
-        x1, y1, _, _ = applied["RandomCrop"]["crop_coords"]
-        geometry = Geometry(
-            origin=(float(x1), float(y1)),
-            scale=float(applied["SmallestMaxSize"]["scale"]),
-            side=self.crop,
-            flipped="HorizontalFlip" in applied,
-            size=(int(resized[0]), int(resized[1])),
-        )
-        offset = self.lighting.offset(rng) if self.lighting is not None else None
-        return Augmented(_normalise(out["image"], self.mean, self.std, offset), geometry)
+        geometry, shift = self.draw(rng, int(image.shape[0]), int(image.shape[1]))
+        return Augmented(self.apply(image, geometry), geometry, torch.from_numpy(shift.astype(np.float32)), self._std)
 
 
 class EvalTransform:

@@ -43,7 +43,7 @@ from vgglocal.models.io import load_model_checkpoint, model_from_checkpoint
 from vgglocal.models.vgg import VGG, add_box_head
 
 __all__ = ["train_classifier", "train_localizer", "run_training", "micro_batch_size", "eval_scale",
-           "freeze_for_finetune", "mean_box_target"]
+           "freeze_for_finetune", "mean_box_target", "device_batches", "sync_batch_norm"]
 
 Log = Callable[[str], None]
 
@@ -91,6 +91,43 @@ def mean_box_target(dataset: Any, samples: int = 256) -> torch.Tensor:
     return torch.stack(targets).mean(dim=0)
 
 
+def _collate_of(cfg: Config) -> Any:
+    from vgglocal.data.encoded import collate_encoded
+    from vgglocal.data.loader import collate
+
+    return collate_encoded if cfg.data.pipeline == "gpu" else collate
+
+
+def device_batches(loader: Any, cfg: Config, env: DistEnv) -> Any:
+    """The training batches as the step wants them. ``data.pipeline: gpu``: decoded and augmented
+    on the device (:class:`~vgglocal.data.device.DeviceWindows`); on a GPU either pipeline's next
+    batch is prepared on a side stream while the current step trains; on the CPU the cpu
+    pipeline's batches go straight to the step (which moves and normalises them)."""
+    from vgglocal.data.device import DevicePrefetcher, DeviceWindows, to_device
+
+    if cfg.data.pipeline == "gpu":
+        return DevicePrefetcher(loader, DeviceWindows(env.device, cfg.model.crop, cfg.train.channels_last), env.device)
+    if env.device.type == "cuda":
+        return DevicePrefetcher(loader, lambda b: to_device(b, env.device, cfg.train.channels_last), env.device)
+    return loader
+
+
+def sync_batch_norm(net: VGG, cfg: Config, env: DistEnv, log: Log) -> VGG:
+    """``train.sync_bn``: batch-norm statistics over the global batch under DDP
+    (``torch.nn.SyncBatchNorm``, torchvision references' ``--sync-bn``). PyTorch implements it
+    for CUDA only, so on the CPU it is refused; with one process it changes nothing and is skipped."""
+    if not cfg.train.sync_bn:
+        return net
+    if env.device.type != "cuda":
+        raise ConfigError("train.sync_bn: SyncBatchNorm runs on CUDA devices only; set train.sync_bn=false on the CPU")
+    if not env.distributed:
+        log("train.sync_bn: one process, nothing to synchronise; plain batch norm")
+        return net
+    if not cfg.model.batch_norm:
+        log("train.sync_bn: the model has no batch norm (model.batch_norm false); nothing to convert")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+
+
 def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
@@ -103,6 +140,7 @@ def _quiet(msg: str) -> None:
 
 def _read_data(cfg: Config, task: str, crop: int, log: Log = _quiet) -> dict[str, Any]:
     from vgglocal.data import read_split
+    from vgglocal.data.encoded import EncodedDataset
     from vgglocal.data.images import ImageLimits
     from vgglocal.data.loader import SampleDataset
     from vgglocal.data.transforms import build_eval_transform, build_train_transform
@@ -123,7 +161,9 @@ def _read_data(cfg: Config, task: str, crop: int, log: Log = _quiet) -> dict[str
         "classes": classes,
         "train_records": train_records,
         "val_records": val_records,
-        "train": SampleDataset(train_records, build_train_transform(cfg.data, crop, task), task, cfg.seed, limits),
+        # data.pipeline gpu: the workers read bytes, the device decodes and augments.
+        "train": (EncodedDataset if cfg.data.pipeline == "gpu" else SampleDataset)(
+            train_records, build_train_transform(cfg.data, crop, task), task, cfg.seed, limits),
         "val": SampleDataset(val_records, build_eval_transform(cfg.data, crop, eval_scale(cfg)), task, cfg.seed, limits),
     }
 
@@ -282,7 +322,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     if cfg.model.num_classes != len(classes):
         raise ConfigError(f"model.num_classes: {cfg.model.num_classes}, but {cfg.data.root} has {len(classes)} classes")
 
-    net = _build_net(cfg, task, last, init, data, str(run.last), env)
+    net = sync_batch_norm(_build_net(cfg, task, last, init, data, str(run.last), env), cfg, env, log)
     lr = cfg.optim.lr
     optimizer = build_optimizer(net, lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.nesterov)
     tracker = BadSampleTracker(cfg.data.max_bad_fraction, on_new=lambda message: log(f"skipped bad sample: {message}"))
@@ -290,6 +330,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     loader = build_loader(
         data["train"], micro, shuffle=True, seed=cfg.seed, epoch=0, workers=cfg.data.workers,
         pin_memory=cfg.data.pin_memory and use_cuda, persistent_workers=cfg.data.persistent_workers, drop_last=True,
+        prefetch_factor=cfg.data.prefetch_factor, collate_fn=_collate_of(cfg),
     )
     steps = loader.batches_per_epoch // cfg.train.grad_accum
     if steps < 1:
@@ -300,7 +341,8 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
                                warmup_steps=round(cfg.optim.warmup_epochs * steps),
                                cosine_steps=cfg.train.epochs * steps if cfg.optim.schedule == "cosine" else 0)
     val_loader = build_loader(data["val"], cfg.eval.batch_size, shuffle=False, seed=cfg.seed, workers=cfg.data.workers,
-                              pin_memory=cfg.data.pin_memory and use_cuda, persistent_workers=cfg.data.persistent_workers)
+                              pin_memory=cfg.data.pin_memory and use_cuda, persistent_workers=cfg.data.persistent_workers,
+                              prefetch_factor=cfg.data.prefetch_factor)
     gt = LocGroundTruth.from_records(data["val_records"]) if task == "loc" else None
 
     meta = {"task": task, "config": to_dict(cfg), "train_scale": {"scale": cfg.data.scale, "scale_min": cfg.data.scale_min,
@@ -345,9 +387,11 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
                        log=log if env.is_main and not bars else None)
     metric = "loc_error" if task == "loc" else "top1_cls_error"
 
+    batches = device_batches(loader, cfg, env)
+
     def train_loader(epoch: int, start_batch: int):
         loader.set_epoch(epoch, start_batch)
-        return loader
+        return batches
 
     named: set[str] = set()
 
@@ -375,6 +419,11 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     finally:
         if checkpoints.tensorboard is not None:
             checkpoints.tensorboard.close()
+    windows = getattr(batches, "prepare", None)
+    if isinstance(getattr(windows, "counts", None), dict):
+        c = windows.counts
+        log(f"data.pipeline gpu: {c['device']} images decoded on {env.device.type}, {c['worker']} in the loader's "
+            f"workers (not plain JPEG), {c['host_fallback']} on the host after the device decoder refused them")
     checkpoints.save_final()
     distributed.barrier()
     log(f"wrote {run.model}")

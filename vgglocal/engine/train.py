@@ -21,6 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from vgglocal.data.device import to_device as move_batch
 from vgglocal.engine.distributed import DistEnv, all_reduce_max, all_reduce_sum
 from vgglocal.engine.schedule import PlateauSchedule
 from vgglocal.errors import UserError
@@ -148,14 +149,8 @@ def _ddp(model: nn.Module) -> DistributedDataParallel | None:
 
 
 def to_device(batch: dict[str, Any], opts: StepOptions) -> dict[str, Any]:
-    out = {}
-    for key, value in batch.items():
-        if isinstance(value, Tensor):
-            value = value.to(opts.device, non_blocking=True)
-            if key == "image" and opts.channels_last:
-                value = value.contiguous(memory_format=torch.channels_last)
-        out[key] = value
-    return out
+    """The batch on ``opts.device``, uint8 crops normalised there (:func:`vgglocal.data.device.to_device`)."""
+    return move_batch(batch, opts.device, opts.channels_last)
 
 
 def batch_size_of(batch: dict[str, Any]) -> int:
