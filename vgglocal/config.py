@@ -159,6 +159,11 @@ class EvalConfig:
     det_topk: int = 5  # labels per image whose merged boxes become detections (full protocol)
     cls_method: str = "dense"  # classification system of the full protocol: dense | multicrop | both
     precision: str = "fp32"
+    channels_last: bool = False  # channels_last memory format for the convolutions
+    compile: bool = False  # torch.compile the dense engine's forward (dynamic shapes: one graph for all sizes)
+    # Loader processes that decode the validation images ahead of the network (0: in the main
+    # process; -1: data.workers). With CUDA the batches reach the device from pinned memory.
+    workers: int = -1
     device: str = "auto"  # auto | cpu | cuda
 
 
@@ -476,6 +481,7 @@ RANGES: dict[str, Range] = {
     "eval.score_floor": FRACTION,
     "eval.topk": AT_LEAST_1,
     "eval.det_topk": AT_LEAST_1,
+    "eval.workers": Range(-1),  # -1: data.workers
     "transfer.scales": AT_LEAST_1,
     "transfer.svm_c": POSITIVE,
     "transfer.val_fraction": Range(0, 1, low_open=True, high_open=True),

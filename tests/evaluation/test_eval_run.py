@@ -183,3 +183,22 @@ def test_an_undecodable_image_counts_as_wrong_and_is_reported(setup, tmp_path):
     assert score_files(tmp_path / "out" / "predictions.csv", tmp_path / "synth" / "LOC_val_solution.csv")["top5_loc_error"] == m["top5_loc_error"]
     c = evaluate(config(tmp_path), EvalRequest("cls-dense", [paths["cls"]]), tmp_path / "cls", progress=False)
     assert c["n_unreadable"] == 1 and c["n_images"] == CLASSES * 3
+
+
+def test_speed_switches_and_workers_give_the_same_results(setup, tmp_path):
+    # eval.channels_last and eval.workers change how, not what: same predictions, detections
+    # and metrics (the merge of one chunk overlapping the next chunk's network included:
+    # batch_size 4 makes three chunks).
+    root, paths = setup
+    req = EvalRequest("full", [paths["loc"]], cls_checkpoints=[paths["cls"]])
+    plain = evaluate(config(root), req, tmp_path / "plain", progress=False)
+    fast = evaluate(config(root, channels_last=True, workers=2), req, tmp_path / "fast", progress=False)
+    assert {k: plain[k] for k in plain} == {k: fast[k] for k in plain}
+    a, b = (read_kaggle_csv(tmp_path / d / "predictions.csv") for d in ("plain", "fast"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert [g[0] for g in a[k]] == [g[0] for g in b[k]]
+        assert torch.allclose(torch.tensor([g[1] for g in a[k]], dtype=torch.float64),
+                              torch.tensor([g[1] for g in b[k]], dtype=torch.float64), atol=1.0)
+    da, db = (json.loads((tmp_path / d / "detections.json").read_text()) for d in ("plain", "fast"))
+    assert len(da) == len(db) > 0

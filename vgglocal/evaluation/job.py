@@ -11,7 +11,7 @@ from pathlib import Path
 from vgglocal.config import Config
 from vgglocal.data import ClassList, Sample, read_split
 from vgglocal.evaluation.ilsvrc import MAX_GUESSES
-from vgglocal.inference.nets import EvalError, Net, load_nets, resolve_device
+from vgglocal.inference.nets import EvalError, Net, load_nets, resolve_device, speed_up
 from vgglocal.inference.protocols import LOC_PROTOCOLS, PROTOCOLS, RunOptions
 
 __all__ = ["EvalRequest", "EvalJob", "prepare"]
@@ -88,6 +88,7 @@ def prepare(cfg: Config, req: EvalRequest, *, progress: bool = False, log: Log |
     if loc and req.cls_checkpoints:
         cls_nets = load_nets(req.cls_checkpoints, [req.cls_scales] if req.cls_scales else [], tuple(ev.scales), "cls-dense", classes, False, device)
     for n in {id(x): x for x in nets + cls_nets}.values():
+        speed_up(n.model, channels_last=ev.channels_last, compile=ev.compile)
         log(f"{Path(n.name).name}: arch {n.model.arch}, crop {n.model.crop}, scales {list(n.scales)}")
     options = RunOptions(
         flip=ev.flip if req.flip is None else req.flip, device=device, batch_size=ev.batch_size, precision=ev.precision,

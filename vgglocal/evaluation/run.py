@@ -33,6 +33,7 @@ import json
 import math
 import sys
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,12 @@ from vgglocal.evaluation.base import Evaluator, EvaluatorList
 from vgglocal.evaluation.classification import ClassificationEvaluator
 from vgglocal.evaluation.coco import COCOEvaluator
 from vgglocal.evaluation.ilsvrc import CenterCropEvaluator, LocalizationEvaluator
-from vgglocal.evaluation.images import image_chunks
+from vgglocal.evaluation.images import ImageChunk, image_chunks
 from vgglocal.evaluation.job import EvalJob, EvalRequest, Log, prepare
 from vgglocal.evaluation.pictures import PictureGrid
 from vgglocal.evaluation.writers import SubmissionWriter
 from vgglocal.inference.nets import EvalError, scales_desc
-from vgglocal.inference.protocols import run_protocol
+from vgglocal.inference.protocols import full_candidates, full_merge, run_protocol
 
 __all__ = ["EvalError", "EvalRequest", "METRIC_KEYS", "evaluators_for", "evaluate"]
 
@@ -88,22 +89,45 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
     pictures = PictureGrid(req.draw, job.classes) if req.draw else None
     unreadable: Counter[str] = Counter()
     bar = tqdm(total=len(job.records), desc=f"eval {job.protocol}", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)
-    for chunk in image_chunks(job.records, cfg.eval.batch_size, cfg.data.workers, ImageLimits.of(cfg.data)):
-        for err in filter(None, chunk.errors):
-            unreadable[unreadable_reason(err)] += 1
-            log(f"unreadable, counted as wrong: {err}")
-        good = chunk.good
-        results = []
-        if good:
-            labels = torch.tensor([chunk.records[i].label for i in good], dtype=torch.int64)
-            results = run_protocol(job.protocol, [chunk.images[i] for i in good], job.nets, job.options,  # type: ignore[misc]
-                                   cls_nets=job.cls_nets or None, labels=labels)
+
+    def finish(chunk: ImageChunk, results: list) -> None:
         outputs = chunk.spread(results)
         evaluators.process(chunk.records, outputs)
         writer.process(chunk.records, outputs)
         if pictures is not None:
             pictures.process(chunk, outputs)
         bar.update(len(chunk))
+
+    # Protocol 2: the greedy merge of chunk k (CPU, compiled, releases the GIL) runs in a thread
+    # while the network computes chunk k+1's boxes on the device.
+    merger = ThreadPoolExecutor(1) if job.protocol == "full" else None
+    pending: tuple[ImageChunk, Future] | None = None
+    workers = cfg.data.workers if cfg.eval.workers < 0 else cfg.eval.workers
+    try:
+        for chunk in image_chunks(job.records, cfg.eval.batch_size, workers, ImageLimits.of(cfg.data)):
+            for err in filter(None, chunk.errors):
+                unreadable[unreadable_reason(err)] += 1
+                log(f"unreadable, counted as wrong: {err}")
+            good = chunk.good
+            images = [chunk.images[i] for i in good]
+            if merger is None:
+                results = []
+                if good:
+                    labels = torch.tensor([chunk.records[i].label for i in good], dtype=torch.int64)
+                    results = run_protocol(job.protocol, images, job.nets, job.options,  # type: ignore[arg-type]
+                                           cls_nets=job.cls_nets or None, labels=labels)
+                finish(chunk, results)
+                continue
+            cands = full_candidates(images, job.cls_nets or job.nets, job.nets, job.options) if good else []  # type: ignore[arg-type]
+            merged = merger.submit(full_merge, cands, job.options)
+            if pending is not None:
+                finish(pending[0], pending[1].result())
+            pending = (chunk, merged)
+        if pending is not None:
+            finish(pending[0], pending[1].result())
+    finally:
+        if merger is not None:
+            merger.shutdown(wait=True, cancel_futures=True)
     bar.close()
 
     n_bad = sum(unreadable.values())

@@ -171,7 +171,10 @@ def dense_maps(
         for size, members in groups.items():
             for lo in range(0, len(members), batch_size):
                 chunk = members[lo : lo + batch_size]
-                x = torch.stack([rescaled[k][0] for k in chunk]).to(device, non_blocking=True)
+                x = torch.stack([rescaled[k][0] for k in chunk])
+                if device.type == "cuda":
+                    x = x.pin_memory()  # an asynchronous copy, overlapping the previous group's forward
+                x = x.to(device, non_blocking=True)
                 if flip:
                     x = torch.cat([x, x.flip(-1)])
                 with autocast(device, precision):

@@ -13,7 +13,7 @@ from vgglocal.errors import UserError
 from vgglocal.models.io import load_model
 from vgglocal.models.vgg import VGG
 
-__all__ = ["EvalError", "Net", "parse_scales", "paper_scales", "resolve_device", "load_net", "load_nets", "scales_desc"]
+__all__ = ["speed_up", "EvalError", "Net", "parse_scales", "paper_scales", "resolve_device", "load_net", "load_nets", "scales_desc"]
 
 
 class EvalError(UserError):
@@ -101,3 +101,18 @@ def load_nets(paths: Sequence[str], scales: Sequence[tuple[int, ...]], default: 
         qs = scales[k] if len(scales) > 1 else scales[0] if scales else ()
         nets.append(Net(model, tuple(qs or default or paper_scales(model, protocol)), name=path))
     return nets
+
+
+def speed_up(model: VGG, *, channels_last: bool = False, compile: bool = False) -> VGG:
+    """``eval.channels_last`` / ``eval.compile`` on a loaded net (in place; returned).
+
+    channels_last: the weights in that memory format, so every convolution runs in it (the
+    input follows the first conv's weights). compile: ``forward`` and ``maps`` through
+    ``torch.compile`` with dynamic shapes, since dense evaluation feeds many image sizes.
+    """
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if compile:
+        model.maps = torch.compile(model.maps, dynamic=True)  # type: ignore[method-assign]
+        model.forward = torch.compile(model.forward, dynamic=True)  # type: ignore[method-assign]
+    return model

@@ -21,12 +21,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vgglocal.inference.localize import classify, localize_center_crop, localize_full
+from vgglocal.inference.localize import (
+    Candidates,
+    box_candidates,
+    classify,
+    localize_center_crop,
+    merge_candidates,
+)
 from vgglocal.inference.nets import Net
 from vgglocal.inference.results import ImageResult
 
 __all__ = ["PROTOCOLS", "CLS_PROTOCOLS", "LOC_PROTOCOLS", "TOPK", "RunOptions", "classify_images", "center_crop", "full",
-           "run_protocol"]
+           "full_candidates", "full_merge", "run_protocol"]
 
 CLS_PROTOCOLS = ("cls-dense", "cls-multicrop", "cls-both")
 LOC_PROTOCOLS = ("center-crop", "full")
@@ -82,10 +88,21 @@ def center_crop(images: Sequence[np.ndarray], labels: Tensor, net: Net, opts: Ru
 def full(images: Sequence[np.ndarray], cls_nets: Sequence[Net], loc_nets: Sequence[Net], opts: RunOptions) -> list[ImageResult]:
     """Protocol 2 on uint8 RGB ``images`` (:func:`vgglocal.inference.localize.localize_full`):
     ``opts.topk`` labels with their boxes, and the detections of ``opts.det_topk`` labels."""
-    _, results = localize_full(images, cls_nets, loc_nets, threshold=opts.merge_threshold, topk=opts.topk, det_topk=opts.det_topk,
-                               cls_method=opts.cls_method, flip=opts.flip, device=opts.device, batch_size=opts.batch_size,
-                               precision=opts.precision)
-    return results
+    return full_merge(full_candidates(images, cls_nets, loc_nets, opts), opts)
+
+
+def full_candidates(images: Sequence[np.ndarray], cls_nets: Sequence[Net], loc_nets: Sequence[Net], opts: RunOptions) -> list[Candidates]:
+    """The network half of protocol 2 (:func:`vgglocal.inference.localize.box_candidates`): per
+    image the labels to localise with their scored boxes. :func:`full_merge` finishes it, so a
+    caller can merge one chunk on the CPU while the network runs the next."""
+    _, cands = box_candidates(images, cls_nets, loc_nets, labels_per_image=max(opts.topk, opts.det_topk), cls_method=opts.cls_method,
+                              flip=opts.flip, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
+    return cands
+
+
+def full_merge(cands: Sequence[Candidates], opts: RunOptions) -> list[ImageResult]:
+    """The merge half of protocol 2: the greedy merge of every image's candidates."""
+    return [merge_candidates(c, opts.merge_threshold, opts.topk) for c in cands]
 
 
 def run_protocol(protocol: str, images: Sequence[np.ndarray], nets: Sequence[Net], opts: RunOptions, *,
