@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from vgglocal.data.records import Sample
-from vgglocal.evaluation.coco import COCOEvaluator, coco_eval
+from vgglocal.data.records import ClassList, Sample
+from vgglocal.evaluation.coco import COCO_KEYS, COCOEvaluator, coco_eval
 from vgglocal.evaluation.writers import detection_records, write_detections
 from vgglocal.inference.results import Detections, ImageResult
 
@@ -21,6 +21,9 @@ GT = {
         {"id": 3, "image_id": 2, "category_id": 5, "bbox": [0, 0, 60, 60], "area": 3600, "iscrowd": 0},
     ],
 }
+
+
+CLASSES = ClassList(ids=["cat", "dog"], names=["cat", "dog"], coco_ids=[5, 9])
 
 
 def dets(image_id, boxes, scores, labels):
@@ -42,7 +45,7 @@ def test_detection_records_convert_boxes_and_drop_low_scores():
 
 
 def test_perfect_detections_score_one_and_shifted_ones_less(ann, tmp_path):
-    ev = COCOEvaluator(ann, [5, 9])
+    ev = COCOEvaluator(CLASSES, ann)
     ev.process(*dets(1, torch.tensor([[10.0, 10.0, 50.0, 40.0], [50.0, 20.0, 80.0, 60.0]]), torch.tensor([0.9, 0.8]), torch.tensor([0, 1])))
     ev.process(*dets(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0])))
     assert ev.summarize()["coco_ap"] == pytest.approx(1.0)
@@ -56,6 +59,34 @@ def test_perfect_detections_score_one_and_shifted_ones_less(ann, tmp_path):
     path = write_detections(tmp_path / "d.json", ev.results)
     assert coco_eval(ann, path) == m
     # Only the images processed count: image 2 alone, perfect.
-    only = COCOEvaluator(ann, [5, 9])
+    only = COCOEvaluator(CLASSES, ann)
     only.process(*dets(2, torch.tensor([[0.0, 0.0, 60.0, 60.0]]), torch.tensor([0.7]), torch.tensor([0])))
     assert only.summarize()["coco_ap"] == pytest.approx(1.0)
+
+
+def test_all_twelve_statistics_equal_one_plain_cocoeval_run(ann):
+    """coco_eval evaluates each category over its own images; the numbers must be COCOeval's."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    g = torch.Generator().manual_seed(0)
+    results = []
+    for _ in range(40):
+        image, cat = int(torch.randint(1, 3, (1,), generator=g)), [5, 9][int(torch.randint(0, 2, (1,), generator=g))]
+        x, y = (torch.rand(2, generator=g) * 40).tolist()
+        w, h = (torch.rand(2, generator=g) * 40 + 2).tolist()
+        results.append({"image_id": image, "category_id": cat, "bbox": [x, y, w, h], "score": float(torch.rand(1, generator=g))})
+    results.append({"image_id": 1, "category_id": 5, "bbox": [10, 10, 40, 30], "score": 0.99})
+    got = coco_eval(ann, results)
+    assert list(got) == list(COCO_KEYS)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann))
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert got == pytest.approx(dict(zip(COCO_KEYS, ev.stats.tolist(), strict=True)))
+    assert 0 < got["coco_ap50"] <= 1 and got["coco_ar100"] > 0

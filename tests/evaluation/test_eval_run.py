@@ -202,3 +202,37 @@ def test_speed_switches_and_workers_give_the_same_results(setup, tmp_path):
                               torch.tensor([g[1] for g in b[k]], dtype=torch.float64), atol=1.0)
     da, db = (json.loads((tmp_path / d / "detections.json").read_text()) for d in ("plain", "fast"))
     assert len(da) == len(db) > 0
+
+
+def test_ilsvrc_detections_score_with_plain_pycocotools_against_the_written_ground_truth(setup, tmp_path):
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from vgglocal.evaluation.coco import COCO_KEYS
+
+    root, paths = setup
+    m = evaluate(config(root, score_floor=0.0), EvalRequest("full", [paths["loc"]]), tmp_path, progress=False)
+    assert set(COCO_KEYS) <= set(m) and {"voc07_map", "voc_map"} <= set(m)
+    assert set(m["voc_ap_per_class"]) == {wnid(c) for c in range(CLASSES)}
+    dets = json.loads((tmp_path / "detections.json").read_text())
+    assert dets and all(isinstance(d["image_id"], int) and isinstance(d["category_id"], int) for d in dets)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "ground_truth.json"))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "detections.json")), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert len(gt.getImgIds()) == CLASSES * 3 and len(gt.getAnnIds()) >= CLASSES * 3
+    assert m["coco_ap"] == pytest.approx(ev.stats[0]) and m["coco_ar100"] == pytest.approx(ev.stats[8])
+
+
+def test_a_protocol_without_detections_reports_no_detection_metric(setup, tmp_path):
+    root, paths = setup
+    cfg = from_dict({"data": {"format": "coco", "root": str(root / "synth"), "val_annotations": "annotations/instances_val.json", "workers": 0},
+                     "eval": {"batch_size": 4, "scales": [32]}})
+    m = evaluate(cfg, EvalRequest("center-crop", [paths["coco"]]), tmp_path, progress=False)
+    assert "top5_loc_error" in m and not any(k.startswith(("coco_", "voc")) for k in m)
+    assert not (tmp_path / "detections.json").exists()

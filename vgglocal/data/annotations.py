@@ -34,6 +34,8 @@ _NO_BOXES = np.zeros((0, 4), np.float32)
 _NO_LABELS = np.zeros((0,), np.int64)
 _NO_BOXES.flags.writeable = False
 _NO_LABELS.flags.writeable = False
+_NO_FLAGS = np.zeros((0,), bool)
+_NO_FLAGS.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -206,11 +208,14 @@ def box_problems(file: str | list[str], boxes: np.ndarray, cleaned: np.ndarray, 
 
 
 def make_sample(path: str, label: int, boxes: np.ndarray | None = None, box_labels: np.ndarray | None = None,
-                size: tuple[int, int] = (0, 0), source_id: str = "") -> Sample:
-    """A :class:`Sample`; box-less records share one read-only empty array."""
+                size: tuple[int, int] = (0, 0), source_id: str = "", difficult: np.ndarray | None = None) -> Sample:
+    """A :class:`Sample`; box-less records (and records without a difficult box) share one
+    read-only empty array."""
     if boxes is None or len(boxes) == 0:
         boxes, box_labels = _NO_BOXES, _NO_LABELS
-    return Sample(path=path, label=int(label), boxes=boxes, box_labels=box_labels, size=size, source_id=source_id)
+    if difficult is None or len(difficult) != len(boxes) or not difficult.any():
+        difficult = _NO_FLAGS
+    return Sample(path=path, label=int(label), boxes=boxes, box_labels=box_labels, size=size, source_id=source_id, difficult=difficult)
 
 
 @dataclass(frozen=True)
@@ -223,12 +228,14 @@ class ImageBoxes:
         size: (height, width), (0, 0) when unknown.
         first_label: class of the first object with a known class, before cleaning (the
             image's class for ILSVRC val even when its box had to be dropped); -1 if none.
+        difficult (ndarray[K] bool or None): the XML's ``<difficult>`` flag per kept box.
     """
 
     boxes: np.ndarray
     labels: np.ndarray
     size: tuple[int, int]
     first_label: int
+    difficult: np.ndarray | None = None
 
 
 def read_xml_boxes(path: str, index: dict[str, int], problems: list[Problem], what: str = "wnid",
@@ -255,7 +262,7 @@ def read_xml_boxes(path: str, index: dict[str, int], problems: list[Problem], wh
     cleaned, status = clean_boxes(ann.boxes[known], ann.size)
     problems.extend(box_problems(path, ann.boxes[known], cleaned, status, ann.size))
     keep = status != DROPPED
-    return ImageBoxes(cleaned[keep], labels[known][keep], ann.size, first_label)
+    return ImageBoxes(cleaned[keep], labels[known][keep], ann.size, first_label, ann.difficult[known][keep])
 
 
 def read_class_file(path: str) -> tuple[list[str], list[str]]:

@@ -21,6 +21,9 @@ class Sample:
         box_labels (ndarray[K] int64): class index of each box.
         size: (height, width) of the image as annotated (0, 0 when not known before decoding).
         source_id: the data set's own id (ILSVRC ImageId, VOC file id, COCO image id as text).
+        difficult (ndarray[K] bool, or empty): PASCAL VOC's ``<difficult>`` flag per box; empty
+            when no box of the image is marked (the other formats have no such flag). Read it
+            with :meth:`difficult_mask`.
     """
 
     path: str
@@ -29,6 +32,11 @@ class Sample:
     box_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     size: tuple[int, int] = (0, 0)
     source_id: str = ""
+    difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+
+    def difficult_mask(self) -> np.ndarray:
+        """``ndarray[K] bool``: True for the boxes marked difficult."""
+        return self.difficult if len(self.difficult) == len(self.boxes) else np.zeros(len(self.boxes), bool)
 
 
 @dataclass(frozen=True)

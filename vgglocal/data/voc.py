@@ -10,8 +10,10 @@ VOC-format data set with other classes sets ``data.classes`` to a file with one 
 (its order is the index order). An object whose name is not a class is reported and skipped.
 
 Boxes are kept exactly as written (VOC's 1-based inclusive pixel numbers), ``difficult``
-objects included: they are real objects of the class, and the localisation criterion (SPEC
-section 5) has no "difficult" notion. An image's label is the class of its largest box.
+objects included, with their flag in ``Sample.difficult``: they are real objects of the class
+and train like any other; the ILSVRC localisation error has no "difficult" notion and counts
+them as ordinary objects, while the VOC detection AP (:mod:`vgglocal.evaluation.voc`) ignores
+them as the VOC devkit does. An image's label is the class of its largest box.
 """
 
 from __future__ import annotations
@@ -102,5 +104,5 @@ def read_voc(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], Cla
             records.append(make_sample(path, -1, source_id=image_id))
             continue
         label = largest_box_label(ib.boxes, ib.labels)
-        records.append(make_sample(path, label, ib.boxes, ib.labels, ib.size, image_id))
+        records.append(make_sample(path, label, ib.boxes, ib.labels, ib.size, image_id, ib.difficult))
     return records, classes, problems

@@ -44,11 +44,12 @@ from vgglocal.config import Config
 from vgglocal.data.images import ImageLimits, unreadable_reason
 from vgglocal.evaluation.base import Evaluator, EvaluatorList
 from vgglocal.evaluation.classification import ClassificationEvaluator
-from vgglocal.evaluation.coco import COCOEvaluator
+from vgglocal.evaluation.coco import COCO_KEYS, COCOEvaluator
 from vgglocal.evaluation.ilsvrc import CenterCropEvaluator, LocalizationEvaluator
 from vgglocal.evaluation.images import ImageChunk, image_chunks
 from vgglocal.evaluation.job import EvalJob, EvalRequest, Log, prepare
 from vgglocal.evaluation.pictures import PictureGrid
+from vgglocal.evaluation.voc import VOCDetectionEvaluator
 from vgglocal.evaluation.writers import SubmissionWriter
 from vgglocal.inference.nets import EvalError, scales_desc
 from vgglocal.inference.protocols import full_candidates, full_merge, run_protocol
@@ -56,7 +57,8 @@ from vgglocal.inference.protocols import full_candidates, full_merge, run_protoc
 __all__ = ["EvalError", "EvalRequest", "METRIC_KEYS", "evaluators_for", "evaluate"]
 
 # metrics.json's metric keys, in the order written.
-METRIC_KEYS = ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error", "n_images", "coco_ap", "coco_ap50")
+METRIC_KEYS = ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error", "n_images", *COCO_KEYS,
+               "voc07_map", "voc_map", "voc07_ap_per_class", "voc_ap_per_class")
 
 
 def _coco_annotations(cfg: Config) -> str:
@@ -66,15 +68,21 @@ def _coco_annotations(cfg: Config) -> str:
     return spec.annotations or spec.at("annotations", f"instances_{spec.name}.json")
 
 
+def _native_coco(cfg: Config, job: EvalJob) -> bool:
+    """COCO data keeps its own image and category ids (and is scored against its own file)."""
+    return cfg.data.format == "coco" and bool(job.classes.coco_ids)
+
+
 def evaluators_for(job: EvalJob, cfg: Config) -> list[Evaluator]:
-    """The evaluators that apply to the job's protocol and data."""
+    """The evaluators that apply to the job's protocol and data: classification error
+    (classification protocols, and beside protocol 1's localisation error), the devkit's
+    localisation error (protocol 2), and the detection metrics, COCO's and VOC's, only where
+    the protocol makes detections (protocol 2), on every data format."""
     if job.protocol == "center-crop":
         return [ClassificationEvaluator(), CenterCropEvaluator()]
     if job.protocol == "full":
-        out: list[Evaluator] = [LocalizationEvaluator()]
-        if cfg.data.format == "coco" and job.classes.coco_ids:
-            out.append(COCOEvaluator(_coco_annotations(cfg), job.classes.coco_ids, cfg.eval.score_floor))
-        return out
+        coco = COCOEvaluator(job.classes, _coco_annotations(cfg) if _native_coco(cfg, job) else None, cfg.eval.score_floor)
+        return [LocalizationEvaluator(), coco, VOCDetectionEvaluator(job.classes)]
     return [ClassificationEvaluator()]
 
 
@@ -85,7 +93,8 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     evaluators = EvaluatorList(*evaluators_for(job, cfg))
-    writer = SubmissionWriter(job.classes, guesses=job.localizes, detections=job.protocol == "full", score_floor=cfg.eval.score_floor)
+    writer = SubmissionWriter(job.classes, guesses=job.localizes, detections=job.protocol == "full", score_floor=cfg.eval.score_floor,
+                              native_ids=_native_coco(cfg, job))
     pictures = PictureGrid(req.draw, job.classes) if req.draw else None
     unreadable: Counter[str] = Counter()
     bar = tqdm(total=len(job.records), desc=f"eval {job.protocol}", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)

@@ -22,14 +22,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor
 
 from vgglocal.boxes import box_convert
 from vgglocal.data.records import ClassList, Sample
+from vgglocal.errors import UserError
 from vgglocal.inference.results import Detections, ImageResult
 
-__all__ = ["write_kaggle_csv", "write_devkit_txt", "detection_records", "write_detections", "image_id", "coco_image_id",
-           "SubmissionWriter"]
+__all__ = ["write_kaggle_csv", "write_devkit_txt", "detection_records", "write_detections", "image_id", "category_ids",
+           "CocoIds", "coco_instances", "SubmissionWriter"]
 
 MAX_GUESSES = 5  # devkit/Kaggle: at most five guesses count, best first
 
@@ -88,12 +91,63 @@ def image_id(record: Sample) -> str:
     return record.source_id or Path(record.path).stem
 
 
-def coco_image_id(record: Sample) -> int | str:
-    """The COCO results ``image_id`` of ``record``: the data set's id as an integer when it is one."""
-    try:
-        return int(record.source_id)
-    except ValueError:
-        return record.source_id or Path(record.path).stem
+def category_ids(classes: ClassList) -> list[int]:
+    """COCO ``category_id`` per class index: the data set's COCO ids, else the ILSVRC devkit
+    ids (1..1000), else index + 1."""
+    return list(classes.coco_ids or classes.devkit_ids or range(1, len(classes) + 1))
+
+
+class CocoIds:
+    """Integer COCO ids for a split read in order: ``native`` (COCO data) keeps the data set's
+    image ids; otherwise an image's id is its 1-based position in the split (the written
+    ``ground_truth.json`` maps each id to its file)."""
+
+    def __init__(self, classes: ClassList, native: bool) -> None:
+        self.category_ids = category_ids(classes)
+        self.native = native
+        self._next = 1
+
+    def take(self, records: Sequence[Sample]) -> list[int]:
+        """The ids of the next ``records`` of the split."""
+        if self.native:
+            try:
+                return [int(r.source_id) for r in records]
+            except ValueError:
+                bad = next(r for r in records if not r.source_id.isdigit())
+                raise UserError(f"{bad.path}: COCO image id {bad.source_id!r} is not an integer") from None
+        ids = list(range(self._next, self._next + len(records)))
+        self._next += len(records)
+        return ids
+
+
+def coco_instances(records: Sequence[Sample], ids: Sequence[int], classes: ClassList, sizes: Sequence[tuple[int, int]],
+                   first_annotation: int = 1) -> dict[str, list[dict[str, Any]]]:
+    """The records as a COCO instances dict (``images``, ``annotations``, ``categories``).
+
+    Boxes go from x1y1x2y2 to COCO's ``[x, y, w, h]`` with ``w = x2 - x1`` (the same conversion
+    as the detections, so a detection equal to an object has IoU 1); ``iscrowd`` 0. PASCAL
+    VOC's difficult objects are written as ordinary objects with ``"difficult": 1`` beside
+    them: COCOeval has no such notion (its only exemption, ``iscrowd``, changes the matching
+    rule), so the COCO statistics count them; the VOC mAP ignores them.
+    """
+    cats = category_ids(classes)
+    images, annotations = [], []
+    next_id = first_annotation
+    for r, image, (h, w) in zip(records, ids, sizes, strict=True):
+        images.append({"id": int(image), "file_name": Path(r.path).name, "width": int(w), "height": int(h)})
+        if not len(r.boxes):
+            continue
+        xywh = box_convert(torch.as_tensor(np.asarray(r.boxes, np.float64)).reshape(-1, 4), "xyxy", "xywh").tolist()
+        hard = r.difficult_mask().tolist()
+        for b, lab, dif in zip(xywh, np.asarray(r.box_labels).tolist(), hard, strict=True):
+            ann = {"id": next_id, "image_id": int(image), "category_id": int(cats[int(lab)]), "bbox": [round(v, 2) for v in b],
+                   "area": round(b[2] * b[3], 2), "iscrowd": 0}
+            if dif:
+                ann["difficult"] = 1
+            annotations.append(ann)
+            next_id += 1
+    categories = [{"id": int(c), "name": name, "supercategory": ""} for c, name in zip(cats, classes.ids, strict=True)]
+    return {"images": images, "annotations": annotations, "categories": categories}
 
 
 class SubmissionWriter:
@@ -101,29 +155,41 @@ class SubmissionWriter:
 
     ``guesses``: ``predictions.csv`` (Kaggle: wnids / class ids) and ``predictions.txt``
     (devkit: the data set's devkit class ids, else index + 1); an image without a result gets
-    an empty row. ``detections``: ``detections.json`` (COCO results; category ids the data
-    set's COCO ids, else index + 1), scores below ``score_floor`` left out.
+    an empty row. ``detections``: ``detections.json`` (COCO results, integer ids from
+    :class:`CocoIds`; scores below ``score_floor`` left out) and, unless the data is COCO
+    (``native_ids``), ``ground_truth.json``: the split as a COCO instances file those ids
+    refer to (without annotations on a split without ground truth), so that plain
+    pycocotools scores the detections.
     """
 
-    def __init__(self, classes: ClassList, *, guesses: bool, detections: bool, score_floor: float = 0.0) -> None:
+    def __init__(self, classes: ClassList, *, guesses: bool, detections: bool, score_floor: float = 0.0, native_ids: bool = False) -> None:
         self.classes = classes
-        self.guesses, self.detections, self.score_floor = guesses, detections, score_floor
+        self.guesses, self.detections, self.score_floor, self.native_ids = guesses, detections, score_floor, native_ids
         self.reset()
 
     def reset(self) -> None:
         self._rows: list[tuple[str, list[tuple[int, list[float]]]]] = []
         self._dets: list[dict[str, Any]] = []
+        self._ids = CocoIds(self.classes, self.native_ids)
+        self._truth = coco_instances([], [], self.classes, [])
 
     def process(self, records: Sequence[Sample], outputs: Sequence[ImageResult | None]) -> None:
-        for r, out in zip(records, outputs, strict=True):
-            if self.guesses:
+        if self.guesses:
+            for r, out in zip(records, outputs, strict=True):
                 g = out.guesses() if out is not None else None
                 pairs = list(zip(g[0].tolist(), g[1].double().tolist(), strict=True)) if g is not None else []
                 self._rows.append((image_id(r), pairs))
-            if self.detections and out is not None:
-                d = out.detections if out.detections is not None else Detections.empty()
-                cat_ids = self.classes.coco_ids or list(range(1, len(self.classes) + 1))
-                self._dets.extend(detection_records(coco_image_id(r), cat_ids, d.boxes, d.scores, d.labels, self.score_floor))
+        if self.detections:
+            ids = self._ids.take(records)
+            if not self.native_ids:
+                sizes = [out.size if out is not None else r.size for r, out in zip(records, outputs, strict=True)]
+                part = coco_instances(records, ids, self.classes, sizes, first_annotation=len(self._truth["annotations"]) + 1)
+                self._truth["images"].extend(part["images"])
+                self._truth["annotations"].extend(part["annotations"])
+            for i, out in zip(ids, outputs, strict=True):
+                if out is not None:
+                    d = out.detections if out.detections is not None else Detections.empty()
+                    self._dets.extend(detection_records(i, self._ids.category_ids, d.boxes, d.scores, d.labels, self.score_floor))
 
     @property
     def results(self) -> list[dict[str, Any]]:
@@ -141,6 +207,8 @@ class SubmissionWriter:
             written.append(write_devkit_txt(folder / "predictions.txt", [[(devkit_ids[int(lab)], box) for lab, box in pairs] for _, pairs in self._rows]))
         if self.detections:
             written.append(write_detections(folder / "detections.json", self._dets))
+            if not self.native_ids:
+                path = folder / "ground_truth.json"
+                path.write_text(json.dumps(self._truth))
+                written.append(path)
         return written
-
-

@@ -117,11 +117,15 @@ def run_protocol(protocol: str, images: Sequence[np.ndarray], nets: Sequence[Net
         labels (Tensor[N] int64): the ground-truth classes; center-crop only.
     """
     if protocol in CLS_PROTOCOLS:
-        return classify_images(images, nets, protocol.removeprefix("cls-"), opts)
-    if protocol == "center-crop":
+        results = classify_images(images, nets, protocol.removeprefix("cls-"), opts)
+    elif protocol == "center-crop":
         if labels is None:
             raise ValueError("center-crop needs the ground-truth labels (protocol 1 localises the true class)")
-        return center_crop(images, labels, nets[0], opts, cls_net=cls_nets[0] if cls_nets else None)
-    if protocol == "full":
-        return full(images, cls_nets or nets, nets, opts)
-    raise ValueError(f"protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
+        results = center_crop(images, labels, nets[0], opts, cls_net=cls_nets[0] if cls_nets else None)
+    elif protocol == "full":
+        results = full(images, cls_nets or nets, nets, opts)
+    else:
+        raise ValueError(f"protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
+    for img, res in zip(images, results, strict=True):
+        res.size = (int(img.shape[0]), int(img.shape[1]))
+    return results

@@ -60,6 +60,7 @@ class ImageResult:
         box_labels (Tensor[G] int64 or None): the class of each guess: the top-5 labels in
             protocol 2, the ground-truth class in protocol 1 (center-crop).
         detections: every merged box of the labels considered (protocol 2), else None.
+        size: (height, width) of the image in pixels.
     """
 
     labels: Tensor
@@ -67,6 +68,7 @@ class ImageResult:
     boxes: Tensor | None = None
     box_labels: Tensor | None = None
     detections: Detections | None = None
+    size: tuple[int, int] = (0, 0)
 
     def guesses(self) -> tuple[Tensor, Tensor] | None:
         """The (labels ``[G]``, boxes ``[G, 4]``) guesses, or None without boxes."""
