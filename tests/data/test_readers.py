@@ -216,6 +216,7 @@ def test_voc_round_trip(tmp_path):
     assert_boxes(r["000001"], [[5, 5, 50, 45], [1, 1, 10, 20]], [idx["dog"], idx["person"]])
     assert r["000001"].label == idx["dog"] and r["000001"].size == (50, 60)  # largest box
     assert_boxes(r["000002"], [[2, 3, 40, 40]], [idx["cat"]])  # difficult kept, box exactly at the edge kept
+    assert r["000002"].difficult_mask().tolist() == [True] and r["000001"].difficult_mask().tolist() == [False, False]
     assert_boxes(r["000003"], [[3, 4, 12, 30]], [idx["car"]])
     assert [(p.kind, "unicorn" in p.message) for p in scan.problems] == [("unknown-class", True)]
     val = scan_split(cfg, "val", "all")
