@@ -50,20 +50,29 @@ def _scales(values: tuple[str, ...]) -> list[tuple[int, ...]]:
               help="Write predictions.png: a grid of the first N validation images with true and predicted boxes.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set eval.batch_size=8 (repeatable; values are YAML).")
+@click.option("--split", default=None, metavar="NAME",
+              help="Split to run on (default: data.val_split). A split without ground truth, such as ILSVRC's test, "
+                   "gets the submission files and no metrics.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output folder (default runs/<config file name>).")
+              help="Output folder (default runs/eval/<config file name>-<protocol>[-<split>]); never a training run's.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier evaluation in the output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
-def eval_cmd(config, protocol, checkpoints, scales, cls_checkpoints, cls_scales, flip, merge_threshold, draw, overrides, out, quiet) -> None:
-    """Evaluate checkpoints on the validation split with one test protocol.
+def eval_cmd(config, protocol, checkpoints, scales, cls_checkpoints, cls_scales, flip, merge_threshold, draw, overrides, split, out,
+             overwrite, quiet) -> None:
+    """Evaluate checkpoints on a split (default: the validation split) with one test protocol.
 
-    Writes OUT/metrics.json (top1/top5 cls and loc error, n_images; coco_ap, coco_ap50 on COCO
-    data) and, for center-crop and full, predictions.csv (Kaggle), predictions.txt (devkit) and
-    (full) detections.json (COCO results). Prints the metrics as one JSON line.
+    Writes OUT/metrics.json (top1/top5 cls and loc error, n_images; for full also the COCO
+    statistics coco_* and the VOC mAP voc07_map, voc_map) and the submission files:
+    predictions.csv (Kaggle) and predictions.txt (devkit) for center-crop and full,
+    detections.json (COCO results) with ground_truth.json (the split as COCO instances) for
+    full, predictions.txt (devkit classification format) for the cls protocols. On a split
+    without ground truth the same files, and submission.json instead of metrics.json. Prints
+    the metrics as one JSON line.
     """
     from vgglocal.config import load_config
 
     cfg = load_config(config, overrides)  # config errors before torch is imported
-    from vgglocal.evaluation.run import EvalRequest, evaluate
+    from vgglocal.evaluation.run import METRIC_KEYS, EvalRequest, evaluate
     from vgglocal.inference.nets import parse_scales
 
     req = EvalRequest(
@@ -75,13 +84,14 @@ def eval_cmd(config, protocol, checkpoints, scales, cls_checkpoints, cls_scales,
         flip=flip,
         merge_threshold=merge_threshold,
         draw=draw,
+        split=split or "",
     )
-    folder = Path(out) if out else Path("runs") / Path(config).stem
-    metrics = evaluate(cfg, req, folder, progress=not quiet, log=None if quiet else _log)
-    keys = ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error", "n_images", "coco_ap", "coco_ap50")
-    click.echo(json.dumps({k: metrics[k] for k in keys if k in metrics}))
+    name = "-".join([Path(config).stem, req.protocol] + ([split] if split else []))
+    folder = Path(out) if out else Path("runs") / "eval" / name
+    metrics = evaluate(cfg, req, folder, progress=not quiet, log=None if quiet else _log, overwrite=overwrite)
+    click.echo(json.dumps({k: v for k, v in metrics.items() if k in METRIC_KEYS and not k.endswith("_per_class")}))
     if not quiet:
-        _log(f"wrote {folder / 'metrics.json'}")
+        _log(f"wrote {folder}/")
 
 
 @cli.command("score")

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vgglocal.config import Config
-from vgglocal.data import ClassList, Sample, read_split
+from vgglocal.data import ClassList, DataError, Sample, read_split, scan_split
 from vgglocal.evaluation.ilsvrc import MAX_GUESSES
-from vgglocal.inference.nets import EvalError, Net, load_nets, resolve_device, speed_up
+from vgglocal.inference.nets import EvalError, Net, check_class_heads, load_nets, resolve_device, speed_up
 from vgglocal.inference.protocols import LOC_PROTOCOLS, PROTOCOLS, RunOptions
 
 __all__ = ["EvalRequest", "EvalJob", "prepare"]
@@ -36,6 +36,7 @@ class EvalRequest:
     flip: bool | None = None
     merge_threshold: float | None = None
     draw: int = 0
+    split: str = ""  # "" = the validation split (data.val_split); any role or on-disk split name
 
 
 @dataclass
@@ -49,6 +50,9 @@ class EvalJob:
         cls_nets: the separate classification system of a localisation protocol; empty: the
             localisation nets' own classification heads.
         options: how the protocol runs.
+        split: the on-disk split name.
+        has_truth: the split has ground truth (labels or boxes); without it (a test split) the
+            run writes submissions and no metrics.
     """
 
     protocol: str
@@ -57,6 +61,8 @@ class EvalJob:
     nets: list[Net]
     cls_nets: list[Net]
     options: RunOptions
+    split: str = ""
+    has_truth: bool = True
 
     @property
     def localizes(self) -> bool:
@@ -78,15 +84,19 @@ def prepare(cfg: Config, req: EvalRequest, *, progress: bool = False, log: Log |
     if threshold < 0:
         raise EvalError(f"--merge-threshold {threshold}: must be >= 0")
     device = resolve_device(ev.device)
-    # Images the ground truth lists but the disk lacks stay in: they are scored as wrong, as the
-    # devkit scores an image without a prediction.
-    records, classes = read_split(cfg.data, cfg.data.val_split, "loc" if loc else "cls", progress=progress, with_missing=True)
+    split = req.split or cfg.data.val_split
+    records, classes, has_truth = _read(cfg, split, "loc" if loc else "cls", progress)
+    if req.protocol == "center-crop" and not has_truth:
+        raise EvalError(f"split {split!r} has no ground truth, and center-crop (protocol 1) localises the ground-truth class; "
+                        "use --protocol full for a submission")
     nets = load_nets(req.checkpoints, req.scales, tuple(ev.scales), req.protocol, classes, loc, device)
     if req.protocol == "center-crop" and len(nets[0].scales) != 1:
         raise EvalError(f"center-crop uses one scale S; got {list(nets[0].scales)}")
     cls_nets: list[Net] = []
     if loc and req.cls_checkpoints:
         cls_nets = load_nets(req.cls_checkpoints, [req.cls_scales] if req.cls_scales else [], tuple(ev.scales), "cls-dense", classes, False, device)
+    elif req.protocol == "full":
+        check_class_heads(nets)
     for n in {id(x): x for x in nets + cls_nets}.values():
         speed_up(n.model, channels_last=ev.channels_last, compile=ev.compile)
         log(f"{Path(n.name).name}: arch {n.model.arch}, crop {n.model.crop}, scales {list(n.scales)}")
@@ -94,4 +104,19 @@ def prepare(cfg: Config, req: EvalRequest, *, progress: bool = False, log: Log |
         flip=ev.flip if req.flip is None else req.flip, device=device, batch_size=ev.batch_size, precision=ev.precision,
         topk=min(ev.topk, MAX_GUESSES), det_topk=ev.det_topk, merge_threshold=threshold, cls_method=ev.cls_method,
     )
-    return EvalJob(req.protocol, records, classes, nets, cls_nets, options)
+    return EvalJob(req.protocol, records, classes, nets, cls_nets, options, split=split, has_truth=has_truth)
+
+
+def _read(cfg: Config, split: str, task: str, progress: bool) -> tuple[list[Sample], ClassList, bool]:
+    """The split's records for ``task``; a split without any ground truth (ILSVRC test) gives
+    all its images and ``has_truth`` False instead of the "no labelled images" error."""
+    try:
+        # Images the ground truth lists but the disk lacks stay in: they are scored as wrong, as
+        # the devkit scores an image without a prediction.
+        records, classes = read_split(cfg.data, split, task, progress=progress, with_missing=True)
+        return records, classes, True
+    except DataError:
+        scan = scan_split(cfg.data, split, "all", progress=progress)
+        if scan.records and not any(r.label >= 0 or len(r.boxes) for r in scan.records):
+            return scan.records, scan.classes, False
+        raise

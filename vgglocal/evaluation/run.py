@@ -86,15 +86,33 @@ def evaluators_for(job: EvalJob, cfg: Config) -> list[Evaluator]:
     return [ClassificationEvaluator()]
 
 
-def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool = True, log: Log | None = None) -> dict[str, Any]:
-    """Run ``req`` on ``cfg.data``'s validation split; write the files into ``out``; return the metrics."""
+# What an evaluation writes into its folder (checked before overwriting one).
+OUTPUT_FILES = ("metrics.json", "submission.json", "predictions.csv", "predictions.txt", "detections.json", "ground_truth.json",
+                "predictions.png")
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse a training run's folder, and an earlier evaluation's unless ``overwrite``."""
+    if (out / "checkpoints").is_dir() or (out / "metrics.jsonl").is_file():
+        raise EvalError(f"--out {out}: a training run's folder; give an evaluation its own --out (the default is runs/eval/...)")
+    found = [f for f in OUTPUT_FILES if (out / f).exists()]
+    if found and not overwrite:
+        raise EvalError(f"--out {out}: already holds an evaluation ({', '.join(found)}); pass --overwrite to replace it, or another --out")
+
+
+def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool = True, log: Log | None = None,
+             overwrite: bool = False) -> dict[str, Any]:
+    """Run ``req`` on the split (``req.split``, default the validation split); write the files
+    into ``out``; return the metrics (on a split without ground truth: what was run, and no
+    metrics)."""
     log = log or (lambda msg: None)
-    job = prepare(cfg, req, progress=progress, log=log)
     out = Path(out)
+    check_output_folder(out, overwrite)
+    job = prepare(cfg, req, progress=progress, log=log)
     out.mkdir(parents=True, exist_ok=True)
-    evaluators = EvaluatorList(*evaluators_for(job, cfg))
-    writer = SubmissionWriter(job.classes, guesses=job.localizes, detections=job.protocol == "full", score_floor=cfg.eval.score_floor,
-                              native_ids=_native_coco(cfg, job))
+    evaluators = EvaluatorList(*(evaluators_for(job, cfg) if job.has_truth else []))
+    writer = SubmissionWriter(job.classes, guesses=job.localizes, detections=job.protocol == "full", labels=not job.localizes,
+                              score_floor=cfg.eval.score_floor, native_ids=_native_coco(cfg, job))
     pictures = PictureGrid(req.draw, job.classes) if req.draw else None
     unreadable: Counter[str] = Counter()
     bar = tqdm(total=len(job.records), desc=f"eval {job.protocol}", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)
@@ -144,13 +162,14 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
         why = ", ".join(f"{k} {v}" for k, v in sorted(unreadable.items()))
         log(f"{n_bad} of {len(job.records)} images could not be read and count as wrong ({why}); "
             f"`vgglocal data check {cfg.data.root}` lists them")
-    summary = evaluators.summarize()
+    summary = evaluators.summarize() if job.has_truth else {"n_images": len(job.records)}
     metrics: dict[str, Any] = {k: summary[k] for k in METRIC_KEYS if k in summary}
     metrics.update(_description(job, n_bad), unreadable=dict(sorted(unreadable.items())))
     writer.write(out)
     if pictures is not None:
         pictures.write(out / "predictions.png")
-    (out / "metrics.json").write_text(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}, indent=1) + "\n")
+    name = "metrics.json" if job.has_truth else "submission.json"  # a split without ground truth: no metrics
+    (out / name).write_text(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}, indent=1) + "\n")
     return metrics
 
 
@@ -159,6 +178,7 @@ def _description(job: EvalJob, n_bad: int) -> dict[str, Any]:
     nets, opts = job.nets, job.options
     out: dict[str, Any] = dict(
         protocol=job.protocol,
+        split=job.split,
         scales=sorted({q for n in nets for q in n.scales}),
         scales_desc=" + ".join(scales_desc(n) for n in nets),
         checkpoints=[{"path": n.name, "scales": list(n.scales)} for n in nets],

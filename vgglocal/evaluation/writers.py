@@ -31,7 +31,7 @@ from vgglocal.data.records import ClassList, Sample
 from vgglocal.errors import UserError
 from vgglocal.inference.results import Detections, ImageResult
 
-__all__ = ["write_kaggle_csv", "write_devkit_txt", "detection_records", "write_detections", "image_id", "category_ids",
+__all__ = ["write_kaggle_csv", "write_devkit_txt", "write_devkit_labels", "detection_records", "write_detections", "image_id", "category_ids",
            "CocoIds", "coco_instances", "SubmissionWriter"]
 
 MAX_GUESSES = 5  # devkit/Kaggle: at most five guesses count, best first
@@ -64,6 +64,17 @@ def write_devkit_txt(path: str | Path, rows: Iterable[Sequence[tuple[int, Sequen
     with path.open("w") as f:
         for guesses in rows:
             f.write(" ".join(f"{int(lab)} " + " ".join(str(_pixel(v)) for v in box) for lab, box in list(guesses)[:MAX_GUESSES]) + "\n")
+    return path
+
+
+def write_devkit_labels(path: str | Path, rows: Iterable[Sequence[int]]) -> Path:
+    """Write the devkit's classification submission: one line per image, in image order, up
+    to five class ids (devkit ids), best first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for labels in rows:
+            f.write(" ".join(str(int(lab)) for lab in list(labels)[:MAX_GUESSES]) + "\n")
     return path
 
 
@@ -155,25 +166,30 @@ class SubmissionWriter:
 
     ``guesses``: ``predictions.csv`` (Kaggle: wnids / class ids) and ``predictions.txt``
     (devkit: the data set's devkit class ids, else index + 1); an image without a result gets
-    an empty row. ``detections``: ``detections.json`` (COCO results, integer ids from
+    an empty row. ``labels`` (the classification protocols): ``predictions.txt`` in the
+    devkit's classification format, the top-5 class ids per line. ``detections``: ``detections.json`` (COCO results, integer ids from
     :class:`CocoIds`; scores below ``score_floor`` left out) and, unless the data is COCO
     (``native_ids``), ``ground_truth.json``: the split as a COCO instances file those ids
     refer to (without annotations on a split without ground truth), so that plain
     pycocotools scores the detections.
     """
 
-    def __init__(self, classes: ClassList, *, guesses: bool, detections: bool, score_floor: float = 0.0, native_ids: bool = False) -> None:
+    def __init__(self, classes: ClassList, *, guesses: bool, detections: bool, labels: bool = False, score_floor: float = 0.0,
+                 native_ids: bool = False) -> None:
         self.classes = classes
-        self.guesses, self.detections, self.score_floor, self.native_ids = guesses, detections, score_floor, native_ids
+        self.guesses, self.detections, self.labels, self.score_floor, self.native_ids = guesses, detections, labels, score_floor, native_ids
         self.reset()
 
     def reset(self) -> None:
+        self._labels: list[list[int]] = []
         self._rows: list[tuple[str, list[tuple[int, list[float]]]]] = []
         self._dets: list[dict[str, Any]] = []
         self._ids = CocoIds(self.classes, self.native_ids)
         self._truth = coco_instances([], [], self.classes, [])
 
     def process(self, records: Sequence[Sample], outputs: Sequence[ImageResult | None]) -> None:
+        if self.labels:
+            self._labels.extend(out.labels.tolist() if out is not None else [] for out in outputs)
         if self.guesses:
             for r, out in zip(records, outputs, strict=True):
                 g = out.guesses() if out is not None else None
@@ -200,9 +216,11 @@ class SubmissionWriter:
         """Write the files into ``folder``; returns their paths."""
         folder = Path(folder)
         written = []
+        devkit_ids = self.classes.devkit_ids or list(range(1, len(self.classes) + 1))
+        if self.labels:
+            written.append(write_devkit_labels(folder / "predictions.txt", [[devkit_ids[int(lab)] for lab in row] for row in self._labels]))
         if self.guesses:
             ids = self.classes.ids
-            devkit_ids = self.classes.devkit_ids or list(range(1, len(self.classes) + 1))
             written.append(write_kaggle_csv(folder / "predictions.csv", [(i, [(ids[int(lab)], box) for lab, box in pairs]) for i, pairs in self._rows]))
             written.append(write_devkit_txt(folder / "predictions.txt", [[(devkit_ids[int(lab)], box) for lab, box in pairs] for _, pairs in self._rows]))
         if self.detections:

@@ -13,7 +13,8 @@ from vgglocal.errors import UserError
 from vgglocal.models.io import load_model
 from vgglocal.models.vgg import VGG
 
-__all__ = ["speed_up", "EvalError", "Net", "parse_scales", "paper_scales", "resolve_device", "load_net", "load_nets", "scales_desc"]
+__all__ = ["speed_up", "EvalError", "Net", "parse_scales", "paper_scales", "resolve_device", "load_net", "load_nets",
+           "check_class_heads", "scales_desc"]
 
 
 class EvalError(UserError):
@@ -87,6 +88,22 @@ def load_net(path: str, classes: ClassList | None, need_boxes: bool, device: tor
     if need_boxes and model.box_head is None:
         raise EvalError(f"{path}: a classification checkpoint; this protocol needs a localisation one (train-loc)")
     return model.to(device)
+
+
+def check_class_heads(nets: Sequence[Net]) -> None:
+    """Refuse localisation nets whose own classification head no longer matches their features.
+
+    Fine-tuning all layers for localisation (Appendix A, ``--finetune all``) changes the conv
+    features under the class head, which is not trained any more, so its scores would rank the
+    boxes at random; such checkpoints say so in their metadata (``cls_scores_valid``), and need
+    a separate classification system.
+    """
+    for n in nets:
+        meta = getattr(n.model, "meta", None) or {}
+        if meta.get("cls_scores_valid") is False:
+            init = f" (it was initialised from {meta['init']})" if meta.get("init") else ""
+            raise EvalError(f"{n.name}: its classification head no longer matches its features (trained with --finetune all); "
+                            f"give the classifier with --cls-checkpoint{init}")
 
 
 def load_nets(paths: Sequence[str], scales: Sequence[tuple[int, ...]], default: tuple[int, ...], protocol: str,
