@@ -172,6 +172,9 @@ def test_original_layout_round_trip(tmp_path):
     assert_boxes(val["ILSVRC2012_val_00000001"], [[5, 6, 24, 19]], [1])
     assert [x.source_id for x in read_split(cfg, "val", "loc")[0]] == ["ILSVRC2012_val_00000001"]
     assert detect_format(str(tmp_path)) == "ilsvrc"
+    jpeg(tmp_path / "ILSVRC2012_img_test/ILSVRC2012_test_00000001.JPEG", 20, 20)  # the test tar's images, no labels
+    test, _ = read_split(cfg, "test", "all")
+    assert [(x.source_id, x.label, len(x.boxes)) for x in test] == [("ILSVRC2012_test_00000001", -1, 0)]
 
 
 def test_original_layout_map_clsloc_and_no_devkit(tmp_path):

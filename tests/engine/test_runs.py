@@ -193,6 +193,15 @@ def test_an_existing_run_is_never_overwritten_and_train_loc_needs_init(cls_run, 
     assert res.exit_code == 2 and "train-loc needs --init" in res.output
     res = invoke("train-loc", "-c", LOC, "--init", tmp_path / "missing.pt", "--set", f"data.root={data}", "--out", tmp_path / "x")
     assert res.exit_code == 2 and "missing.pt" in res.output
+    from vgglocal.models.io import save_model
+    from vgglocal.models.vgg import add_box_head
+
+    loc = load_model(cls_run / "model.pt")
+    add_box_head(loc, "pcr")
+    save_model(loc, tmp_path / "loc.pt", loc.normalization, classes=loc.classes, meta={"init": "runs/cls/model.pt"})
+    res = invoke("train-loc", "-c", LOC, "--init", tmp_path / "loc.pt", "--set", f"data.root={data}", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "a localisation checkpoint" in res.output and "runs/cls/model.pt" in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
 
 
 def test_a_diverging_run_stops_with_a_one_line_message(data, tmp_path):

@@ -236,3 +236,53 @@ def test_a_protocol_without_detections_reports_no_detection_metric(setup, tmp_pa
     m = evaluate(cfg, EvalRequest("center-crop", [paths["coco"]]), tmp_path, progress=False)
     assert "top5_loc_error" in m and not any(k.startswith(("coco_", "voc")) for k in m)
     assert not (tmp_path / "detections.json").exists()
+
+
+def test_a_split_without_ground_truth_gets_one_submission_row_per_image_and_no_metrics(setup, tmp_path):
+    import shutil
+
+    root, paths = setup
+    shutil.copytree(root / "synth", tmp_path / "synth")
+    test = tmp_path / "synth" / "ILSVRC" / "Data" / "CLS-LOC" / "test"
+    test.mkdir()
+    for i, src in enumerate(sorted((tmp_path / "synth" / "ILSVRC" / "Data" / "CLS-LOC" / "val").glob("*.JPEG"))[:4], start=1):
+        shutil.copy(src, test / f"ILSVRC2012_test_{i:08d}.JPEG")
+    (test / "ILSVRC2012_test_00000005.JPEG").write_bytes(b"not a jpeg")  # unreadable: still one (empty) row
+    m = evaluate(config(tmp_path), EvalRequest("full", [paths["loc"]], split="test"), tmp_path / "out", progress=False)
+    assert m["n_images"] == 5 and m["n_bad_images"] == 1 and not any(k.endswith("error") or k.startswith("coco") for k in m)
+    assert not (tmp_path / "out" / "metrics.json").exists() and (tmp_path / "out" / "submission.json").exists()
+    rows = read_kaggle_csv(tmp_path / "out" / "predictions.csv")
+    assert list(rows) == [f"ILSVRC2012_test_{i:08d}" for i in range(1, 6)]
+    assert [len(g) for g in rows.values()] == [3, 3, 3, 3, 0]
+    assert len((tmp_path / "out" / "predictions.txt").read_text().splitlines()) == 5
+    truth = json.loads((tmp_path / "out" / "ground_truth.json").read_text())
+    assert len(truth["images"]) == 5 and truth["annotations"] == []
+    with pytest.raises(EvalError, match="no ground truth"):
+        evaluate(config(tmp_path), EvalRequest("center-crop", [paths["loc"]], split="test"), tmp_path / "cc", progress=False)
+
+
+def test_refusals_are_one_line(setup, tmp_path, monkeypatch):
+    from vgglocal.models.io import load_model
+
+    root, paths = setup
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  format: ilsvrc-kaggle\n  root: {root / 'synth'}\n  workers: 0\neval:\n  batch_size: 4\n  scales: [32]\n")
+    runner = CliRunner()
+    base = ["eval", "-c", str(cfg), "--protocol", "full", "--checkpoint", paths["loc"], "--quiet", "--no-flip"]
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(cli, base).exit_code == 0  # default folder: runs/eval/c-full
+    again = runner.invoke(cli, base)
+    assert again.exit_code == 2 and "runs/eval/c-full" in again.output and "--overwrite" in again.output
+    assert "Traceback" not in again.output and len(again.output.strip().splitlines()) == 1
+    assert runner.invoke(cli, [*base, "--overwrite"]).exit_code == 0
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    r = runner.invoke(cli, [*base, "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "training run" in r.output
+    # A localiser fine-tuned in all layers: its class head no longer fits its features.
+    model = load_model(paths["loc"])
+    model.meta = {**model.meta, "cls_scores_valid": False, "init": "runs/cls/model.pt"}
+    stale = save_model(model, tmp_path / "stale.pt", model.normalization, classes=model.classes, meta=model.meta)
+    r = runner.invoke(cli, [*base[:5], "--checkpoint", str(stale), "--out", str(tmp_path / "s"), "--quiet"])
+    assert r.exit_code == 2 and "--cls-checkpoint" in r.output and "runs/cls/model.pt" in r.output and len(r.output.strip().splitlines()) == 1
+    ok = runner.invoke(cli, [*base[:5], "--checkpoint", str(stale), "--cls-checkpoint", paths["cls"], "--out", str(tmp_path / "s2"), "--quiet"])
+    assert ok.exit_code == 0, ok.output

@@ -311,6 +311,13 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
             if not cfg.loc.init:
                 raise ConfigError("train-loc needs --init CLS_CHECKPOINT (or loc.init in the config)")
             init = load_model_checkpoint(cfg.loc.init)
+            if init.get("kind") == "loc" or (init.get("model") or {}).get("box_head"):
+                # Appendix A initialises the localisation net from the classification net
+                # trained at the same scale; a localiser's own class head is not that net.
+                was = (init.get("meta") or {}).get("init")
+                hint = f" (this one was initialised from {was})" if was else ""
+                raise ConfigError(f"--init {cfg.loc.init}: a localisation checkpoint; train-loc starts from a classification "
+                                  f"checkpoint (train-cls){hint}; to continue a localisation run use --resume")
             cfg = _loc_config(cfg, init, log)
         else:
             cfg = _loc_config(cfg, last, log)
