@@ -21,6 +21,16 @@ import yaml
 
 from vgglocal.errors import UserError
 
+# Each list of choices has one home, here at the bottom of the layers: the readers, the
+# protocols and the CLI (which must not import torch for --help) take them from this module.
+FORMATS = ("ilsvrc-kaggle", "ilsvrc", "voc", "coco", "caltech")  # data.format: the on-disk layouts read as distributed
+TASKS = ("cls", "loc", "all")  # which records of a split: labelled / with boxes / every image
+TRAIN_TASKS = ("cls", "loc")  # what a training run learns: classes, or boxes too (Appendix A)
+CLS_PROTOCOLS = ("cls-dense", "cls-multicrop", "cls-both")  # section 3.2, Table 5
+LOC_PROTOCOLS = ("center-crop", "full")  # Appendix A, protocols 1 and 2
+PROTOCOLS = CLS_PROTOCOLS + LOC_PROTOCOLS
+CLS_METHODS = ("dense", "multicrop", "both")  # the classification system of protocol 2
+
 
 class ConfigError(UserError):
     """A user error in a config file or override; the message names the key or value."""
@@ -388,7 +398,7 @@ def replace(cfg: Any, **changes: Any) -> Any:
 
 _CHOICES = {
     "model.init": ("normal", "glorot", "kaiming"),
-    "data.format": ("ilsvrc-kaggle", "ilsvrc", "voc", "coco", "caltech"),
+    "data.format": FORMATS,
     "data.pipeline": ("cpu", "gpu"),
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -396,8 +406,8 @@ _CHOICES = {
     "loc.finetune": ("fc", "all"),
     "loc.head_bias": ("zero", "mean"),
     "eval.precision": ("fp32", "bf16"),
-    "eval.protocol": ("cls-dense", "cls-multicrop", "cls-both", "center-crop", "full"),
-    "eval.cls_method": ("dense", "multicrop", "both"),
+    "eval.protocol": PROTOCOLS,
+    "eval.cls_method": CLS_METHODS,
     "eval.device": ("auto", "cpu", "cuda"),
     "transfer.protocol": ("voc-cls", "caltech", "voc-action"),
     "transfer.aggregate": ("average", "stack"),

@@ -12,8 +12,9 @@ from vgglocal.cli import cli
 from vgglocal.config import from_dict
 from vgglocal.data.synth import SynthSpec, synthesize, wnid
 from vgglocal.evaluation.coco import coco_eval
-from vgglocal.evaluation.ilsvrc import read_kaggle_csv, score_files
+from vgglocal.evaluation.ilsvrc import read_kaggle_csv
 from vgglocal.evaluation.run import EvalError, EvalRequest, evaluate
+from vgglocal.evaluation.score import score
 from vgglocal.inference.nets import paper_scales, parse_scales
 from vgglocal.models.io import save_model
 from vgglocal.models.vgg import build_vgg
@@ -71,7 +72,7 @@ def test_full_protocol_writes_files_that_score_to_the_same_metrics(setup, tmp_pa
         assert 0.0 <= m[key] <= 1.0
     assert m["top5_cls_error"] == 0.0  # three classes, five guesses
     # The Kaggle file scored against the data set's own solution file gives the same numbers.
-    scored = score_files(tmp_path / "predictions.csv", root / "synth" / "LOC_val_solution.csv")
+    scored = score(tmp_path / "predictions.csv", root / "synth" / "LOC_val_solution.csv")
     assert scored == {k: m[k] for k in scored}
     preds = read_kaggle_csv(tmp_path / "predictions.csv")
     assert len(preds) == CLASSES * 3 and all(len(g) == 3 for g in preds.values())
@@ -180,7 +181,7 @@ def test_an_undecodable_image_counts_as_wrong_and_is_reported(setup, tmp_path):
     assert m["n_unreadable"] == 1 and m["n_images"] == CLASSES * 3
     preds = read_kaggle_csv(tmp_path / "out" / "predictions.csv")
     assert preds[victim.stem] == [] and sum(1 for g in preds.values() if g) == CLASSES * 3 - 1
-    assert score_files(tmp_path / "out" / "predictions.csv", tmp_path / "synth" / "LOC_val_solution.csv")["top5_loc_error"] == m["top5_loc_error"]
+    assert score(tmp_path / "out" / "predictions.csv", tmp_path / "synth" / "LOC_val_solution.csv")["top5_loc_error"] == m["top5_loc_error"]
     c = evaluate(config(tmp_path), EvalRequest("cls-dense", [paths["cls"]]), tmp_path / "cls", progress=False)
     assert c["n_unreadable"] == 1 and c["n_images"] == CLASSES * 3
 
@@ -286,3 +287,23 @@ def test_refusals_are_one_line(setup, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "--cls-checkpoint" in r.output and "runs/cls/model.pt" in r.output and len(r.output.strip().splitlines()) == 1
     ok = runner.invoke(cli, [*base[:5], "--checkpoint", str(stale), "--cls-checkpoint", paths["cls"], "--out", str(tmp_path / "s2"), "--quiet"])
     assert ok.exit_code == 0, ok.output
+
+
+def test_score_reads_every_format_and_a_data_root_equals_its_solution_csv(setup, tmp_path):
+    root, paths = setup
+    data = root / "synth"
+    evaluate(config(root, score_floor=0.0), EvalRequest("full", [paths["loc"]]), tmp_path, progress=False)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    csv_vs_csv = score(str(tmp_path / "predictions.csv"), str(data / "LOC_val_solution.csv"))
+    csv_vs_root = score(str(tmp_path / "predictions.csv"), str(data), fmt="ilsvrc-kaggle")
+    txt_vs_root = score(str(tmp_path / "predictions.txt"), str(data))  # layout detected
+    assert csv_vs_root == csv_vs_csv == txt_vs_root == {k: m[k] for k in csv_vs_csv}
+    dets_vs_root = score(str(tmp_path / "detections.json"), str(data))
+    dets_vs_file = score(str(tmp_path / "detections.json"), str(tmp_path / "ground_truth.json"))
+    for key in ("coco_ap", "coco_ap50", "coco_ar100", "voc07_map", "voc_map"):
+        assert dets_vs_root[key] == pytest.approx(m[key]) and dets_vs_file[key] == pytest.approx(m[key]), key
+    runner = CliRunner()
+    r = runner.invoke(cli, ["score", str(tmp_path / "predictions.txt"), str(data / "LOC_val_solution.csv")])
+    assert r.exit_code == 2 and "data root" in r.output and len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(cli, ["score", str(tmp_path / "detections.json"), str(data), "--format", "ilsvrc-kaggle", "--split", "val"])
+    assert r.exit_code == 0 and json.loads(r.output)["coco_ap"] == pytest.approx(m["coco_ap"])

@@ -16,9 +16,9 @@ from vgglocal.evaluation.ilsvrc import (
     protocol1_errors,
     read_devkit_txt,
     read_kaggle_csv,
-    score_files,
     score_kaggle,
 )
+from vgglocal.evaluation.score import score
 from vgglocal.evaluation.writers import write_devkit_txt, write_kaggle_csv
 from vgglocal.inference.results import ImageResult
 
@@ -141,7 +141,7 @@ def test_kaggle_files_round_trip_and_missing_images_count_as_wrong(tmp_path):
     preds = write_kaggle_csv(tmp_path / "p.csv", [("img1", [("n09", GT), ("n01", [52.4, 50.0, 99.0, 97.0])]), ("img2", [("n02", [10.2, 9.6, 40.0, 40.0])])])
     back = read_kaggle_csv(preds)
     assert back["img1"][1] == ("n01", (52.0, 50.0, 99.0, 97.0))  # whole pixels
-    m = score_files(preds, truth)
+    m = score(preds, truth)
     # img3 is missing: wrong. img1 right only at top-5, img2 right at top-1.
     assert m["n_images"] == 3
     assert m["top5_loc_error"] == pytest.approx(1 / 3)
@@ -150,7 +150,7 @@ def test_kaggle_files_round_trip_and_missing_images_count_as_wrong(tmp_path):
     # Predictions naming images the ground truth lacks are a mistake, not silently dropped.
     extra = write_kaggle_csv(tmp_path / "x.csv", [("img9", [("n01", GT)])])
     with pytest.raises(SubmissionError, match="img9"):
-        score_files(extra, truth)
+        score(extra, truth)
     # Unknown labels are simply wrong guesses.
     assert score_kaggle({"img2": [("zzz", (10, 10, 40, 40))]}, {"img2": [("n02", (10, 10, 40, 40))]})["top5_cls_error"] == 1.0
 

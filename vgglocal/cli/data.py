@@ -8,8 +8,9 @@ import sys
 import click
 
 from vgglocal.cli import cli
+from vgglocal.config import FORMATS
 
-_FORMATS = ("auto", "ilsvrc-kaggle", "ilsvrc", "voc", "coco", "caltech")
+_FORMATS = ("auto", *FORMATS)
 
 
 @cli.group("data")

@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from vgglocal.cli import cli, config_default
-
-_PROTOCOLS = ("cls-dense", "cls-multicrop", "cls-both", "center-crop", "full")
+from vgglocal.config import FORMATS, PROTOCOLS
 
 
 def _log(msg: str) -> None:
@@ -28,7 +27,7 @@ def _scales(values: tuple[str, ...]) -> list[tuple[int, ...]]:
 @cli.command("eval")
 @click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
               help="YAML config: its data section names the validation split, its eval section the defaults.")
-@click.option("--protocol", type=click.Choice(_PROTOCOLS), default=None,
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
               help="cls-dense / cls-multicrop / cls-both (section 3.2), center-crop (localisation protocol 1), "
                    f"full (protocol 2: top-5 labels, dense boxes, greedy merge). {config_default('eval.protocol')}")
 @click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(dir_okay=False),
@@ -96,15 +95,25 @@ def eval_cmd(config, protocol, checkpoints, scales, cls_checkpoints, cls_scales,
 
 @cli.command("score")
 @click.argument("predictions", type=click.Path(dir_okay=False))
-@click.argument("ground_truth", type=click.Path(dir_okay=False))
-def score_cmd(predictions: str, ground_truth: str) -> None:
-    """Score a Kaggle-format submission (ImageId,PredictionString with 'wnid x1 y1 x2 y2' up to
-    five times) against ground truth in the same format (LOC_val_solution.csv) with the ILSVRC
-    devkit rule. Prints one JSON object: top1/top5 cls and loc error (fractions), n_images.
-    Images missing from PREDICTIONS count as wrong."""
-    from vgglocal.evaluation.ilsvrc import score_files
+@click.argument("ground_truth", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Layout of a GROUND_TRUTH data root (default: detected from its files).")
+@click.option("--split", default=None, metavar="NAME", help="Split of a GROUND_TRUTH data root (default: val).")
+def score_cmd(predictions: str, ground_truth: str, fmt: str | None, split: str | None) -> None:
+    """Score PREDICTIONS against GROUND_TRUTH and print the metrics as one JSON object.
 
-    click.echo(json.dumps(score_files(predictions, ground_truth)))
+    PREDICTIONS: a Kaggle CSV (ImageId,PredictionString, 'wnid x1 y1 x2 y2' up to five times)
+    or a devkit .txt (one line per image, devkit class ids) → the ILSVRC devkit's top-1/top-5
+    localisation and classification errors (fractions) and n_images; images missing from
+    PREDICTIONS count as wrong. A COCO results .json → the twelve COCO statistics (coco_*)
+    and the VOC mAP (voc07_map 11-point, voc_map area, per class).
+
+    GROUND_TRUTH: a Kaggle solution CSV (LOC_val_solution.csv), a COCO instances JSON, or a
+    data root of any supported layout (--format, --split), read as eval reads it.
+    """
+    from vgglocal.evaluation.score import score
+
+    click.echo(json.dumps(score(predictions, ground_truth, fmt=fmt, split=split)))
 
 
 @cli.command("predict")

@@ -26,15 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vgglocal.config import DataConfig
+from vgglocal.config import FORMATS, TASKS, DataConfig
 from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.records import ClassList, Sample
 
 __all__ = ["FORMATS", "TASKS", "SplitSpec", "SplitScan", "split_spec", "scan_split", "read_split",
            "select_records", "detect_format"]
 
-FORMATS = ("ilsvrc-kaggle", "ilsvrc", "voc", "coco", "caltech")
-TASKS = ("cls", "loc", "all")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vgglocal.config import ConfigError, DataConfig
+from vgglocal.config import TRAIN_TASKS, ConfigError, DataConfig
 from vgglocal.data.stats import resolve_stats
 from vgglocal.geometry import Geometry
 
@@ -65,7 +65,7 @@ __all__ = [
     "normalise_batch",
 ]
 
-TASKS = ("cls", "loc")
+TASKS = TRAIN_TASKS
 
 
 def crop_target(boxes: np.ndarray, box_labels: np.ndarray, label: int, geometry: Geometry) -> tuple[Tensor, int] | None:

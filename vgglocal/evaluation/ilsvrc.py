@@ -46,7 +46,6 @@ __all__ = [
     "read_kaggle_csv",
     "read_devkit_txt",
     "score_kaggle",
-    "score_files",
     "IOU_THRESHOLD",
     "MAX_GUESSES",
 ]
@@ -362,12 +361,3 @@ def score_kaggle(predictions: Submission, truth: Submission, pred_name: str = "p
     pl, pb = padded(predictions, MAX_GUESSES)
     gl, gb = padded(truth, None)
     return ilsvrc_metrics(pl, pb, gl, gb)
-
-
-def score_files(predictions: str | Path, ground_truth: str | Path) -> dict[str, float | int]:
-    """``vgglocal score``: read both Kaggle-format CSVs and return the metric dict."""
-    truth = read_kaggle_csv(ground_truth, require_boxes=True)
-    if not truth:
-        raise SubmissionError(f"{ground_truth}: no images")
-    preds = read_kaggle_csv(predictions)
-    return score_kaggle(preds, truth, str(predictions), str(ground_truth))

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from vgglocal.boxes import clip_boxes
+from vgglocal.config import CLS_METHODS
 from vgglocal.data.transforms import EvalTransform
 from vgglocal.inference.dense import (
     ScaleMaps,
@@ -52,7 +53,7 @@ from vgglocal.models.vgg import VGG
 
 __all__ = ["Candidates", "classify", "box_candidates", "merge_candidates", "localize_full", "localize_center_crop", "METHODS"]
 
-METHODS = ("dense", "multicrop", "both")
+METHODS = CLS_METHODS
 _MIN_WEIGHT = 1e-30  # soft-max underflow would make a weight 0; the merge needs positive ones
 
 

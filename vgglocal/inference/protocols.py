@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vgglocal.config import CLS_PROTOCOLS, LOC_PROTOCOLS, PROTOCOLS
 from vgglocal.inference.localize import (
     Candidates,
     box_candidates,
@@ -34,9 +35,6 @@ from vgglocal.inference.results import ImageResult
 __all__ = ["PROTOCOLS", "CLS_PROTOCOLS", "LOC_PROTOCOLS", "TOPK", "RunOptions", "classify_images", "center_crop", "full",
            "full_candidates", "full_merge", "run_protocol"]
 
-CLS_PROTOCOLS = ("cls-dense", "cls-multicrop", "cls-both")
-LOC_PROTOCOLS = ("center-crop", "full")
-PROTOCOLS = CLS_PROTOCOLS + LOC_PROTOCOLS
 TOPK = 5  # labels kept per image: top-1 and top-5 error (section 4), the devkit's five guesses
 
 

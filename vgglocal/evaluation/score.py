@@ -1,0 +1,137 @@
+"""``vgglocal score``: one scorer for every submission format against every kind of ground truth.
+
+Predictions:
+
+* a Kaggle CSV (``ImageId,PredictionString``) or a devkit localisation text file (one line
+  per image, ``<label> <xmin> <ymin> <xmax> <ymax>`` repeated, devkit class ids): the ILSVRC
+  devkit's localisation and classification errors (:mod:`vgglocal.evaluation.ilsvrc`);
+* a COCO results JSON (``[{"image_id", "category_id", "bbox", "score"}]``): the twelve COCOeval
+  statistics and the VOC mAP (:mod:`vgglocal.evaluation.coco`, :mod:`vgglocal.evaluation.voc`).
+
+Ground truth: a Kaggle solution CSV, a COCO instances JSON, or a data root of any supported
+layout (``fmt``, default detected; ``split``, default ``val``). A data root is read exactly as
+``vgglocal eval`` reads it, so a file ``eval`` wrote scores to the numbers ``eval`` reported:
+the devkit text's lines are the split's images in order, and on non-COCO data the COCO ids
+are the image's position in the split (the ``ground_truth.json`` ``eval`` writes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vgglocal.config import DataConfig
+from vgglocal.data import ClassList, Sample, detect_format, read_split
+from vgglocal.evaluation.coco import coco_eval, load_coco
+from vgglocal.evaluation.ilsvrc import (
+    Submission,
+    SubmissionError,
+    read_devkit_txt,
+    read_kaggle_csv,
+    score_kaggle,
+)
+from vgglocal.evaluation.voc import voc_metrics
+from vgglocal.evaluation.writers import CocoIds, coco_instances, image_id
+
+__all__ = ["score", "kaggle_truth", "voc_from_coco"]
+
+
+def _read_root(root: str, fmt: str | None, split: str | None) -> tuple[list[Sample], ClassList, str]:
+    fmt = fmt or detect_format(root)
+    cfg = DataConfig(format=fmt, root=root)
+    records, classes = read_split(cfg, split or cfg.val_split, "loc")
+    return records, classes, fmt
+
+
+def kaggle_truth(records: list[Sample], classes: ClassList) -> Submission:
+    """The records' boxes as a Kaggle solution table ``{image id: [(wnid, box), ...]}``."""
+    return {image_id(r): [(classes.ids[int(lab)], tuple(b)) for lab, b in zip(np.asarray(r.box_labels).tolist(), np.asarray(r.boxes, np.float64).tolist(), strict=True)]
+            for r in records if len(r.boxes)}
+
+
+def _devkit_as_kaggle(path: str, records: list[Sample], classes: ClassList) -> Submission:
+    rows = read_devkit_txt(path)
+    if len(rows) != len(records):
+        raise SubmissionError(f"{path}: {len(rows)} lines for the {len(records)} images of the split (one line per image, in order)")
+    by_devkit = {int(d): classes.ids[i] for i, d in enumerate(classes.devkit_ids or range(1, len(classes) + 1))}
+    return {image_id(r): [(by_devkit.get(lab, f"unknown-{lab}"), box) for lab, box in row] for r, row in zip(records, rows, strict=True)}
+
+
+def voc_from_coco(instances: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """VOC mAP of COCO results against a COCO instances dict (boxes xywh → x1y1x2y2; objects
+    marked ``difficult`` or ``iscrowd`` are ignored, as VOC ignores difficult ones)."""
+    cats = [c["id"] for c in instances.get("categories", [])]
+    index = {c: i for i, c in enumerate(cats)}
+    names = [str(c.get("name", c["id"])) for c in instances.get("categories", [])]
+    anns = [a for a in instances.get("annotations", []) if a.get("category_id") in index]
+
+    def xyxy(b: list[float]) -> list[float]:
+        return [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+
+    gts = (torch.tensor([int(a["image_id"]) for a in anns], dtype=torch.int64),
+           torch.tensor([xyxy(a["bbox"]) for a in anns], dtype=torch.float64).reshape(-1, 4),
+           torch.tensor([index[a["category_id"]] for a in anns], dtype=torch.int64),
+           torch.tensor([bool(a.get("difficult") or a.get("iscrowd")) for a in anns], dtype=torch.bool))
+    dets_in = [d for d in results if d.get("category_id") in index]
+    dets = (torch.tensor([int(d["image_id"]) for d in dets_in], dtype=torch.int64),
+            torch.tensor([xyxy(d["bbox"]) for d in dets_in], dtype=torch.float64).reshape(-1, 4),
+            torch.tensor([index[d["category_id"]] for d in dets_in], dtype=torch.int64),
+            torch.tensor([float(d["score"]) for d in dets_in], dtype=torch.float64))
+    return voc_metrics(dets, gts, names)
+
+
+def _read_results(path: str) -> list[dict[str, Any]]:
+    try:
+        results = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SubmissionError(f"{path}: not a COCO results JSON ({e})") from None
+    keys = {"image_id", "category_id", "bbox", "score"}
+    if not isinstance(results, list) or not all(isinstance(d, dict) and keys <= set(d) for d in results):
+        raise SubmissionError(f"{path}: expected COCO results, a list of {{image_id, category_id, bbox, score}}")
+    return results
+
+
+def _instances_of(ground_truth: str, fmt: str | None, split: str | None) -> dict[str, Any]:
+    if not os.path.isdir(ground_truth):
+        return load_coco(ground_truth).dataset
+    records, classes, fmt = _read_root(ground_truth, fmt, split)
+    if fmt == "coco" and classes.coco_ids:
+        from vgglocal.data.splits import split_spec
+
+        spec = split_spec(DataConfig(format=fmt, root=ground_truth), split or "val")
+        return load_coco(spec.annotations or spec.at("annotations", f"instances_{spec.name}.json")).dataset
+    ids = CocoIds(classes, native=False).take(records)
+    return coco_instances(records, ids, classes, [r.size for r in records])
+
+
+def score(predictions: str, ground_truth: str, *, fmt: str | None = None, split: str | None = None) -> dict[str, Any]:
+    """The metric dict of ``predictions`` against ``ground_truth`` (module doc)."""
+    kind = Path(predictions).suffix.lower()
+    if not Path(predictions).is_file():
+        raise SubmissionError(f"file not found: {predictions}")
+    if kind == ".json":
+        results = _read_results(predictions)
+        instances = _instances_of(ground_truth, fmt, split)
+        scope = [int(i["id"]) for i in instances.get("images", [])]
+        return {**coco_eval(instances, results, scope), **voc_from_coco(instances, results)}
+    if kind not in (".csv", ".txt"):
+        raise SubmissionError(f"{predictions}: expected a Kaggle .csv, a devkit .txt or a COCO results .json")
+    if os.path.isdir(ground_truth):
+        records, classes, _ = _read_root(ground_truth, fmt, split)
+        truth = kaggle_truth(records, classes)
+        preds = _devkit_as_kaggle(predictions, records, classes) if kind == ".txt" else read_kaggle_csv(predictions)
+    else:
+        if Path(ground_truth).suffix.lower() != ".csv":
+            raise SubmissionError(f"{ground_truth}: ground truth for a {kind} file is a Kaggle solution .csv or a data root folder")
+        if kind == ".txt":
+            raise SubmissionError(f"{predictions}: a devkit .txt is scored against the data root (its class ids and image order come from it)")
+        truth = read_kaggle_csv(ground_truth, require_boxes=True)
+        preds = read_kaggle_csv(predictions)
+    if not truth:
+        raise SubmissionError(f"{ground_truth}: no images with boxes")
+    return score_kaggle(preds, truth, str(predictions), str(ground_truth))
