@@ -524,9 +524,6 @@ def _check_ranges(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     """Ranges of every numeric key (:data:`RANGES`), then cross-field checks; each failure
     names the key and the value."""
-    # plain data, no torch; models import nothing from config
-    from vgglocal.models.specs import VGG_SPECS
-
     _check_ranges(cfg)
 
     for dotted, choices in _CHOICES.items():
@@ -534,8 +531,6 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
             raise ConfigError(f"{dotted}: {value!r} is not one of {', '.join(choices)}")
-    if cfg.model.arch not in VGG_SPECS:
-        raise ConfigError(f"model.arch: unknown arch {cfg.model.arch!r}; choose from {', '.join(VGG_SPECS)}")
     if cfg.model.crop <= 0 or cfg.model.crop % 32:
         raise ConfigError(f"model.crop: {cfg.model.crop} must be a positive multiple of 32")
     d = cfg.data

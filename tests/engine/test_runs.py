@@ -178,6 +178,7 @@ def test_torchrun_two_processes_give_the_weights_of_one_process(data, tmp_path):
         (["--set", "train.batch_size=400"], "error: train.batch_size: 400 is more than the 8 training images"),
         (["--set", "model.num_classes=5"], "error: model.num_classes: 5, but"),
         (["--set", "train.sync_bn=true"], "error: train.sync_bn: SyncBatchNorm runs on CUDA devices only"),
+        (["--set", "model.arch=F"], "error: model.arch: unknown arch 'F'; choose from A, A-LRN, B, C, D, E"),
     ],
 )
 def test_bad_input_is_one_line_error(data, tmp_path, args, message):

@@ -29,7 +29,7 @@ from vgglocal.data.annotations import make_sample
 from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.images import IMAGE_EXTENSIONS
 from vgglocal.data.records import ClassList, Sample
-from vgglocal.data.splits import SplitSpec
+from vgglocal.data.spec import SplitSpec
 
 __all__ = ["CALTECH_FOLDERS", "caltech_root", "read_caltech", "caltech_splits"]
 

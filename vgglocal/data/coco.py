@@ -31,7 +31,7 @@ import numpy as np
 from vgglocal.data.annotations import DROPPED, OK, box_problems, clean_boxes, make_sample
 from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.records import ClassList, Sample
-from vgglocal.data.splits import SplitSpec
+from vgglocal.data.spec import SplitSpec
 
 __all__ = ["read_coco", "load_coco", "safe_join"]
 

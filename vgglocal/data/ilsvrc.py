@@ -61,7 +61,7 @@ from vgglocal.data.annotations import (
 from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.images import IMAGE_EXTENSIONS
 from vgglocal.data.records import ClassList, Sample
-from vgglocal.data.splits import SplitSpec
+from vgglocal.data.spec import SplitSpec
 from vgglocal.data.text import read_utf8, read_utf8_lenient
 
 __all__ = ["read_kaggle", "read_original", "read_solution_csv", "SolutionTable", "read_devkit_meta", "find_devkit",

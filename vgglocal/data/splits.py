@@ -20,6 +20,7 @@ lists each defect as a :class:`~vgglocal.data.errors.Problem` in :class:`SplitSc
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,60 +30,20 @@ import numpy as np
 from vgglocal.config import FORMATS, TASKS, DataConfig
 from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.records import ClassList, Sample
+from vgglocal.data.spec import SplitSpec, split_spec
 
-__all__ = ["FORMATS", "TASKS", "SplitSpec", "SplitScan", "split_spec", "scan_split", "read_split",
+__all__ = ["FORMATS", "TASKS", "READERS", "SplitSpec", "SplitScan", "split_spec", "scan_split", "read_split",
            "select_records", "detect_format"]
 
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    """Where one split lives. Paths are resolved (joined to the root); "" means "use the default".
-
-    Attributes:
-        root: data set root.
-        name: on-disk split name (train, val, test, trainval, val2017, ...).
-        role: "train", "val" or "" for a literal split name.
-        images: configured image folder, or "".
-        annotations: configured annotation file/folder (COCO JSON, Kaggle CSV, XML folder), or "".
-        devkit: configured ILSVRC devkit folder or meta .mat file, or "".
-        classes: configured class list file, or "".
-        train_name: on-disk name of the training split (ILSVRC classes fall back to its folders).
-        train_images: configured training image folder, or "".
-    """
-
-    root: str
-    name: str
-    role: str = ""
-    images: str = ""
-    annotations: str = ""
-    devkit: str = ""
-    classes: str = ""
-    train_name: str = "train"
-    train_images: str = ""
-
-    def at(self, *parts: str) -> str:
-        """A path under the root."""
-        return os.path.join(self.root, *parts)
-
-
-def _resolve(root: str, path: str) -> str:
-    return "" if not path else path if os.path.isabs(path) else os.path.join(root, path)
-
-
-def split_spec(cfg: DataConfig, split: str) -> SplitSpec:
-    """Resolve a role ("train"/"val") or a literal split name against the config (see module doc)."""
-    root = cfg.root
-    role = "train" if split in ("train", cfg.train_split) else "val" if split in ("val", cfg.val_split) else ""
-    name = cfg.train_split if role == "train" else cfg.val_split if role == "val" else split
-    images = {"train": cfg.train_images, "val": cfg.val_images}.get(role, "")
-    annotations = {"train": cfg.train_annotations, "val": cfg.val_annotations}.get(role, "")
-    return SplitSpec(
-        root=root, name=name, role=role,
-        images=_resolve(root, images), annotations=_resolve(root, annotations),
-        devkit=_resolve(root, cfg.devkit), classes=_resolve(root, cfg.classes),
-        train_name=cfg.train_split, train_images=_resolve(root, cfg.train_images),
-    )
+# data.format → (module, function) of its reader; each takes a SplitSpec and returns
+# (records, classes, problems).
+READERS = {
+    "ilsvrc-kaggle": ("vgglocal.data.ilsvrc", "read_kaggle"),
+    "ilsvrc": ("vgglocal.data.ilsvrc", "read_original"),
+    "voc": ("vgglocal.data.voc", "read_voc"),
+    "coco": ("vgglocal.data.coco", "read_coco"),
+    "caltech": ("vgglocal.data.caltech", "read_caltech"),
+}
 
 
 @dataclass
@@ -146,18 +107,10 @@ def scan_split(cfg: DataConfig, split: str, task: str = "all", progress: bool = 
     spec = split_spec(cfg, split)
     if not os.path.isdir(spec.root):
         raise DataError(f"data root {spec.root!r} is not a folder (data.root)")
-    if cfg.format == "ilsvrc-kaggle":
-        from vgglocal.data.ilsvrc import read_kaggle as reader
-    elif cfg.format == "ilsvrc":
-        from vgglocal.data.ilsvrc import read_original as reader
-    elif cfg.format == "voc":
-        from vgglocal.data.voc import read_voc as reader
-    elif cfg.format == "coco":
-        from vgglocal.data.coco import read_coco as reader
-    elif cfg.format == "caltech":
-        from vgglocal.data.caltech import read_caltech as reader
-    else:
+    if cfg.format not in READERS:
         raise DataError(f"data.format: {cfg.format!r} is not one of {', '.join(FORMATS)}")
+    module, name = READERS[cfg.format]
+    reader = getattr(importlib.import_module(module), name)  # heavy readers (scipy, pycocotools) load on use
     # Reading ImageNet builds ~1.3M small acyclic objects; the cyclic GC would rescan them
     # all over and over (seconds, for nothing), so it is paused for the read.
     gc_was_enabled = gc.isenabled()

@@ -27,7 +27,7 @@ from vgglocal.data.annotations import make_sample, read_class_file, read_xml_box
 from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.images import IMAGE_EXTENSIONS
 from vgglocal.data.records import ClassList, Sample
-from vgglocal.data.splits import SplitSpec
+from vgglocal.data.spec import SplitSpec
 from vgglocal.data.text import read_utf8
 
 __all__ = ["VOC_CLASSES", "read_voc", "largest_box_label"]

@@ -38,7 +38,7 @@ from vgglocal.engine.train import (
     fit,
 )
 from vgglocal.engine.validate import LocGroundTruth, evaluate
-from vgglocal.models.build import build_model
+from vgglocal.models.build import build_model, check_arch
 from vgglocal.models.io import load_model_checkpoint, model_from_checkpoint
 from vgglocal.models.vgg import VGG, add_box_head
 
@@ -261,6 +261,7 @@ def run_training(cfg: Config, task: str, out: str | Path | None = None, resume: 
     run directory. Raises a :class:`~vgglocal.errors.UserError` for bad configs, data or runs,
     and :class:`~vgglocal.engine.train.NonFiniteLossError` when the loss diverges.
     """
+    check_arch(cfg.model)  # before any data is read
     env = distributed.setup(cfg.train.device)
     root = Path(out) if out else Path("runs") / (cfg.name or "run")
     try:

@@ -62,7 +62,7 @@ METRIC_KEYS = ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_e
 
 
 def _coco_annotations(cfg: Config) -> str:
-    from vgglocal.data.splits import split_spec
+    from vgglocal.data.spec import split_spec
 
     spec = split_spec(cfg.data, cfg.data.val_split)
     return spec.annotations or spec.at("annotations", f"instances_{spec.name}.json")

@@ -101,7 +101,7 @@ def _instances_of(ground_truth: str, fmt: str | None, split: str | None) -> dict
         return load_coco(ground_truth).dataset
     records, classes, fmt = _read_root(ground_truth, fmt, split)
     if fmt == "coco" and classes.coco_ids:
-        from vgglocal.data.splits import split_spec
+        from vgglocal.data.spec import split_spec
 
         spec = split_spec(DataConfig(format=fmt, root=ground_truth), split or "val")
         return load_coco(spec.annotations or spec.at("annotations", f"instances_{spec.name}.json")).dataset

@@ -5,14 +5,22 @@ from __future__ import annotations
 from vgglocal.checkpoint import CheckpointError
 from vgglocal.config import ConfigError, ModelConfig
 from vgglocal.models.io import load_model_checkpoint
-from vgglocal.models.vgg import VGG, build_vgg, copy_from_net_a
+from vgglocal.models.vgg import VGG, VGG_SPECS, build_vgg, copy_from_net_a
 
-__all__ = ["build_model"]
+__all__ = ["check_arch", "build_model"]
+
+
+def check_arch(cfg: ModelConfig) -> None:
+    """One line for a ``model.arch`` that is not a Table 1 configuration (asked before any data
+    is read; the configuration table lives here, in the models, not in the config)."""
+    if cfg.arch not in VGG_SPECS:
+        raise ConfigError(f"model.arch: unknown arch {cfg.arch!r}; choose from {', '.join(VGG_SPECS)}")
 
 
 def build_model(cfg: ModelConfig, box_head: str | None = None) -> VGG:
     """Build the classifier ``cfg`` describes: fresh init, then net-A layers (``init_from``)
     or a whole checkpoint (``pretrained``) when given."""
+    check_arch(cfg)
     model = build_vgg(
         cfg.arch,
         num_classes=cfg.num_classes,
