@@ -14,7 +14,7 @@ from _stages import ROOT, Stages
 
 CLS_CONFIG = "configs/demo/cls.yaml"
 LOC_CONFIG = "configs/demo/loc.yaml"
-# Demo data set: 10 classes (issue 6); sizes are synth's defaults (300 train, 50 val per class).
+# Demo data set: 10 classes; sizes are synth's defaults (300 train, 50 val per class).
 CLASSES = 10
 
 

@@ -1,4 +1,4 @@
-"""The code base stays ruff-clean (STYLE.md point 13)."""
+"""The code base stays ruff-clean."""
 
 import shutil
 import subprocess

@@ -1,8 +1,8 @@
 """Pure box math. Tensor in, tensor out; no config, no logging, no device guesses.
 
 The canonical box everywhere in vgglocal is ``(x1, y1, x2, y2)`` in pixels of the original
-image, float (DESIGN.md). The network's own ``(cx, cy, w, h) / window side`` parameters exist
-only between :func:`encode` and :func:`decode` (SPEC section 5, "Box parameters").
+image, float. The network's own ``(cx, cy, w, h) / window side`` parameters exist
+only between :func:`encode` and :func:`decode` (Appendix A: the box in window coordinates over the window side).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def ilsvrc_iou(a: Tensor, b: Tensor) -> Tensor:
     Coordinates are inclusive pixel indices, so a box spans ``x2 - x1 + 1`` pixels; pairs whose
     intersection is empty (``iw <= 0`` or ``ih <= 0``, touching boxes included) get overlap -1,
     as ``eval_localization.m`` leaves them. Implemented by shifting x2/y2 by one pixel and
-    reusing torchvision's ``box_iou`` (STYLE.md point 2).
+    reusing torchvision's ``box_iou``.
     """
     one = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=a.dtype if a.is_floating_point() else torch.float64, device=a.device)
     iou = _tv_box_iou(a.to(one.dtype) + one, b.to(one.dtype) + one)
@@ -92,7 +92,7 @@ def decode(params: Tensor, origin: Tensor | tuple[float, float], scale: float | 
     """Network outputs → image boxes; the exact inverse of :func:`encode` (same arguments).
 
     Adds the window origin, multiplies the normalised sizes by the window side and divides by
-    the rescale factor (SPEC section 5, "Dense geometry"). Returns x1y1x2y2 original pixels.
+    the rescale factor. Returns x1y1x2y2 original pixels.
     """
     origin = torch.as_tensor(origin, dtype=params.dtype, device=params.device)
     scale = torch.as_tensor(scale, dtype=params.dtype, device=params.device)

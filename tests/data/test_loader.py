@@ -127,7 +127,7 @@ def test_two_ranks_cover_the_data_set_like_distributed_sampler():
         assert set(shards[0]) | set(shards[1]) == set(range(n))
         assert len(shards[0]) + len(shards[1]) == 12  # padded by one repeated sample
     # Two ranks at batch B/2 see, step by step, the samples one process sees at batch B, so
-    # gradient averaging reproduces single-process training (issue 4).
+    # gradient averaging reproduces single-process training (section 3.1).
     single = list(ShardedBatchSampler(16, 4, shuffle=True, seed=2, epoch=1, rank=0, world_size=1))
     halves = [list(ShardedBatchSampler(16, 2, shuffle=True, seed=2, epoch=1, rank=r, world_size=2)) for r in range(2)]
     assert len(single) == len(halves[0]) == len(halves[1]) == 4

@@ -1,4 +1,4 @@
-"""Transforms keep the network's window tied to the original image (issue 3 acceptance)."""
+"""Transforms keep the network's window tied to the original image."""
 
 import json
 

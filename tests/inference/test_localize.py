@@ -33,7 +33,7 @@ def image(h, w, seed=0):
 
 
 def window_boxes(h, w, q, crop, box, flip):
-    """Every window's box at scale q, by hand: SPEC 5 dense geometry, in original pixels."""
+    """Every window's box at scale q, by hand: the dense geometry of section 3.2, in original pixels."""
     factor = q / min(h, w)
     rh, rw = round(h * factor), round(w * factor)
     cx, cy, bw, bh = box

@@ -1,4 +1,4 @@
-"""Greedy merge (SPEC 5): properties, and equality with a one-pair-at-a-time reference."""
+"""Greedy merge (OverFeat section 4.3): properties, and equality with a one-pair-at-a-time reference."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from vgglocal.inference.merge import greedy_merge, match_scores
 
 
 def reference_merge(boxes: np.ndarray, weights: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """SPEC 5 literally: recompute every pair's score, merge the lowest pair (ties: lowest
+    """The rule literally: recompute every pair's score, merge the lowest pair (ties: lowest
     indices after the canonical order), stop above the threshold. O(N^3); tiny N only."""
     order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], -weights))
     b, w = boxes[order].astype(np.float64), weights[order].astype(np.float64)

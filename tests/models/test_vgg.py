@@ -12,7 +12,7 @@ from vgglocal.models.vgg import (
     init_weights,
 )
 
-# SPEC Table 2 (1000 classes, full width, 224 crop): exact.
+# Table 2 of the paper (1000 classes, full width, 224 crop): exact.
 TABLE_2 = {
     "A": 132_863_336,
     "A-LRN": 132_863_336,

@@ -1,5 +1,5 @@
 """The ``vgglocal`` command line: a click group; each command parses, loads a config and calls
-one library function (STYLE.md point 10). User errors become one line and exit status 2."""
+one library function. User errors become one line and exit status 2."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Shared by the ILSVRC and VOC readers. XML goes through ``defusedxml``: entity de
 ("billion laughs") and external entities are rejected at the declaration, before anything is
 expanded, so a malicious file costs microseconds and no memory.
 
-Box cleaning implements SPEC section 6: a box partly outside the image is clipped to it, a box
+Box cleaning: a box partly outside the image is clipped to it, a box
 that is empty, inverted (x1 > x2 or y1 > y2) or entirely outside is dropped, and either way a
 :class:`~vgglocal.data.errors.Problem` is recorded. Boxes are kept in the file's own numbers
 (ILSVRC/VOC inclusive pixel indices); the image spans [0, W] x [0, H] for clipping, so a box

@@ -195,7 +195,7 @@ def read_coco(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], Cl
         ann_cat.append(cat_index.get(a["category_id"], -1))
         bboxes.append(a["bbox"])
     xyxy = np.asarray(bboxes, np.float64).reshape(-1, 4)
-    xyxy[:, 2:] += xyxy[:, :2]  # COCO xywh → x1y1x2y2, the one conversion (DESIGN.md)
+    xyxy[:, 2:] += xyxy[:, :2]  # COCO xywh → x1y1x2y2, the one conversion on the way in
     cat_arr = np.asarray(ann_cat, np.int64)
     img_arr = np.asarray(ann_img, np.int64)
     pos = np.clip(np.searchsorted(image_ids, img_arr), 0, max(len(image_ids) - 1, 0))

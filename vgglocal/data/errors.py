@@ -3,7 +3,7 @@
 A *fatal* data error (no such split, unreadable class list, empty split) raises
 :class:`DataError`. A defect in one file (a corrupt image, a bad box, an unknown wnid) is not
 fatal: readers skip what is broken, keep everything else, and record a :class:`Problem`
-(SPEC section 6: "a bad sample is skipped and counted, never silently trained on").
+("a bad sample is skipped and counted, never silently trained on").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """ILSVRC CLS-LOC readers: the Kaggle layout and the original (image-net.org) layout.
 
-Class index = sorted wnid order in both (SPEC section 6; the Kaggle synset mapping is already
+Class index = sorted wnid order in both (the Kaggle synset mapping is already
 sorted). The devkit's own class ids (1..1000, not in wnid order) are kept in
 ``ClassList.devkit_ids`` for devkit-format submissions whenever a devkit is found.
 

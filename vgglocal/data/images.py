@@ -1,6 +1,6 @@
 """Image decoding: every image becomes an RGB ``uint8`` array, or a one-line ``BadImageError``.
 
-Real ILSVRC files are messy (SPEC section 6): a few "JPEG"s are PNG or CMYK JPEG, some are
+Real ILSVRC files are messy: a few "JPEG"s are PNG or CMYK JPEG, some are
 grayscale, some are truncated. Pillow (with libjpeg-turbo) decodes by content, not by file
 name, so a PNG under ``.JPEG`` decodes as PNG; CMYK (including Adobe's inverted CMYK) and
 grayscale are converted to RGB. Truncated files must fail, never load half grey: Pillow's

@@ -4,8 +4,8 @@ and robust to bad files.
 * :class:`SampleDataset` decodes a record's image, augments it and builds the targets. A bad
   sample (undecodable image, or no box of its class when localising) comes back as a
   :class:`BadSample` marker; :func:`collate` drops it from the batch and lists it under
-  ``batch["bad"]`` so the epoch goes on (SPEC section 6: "a run never dies hours in because of
-  one file") and :class:`BadSampleTracker` counts it.
+  ``batch["bad"]`` so the epoch goes on (a run never dies hours in because of
+  one file) and :class:`BadSampleTracker` counts it.
 * Augmentation randomness is a pure function of (seed, epoch, sample index): each item gets
   its own ``numpy.random.Generator`` seeded with that triple, so a resumed run, another number
   of workers or another world size sees the same crop of the same image.
@@ -66,7 +66,7 @@ class SampleDataset(Dataset):
     Args:
         records: the split (``Sample`` list from ``read_split``).
         transform: a ``TrainTransform`` or ``EvalTransform`` (fixed-size window).
-        task: "cls" (target zeros) or "loc" (target = encoded box, SPEC section 5).
+        task: "cls" (target zeros) or "loc" (target = encoded box, Appendix A).
         seed: the run's seed; augmentation of item ``i`` in epoch ``e`` depends only on
             ``(seed, e, i)``.
         limits: image header bounds (``data.max_pixels``, ``data.max_aspect``); an image over
@@ -331,7 +331,7 @@ class TooManyBadSamples(UserError):
 
 
 class BadSampleTracker:
-    """Counts seen and bad samples; stops the run when too many are bad (SPEC section 6).
+    """Counts seen and bad samples; stops the run when too many are bad.
 
     The fraction is checked after every batch once ``min_seen`` samples were seen, so that one
     bad file in the first batches of a run cannot stop it by itself (one in a first batch of 32

@@ -8,7 +8,7 @@ config are relative to ``data.root``; ``data.root`` itself is relative to the wo
 
 Tasks. ``"cls"`` keeps images with a class label (ILSVRC: every image of train/val; VOC and
 COCO: images with at least one box, labelled by their largest box); ``"loc"`` keeps images with
-at least one box (SPEC section 6: localisation trains only on those); ``"all"`` keeps every
+at least one box (localisation trains only on those, Appendix A); ``"all"`` keeps every
 listed image, label -1 where unknown (test splits, detection evaluation, ``data check``).
 
 Problems. A reader never stops at a bad file: it skips what is broken, keeps the rest, and

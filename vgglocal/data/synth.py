@@ -1,6 +1,6 @@
 """The generated demo data set: shapes on clutter, written in the ILSVRC Kaggle layout + COCO JSON.
 
-What makes it a localisation task rather than a colour test (issue 3):
+What makes it a localisation task rather than a colour test:
 
 - classes differ by **shape** only (disc, triangle, square, star, ...); every instance gets a
   random colour (contrasting with the background under it), so colour carries no class
@@ -215,7 +215,7 @@ def render_image(rng: np.random.Generator, shape: str, size: int) -> tuple[np.nd
     image = _background(rng, h, w)
     draw = ImageDraw.Draw(image)
     # 1-3 background lines (was 2-6): with more, a from-scratch VGG at the demo's width and
-    # budget stayed near chance (issue 6 demo tuning); dots and texture keep the clutter.
+    # budget stayed near chance when the demo was tuned; dots and texture keep the clutter.
     _clutter(rng, draw, h, w, lines=int(rng.integers(1, 4)), dots=int(rng.integers(0, 16)))
     n = int(rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1]))
     lo, hi = (0.15, 0.9) if n == 1 else (0.15, 0.45)

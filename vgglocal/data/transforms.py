@@ -69,7 +69,7 @@ TASKS = TRAIN_TASKS
 
 
 def crop_target(boxes: np.ndarray, box_labels: np.ndarray, label: int, geometry: Geometry) -> tuple[Tensor, int] | None:
-    """The localisation target of a training window (SPEC section 5).
+    """The localisation target of a training window (Appendix A).
 
     Among the image's ground-truth boxes of class ``label`` (PCR trains the true class's
     outputs), the one with the largest intersection with the window, encoded unclipped.
@@ -248,7 +248,7 @@ class EvalTransform:
     """Evaluation: rescale the smallest side to Q, then the central ``crop`` window or the whole image.
 
     A window larger than the rescaled image (Q < crop) is zero-padded bottom/right *after*
-    normalisation, as the model pads (SPEC section 5: padded, not rejected).
+    normalisation, as the model pads (padded, not rejected).
     """
 
     def __init__(self, scale: int, crop: int | None, mean: Any, std: Any):

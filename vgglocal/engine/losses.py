@@ -1,7 +1,7 @@
 """Training losses: multinomial logistic regression (section 3.1) and the Euclidean box loss
 of Appendix A (SCR | PCR).
 
-Both take the raw network outputs (never decoded boxes, STYLE.md point 7) and return a
+Both take the raw network outputs (never decoded boxes: model, loss and post-processing stay apart) and return a
 scalar that is a mean over the batch, so gradient accumulation and data parallelism average
 them the same way a single large batch would.
 """

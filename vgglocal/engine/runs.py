@@ -1,4 +1,4 @@
-"""The run directory (DESIGN.md "Runs"):
+"""The run directory:
 
 ```
 runs/<name>/config.yaml          the resolved config

@@ -264,7 +264,7 @@ def train_one_epoch(
                 except StopIteration:
                     raise RuntimeError(f"the loader ran out at step {step} of {steps} (micro-batch {micro})") from None
                 if tracker is not None:
-                    tracker.update(batch)  # raises when too many samples were bad (SPEC 6)
+                    tracker.update(batch)  # raises when too many samples were bad
                 totals["bad"] += len(batch.get("bad") or ())
                 batch = to_device(batch, opts)
                 n = batch_size_of(batch)

@@ -1,4 +1,4 @@
-"""COCO detection results and pycocotools' COCOeval (SPEC 5, "Detection").
+"""COCO detection results and pycocotools' COCOeval.
 
 Results are ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]`` (COCO's own
 format, written by :mod:`vgglocal.evaluation.writers`).

@@ -1,4 +1,4 @@
-"""ILSVRC localisation error, exactly as the devkit scores it (SPEC 5), and the submission files.
+"""ILSVRC localisation error, exactly as the devkit scores it, and the submission files.
 
 The rule (``eval_localization.m``; the Kaggle challenge's formula ``e = 1/n * sum_k min_i
 min_m max(d(c_i, C_k), f(b_i, B_km))``): an image has up to five (label, box) guesses, best

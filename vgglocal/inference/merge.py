@@ -1,4 +1,4 @@
-"""Greedy merge of box predictions (OverFeat, Sermanet et al. 2014, section 4.3; SPEC 5).
+"""Greedy merge of box predictions (OverFeat, Sermanet et al. 2014, section 4.3).
 
 Repeatedly take the pair of boxes with the lowest match score; stop when it is above the
 threshold; otherwise replace the pair by one box at their weight-averaged coordinates whose
@@ -245,7 +245,7 @@ def _merge_kernel(boxes: np.ndarray, weights: np.ndarray, threshold: float) -> n
 
 
 def greedy_merge(boxes: Tensor, weights: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
-    """Greedy merge (SPEC 5) of ``boxes (Tensor[N, 4])`` x1y1x2y2 with positive ``weights
+    """Greedy merge (OverFeat section 4.3) of ``boxes (Tensor[N, 4])`` x1y1x2y2 with positive ``weights
     (Tensor[N])`` at match-score ``threshold``.
 
     Returns ``(Tensor[M, 4], Tensor[M])``: the merged boxes and their accumulated weights, best

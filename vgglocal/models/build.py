@@ -1,4 +1,4 @@
-"""``build_model``: the only place a model is made from a config (STYLE.md point 5)."""
+"""``build_model``: the only place a model is made from a config (the builders below take plain arguments)."""
 
 from __future__ import annotations
 

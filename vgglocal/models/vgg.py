@@ -36,7 +36,7 @@ def make_features(spec: VGGSpec, width: float = 1.0, batch_norm: bool = False) -
                 layers[f"bn{b}_{i}"] = nn.BatchNorm2d(cout)
             layers[f"relu{b}_{i}"] = nn.ReLU(inplace=True)
             if spec.lrn and b == 1 and i == 1:
-                # Krizhevsky et al. 2012: size 5, alpha 1e-4, beta 0.75, k 2 (SPEC 1).
+                # Krizhevsky et al. 2012: size 5, alpha 1e-4, beta 0.75, k 2.
                 layers["lrn"] = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
             cin = cout
         layers[f"pool{b}"] = nn.MaxPool2d(2, 2)
@@ -98,7 +98,7 @@ class VGG(nn.Module):
         )
 
     def _pad(self, x: Tensor) -> Tensor:
-        # An input smaller than the crop is padded (SPEC 5), bottom/right, so that the single
+        # An input smaller than the crop is padded, not rejected, bottom/right, so that the single
         # window still starts at the origin.
         h, w = x.shape[-2:]
         ph, pw = max(0, self.crop - h), max(0, self.crop - w)
