@@ -37,12 +37,12 @@ class Demo:
         self.stages.stage(
             "eval-center-crop",
             ["eval", "-c", LOC_CONFIG, *root, "--protocol", "center-crop", "--checkpoint", f"{runs}/loc/model.pt",
-             "--cls-checkpoint", f"{runs}/cls/model.pt", "--out", f"{runs}/eval-center-crop"],
+             "--cls-checkpoint", f"{runs}/cls/model.pt", "--out", f"{runs}/eval-center-crop", "--overwrite"],
         )
         self.stages.stage(
             "eval-full",
             ["eval", "-c", LOC_CONFIG, *root, "--protocol", "full", "--checkpoint", f"{runs}/loc/model.pt",
-             "--cls-checkpoint", f"{runs}/cls/model.pt", "--out", f"{runs}/eval-full", "--draw", "16"],
+             "--cls-checkpoint", f"{runs}/cls/model.pt", "--out", f"{runs}/eval-full", "--draw", "16", "--overwrite"],
         )
         self.report()
 

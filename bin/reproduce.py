@@ -177,7 +177,8 @@ class Reproduce:
         root = ["--set", f"data.root={data}"]
 
         def ev(name: str, config: str, protocol: str, *args: str) -> None:
-            st.stage(name, ["eval", "-c", config, *root, "--protocol", protocol, *args, "--out", f"{runs}/{name}", "--quiet"])
+            # --overwrite: a stage that did not finish reruns over its own partial output
+            st.stage(name, ["eval", "-c", config, *root, "--protocol", protocol, *args, "--out", f"{runs}/{name}", "--quiet", "--overwrite"])
 
         for net in ("A-128", "D-128", "D-jit"):
             ckpt = f"{runs}/cls-{net}/model.pt"
