@@ -1,2 +1,4 @@
-"""Evaluation: top-k error, the ILSVRC devkit localisation error and submission files, COCO
-results and COCOeval, and the `vgglocal eval` runner."""
+"""Evaluation: the metrics as pure functions with their evaluators (``reset`` / ``process(records,
+results)`` / ``summarize``): top-k error, the ILSVRC devkit localisation error, COCOeval and the
+VOC detection AP; the submission writers; ``vgglocal eval`` (a loop over the split feeding
+them), ``score`` and the merge-threshold sweep."""
