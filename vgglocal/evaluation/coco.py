@@ -17,7 +17,7 @@ import numpy as np
 
 from vgglocal.data.records import ClassList, Sample
 from vgglocal.errors import UserError
-from vgglocal.evaluation.writers import CocoIds, coco_instances, detection_records
+from vgglocal.evaluation.writers import CocoSplit, detection_records
 from vgglocal.inference.results import Detections, ImageResult
 
 __all__ = ["COCO_KEYS", "load_coco", "coco_eval", "COCOEvaluator"]
@@ -112,22 +112,16 @@ class COCOEvaluator:
         self.reset()
 
     def reset(self) -> None:
-        self.ids = CocoIds(self.classes, native=self.annotations is not None)
+        self.split = CocoSplit(self.classes, native=self.annotations is not None)
         self.results: list[dict[str, Any]] = []
         self.image_ids: list[int] = []
-        self.instances = coco_instances([], [], self.classes, [])
 
     def process(self, records: Sequence[Sample], outputs: Sequence[ImageResult | None]) -> None:
-        ids = self.ids.take(records)
+        ids = self.split.add(records, outputs)
         self.image_ids.extend(ids)
-        if self.annotations is None:
-            sizes = [out.size if out is not None else r.size for r, out in zip(records, outputs, strict=True)]
-            part = coco_instances(records, ids, self.classes, sizes, first_annotation=len(self.instances["annotations"]) + 1)
-            self.instances["images"].extend(part["images"])
-            self.instances["annotations"].extend(part["annotations"])
         for image_id, out in zip(ids, outputs, strict=True):
             d = out.detections if out is not None and out.detections is not None else Detections.empty()
-            self.results.extend(detection_records(image_id, self.ids.category_ids, d.boxes, d.scores, d.labels, self.floor))
+            self.results.extend(detection_records(image_id, self.split.category_ids, d.boxes, d.scores, d.labels, self.floor))
 
     def summarize(self) -> dict[str, float]:
-        return coco_eval(self.annotations if self.annotations is not None else self.instances, self.results, self.image_ids)
+        return coco_eval(self.annotations if self.annotations is not None else self.split.instances, self.results, self.image_ids)

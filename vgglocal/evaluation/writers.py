@@ -32,7 +32,7 @@ from vgglocal.errors import UserError
 from vgglocal.inference.results import Detections, ImageResult
 
 __all__ = ["write_kaggle_csv", "write_devkit_txt", "write_devkit_labels", "detection_records", "write_detections", "image_id", "category_ids",
-           "CocoIds", "coco_instances", "SubmissionWriter"]
+           "CocoIds", "CocoSplit", "coco_instances", "SubmissionWriter"]
 
 MAX_GUESSES = 5  # devkit/Kaggle: at most five guesses count, best first
 
@@ -161,6 +161,30 @@ def coco_instances(records: Sequence[Sample], ids: Sequence[int], classes: Class
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
+class CocoSplit:
+    """The split as COCO data, built as its records arrive: their integer ids
+    (:class:`CocoIds`) and, unless ``native``, the instances dict those ids refer to."""
+
+    def __init__(self, classes: ClassList, native: bool) -> None:
+        self.classes, self.native = classes, native
+        self.ids = CocoIds(classes, native)
+        self.instances = coco_instances([], [], classes, [])
+
+    @property
+    def category_ids(self) -> list[int]:
+        return self.ids.category_ids
+
+    def add(self, records: Sequence[Sample], outputs: Sequence[ImageResult | None]) -> list[int]:
+        """Take the next records (image sizes from their results); returns their image ids."""
+        ids = self.ids.take(records)
+        if not self.native:
+            sizes = [out.size if out is not None else r.size for r, out in zip(records, outputs, strict=True)]
+            part = coco_instances(records, ids, self.classes, sizes, first_annotation=len(self.instances["annotations"]) + 1)
+            self.instances["images"].extend(part["images"])
+            self.instances["annotations"].extend(part["annotations"])
+        return ids
+
+
 class SubmissionWriter:
     """Collects a protocol's per-image results in record order and writes them.
 
@@ -184,8 +208,7 @@ class SubmissionWriter:
         self._labels: list[list[int]] = []
         self._rows: list[tuple[str, list[tuple[int, list[float]]]]] = []
         self._dets: list[dict[str, Any]] = []
-        self._ids = CocoIds(self.classes, self.native_ids)
-        self._truth = coco_instances([], [], self.classes, [])
+        self._coco = CocoSplit(self.classes, self.native_ids)
 
     def process(self, records: Sequence[Sample], outputs: Sequence[ImageResult | None]) -> None:
         if self.labels:
@@ -196,16 +219,11 @@ class SubmissionWriter:
                 pairs = list(zip(g[0].tolist(), g[1].double().tolist(), strict=True)) if g is not None else []
                 self._rows.append((image_id(r), pairs))
         if self.detections:
-            ids = self._ids.take(records)
-            if not self.native_ids:
-                sizes = [out.size if out is not None else r.size for r, out in zip(records, outputs, strict=True)]
-                part = coco_instances(records, ids, self.classes, sizes, first_annotation=len(self._truth["annotations"]) + 1)
-                self._truth["images"].extend(part["images"])
-                self._truth["annotations"].extend(part["annotations"])
+            ids = self._coco.add(records, outputs)
             for i, out in zip(ids, outputs, strict=True):
                 if out is not None:
                     d = out.detections if out.detections is not None else Detections.empty()
-                    self._dets.extend(detection_records(i, self._ids.category_ids, d.boxes, d.scores, d.labels, self.score_floor))
+                    self._dets.extend(detection_records(i, self._coco.category_ids, d.boxes, d.scores, d.labels, self.score_floor))
 
     @property
     def results(self) -> list[dict[str, Any]]:
@@ -227,6 +245,6 @@ class SubmissionWriter:
             written.append(write_detections(folder / "detections.json", self._dets))
             if not self.native_ids:
                 path = folder / "ground_truth.json"
-                path.write_text(json.dumps(self._truth))
+                path.write_text(json.dumps(self._coco.instances))
                 written.append(path)
         return written
