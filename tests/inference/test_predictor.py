@@ -108,7 +108,8 @@ def test_predict_a_folder_writes_one_line_per_image_a_kaggle_csv_and_pictures(tr
     (folder / "broken.jpg").write_bytes(b"not an image")
     loc = root / "loc" / "model.pt"
     runner = CliRunner()
-    res = runner.invoke(cli, ["predict", "--checkpoint", str(loc), "--scales", "32,48", "-c", str(cfg), str(folder), "--batch-size", "2",
+    cls = ["--cls-checkpoint", str(root / "cls" / "model.pt")]  # the localiser is fine-tuned in all layers
+    res = runner.invoke(cli, ["predict", "--checkpoint", str(loc), *cls, "--scales", "32,48", "-c", str(cfg), str(folder), "--batch-size", "2",
                               "--workers", "0", "--out", str(tmp_path / "p.jsonl"), "--draw", str(tmp_path / "pics"), "-q"])
     assert res.exit_code == 1, res.output  # the broken file
     assert "broken.jpg" in res.output and "Traceback" not in res.output
@@ -128,7 +129,7 @@ def test_predict_a_folder_writes_one_line_per_image_a_kaggle_csv_and_pictures(tr
     pic = Image.open(tmp_path / "pics" / pics[0])
     assert min(pic.size) >= 480  # a 48-px image drawn at a legible size
     # the same folder as a Kaggle CSV, by extension
-    res = runner.invoke(cli, ["predict", "--checkpoint", str(loc), "--scales", "32,48", "-c", str(cfg), str(folder / "**" / "*.JPEG"),
+    res = runner.invoke(cli, ["predict", "--checkpoint", str(loc), *cls, "--scales", "32,48", "-c", str(cfg), str(folder / "**" / "*.JPEG"),
                               "--workers", "0", "--out", str(tmp_path / "p.csv"), "-q"])
     assert res.exit_code == 0, res.output
     csv = read_kaggle_csv(tmp_path / "p.csv")

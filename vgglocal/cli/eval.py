@@ -160,7 +160,7 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
     items = expand_images(images)
     from vgglocal.data.images import ImageLimits
     from vgglocal.evaluation.predict import predict_files
-    from vgglocal.inference.nets import parse_scales
+    from vgglocal.inference.nets import check_class_heads, parse_scales
     from vgglocal.inference.predictor import Predictor
 
     truth = None
@@ -177,6 +177,8 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
                           merge_threshold=ev.merge_threshold if merge_threshold is None else merge_threshold,
                           cls_scales=parse_scales(cls_scales) if cls_scales else list(ev.scales) or None,
                           flip=ev.flip if flip is None else flip, cls_method=ev.cls_method, topk=ev.topk)
+    if predictor.cls_nets is None:
+        check_class_heads(predictor.nets)  # as eval's full protocol: a stale class head would rank the boxes
     stream = None
     if fmt == "jsonl":
         if out:
