@@ -72,7 +72,8 @@ def test_predictor_equals_eval_full_on_the_same_images(trained, tmp_path):
         assert (p.boxes[:, 2:] <= torch.tensor([p.size[1], p.size[0]])).all()  # clipped to the image
     # the COCO detections agree too (scores and boxes of every merged box)
     dets = json.loads((tmp_path / "e" / "detections.json").read_text())
-    first = [d for d in dets if d["image_id"] == images[0].stem]
+    ids = {im["file_name"]: im["id"] for im in json.loads((tmp_path / "e" / "ground_truth.json").read_text())["images"]}
+    first = [d for d in dets if d["image_id"] == ids[images[0].name]]
     p0 = got[0].detections
     keep = p0.scores >= 0.01  # eval.score_floor
     assert len(first) == int(keep.sum())
