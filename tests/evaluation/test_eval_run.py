@@ -250,7 +250,7 @@ def test_a_split_without_ground_truth_gets_one_submission_row_per_image_and_no_m
         shutil.copy(src, test / f"ILSVRC2012_test_{i:08d}.JPEG")
     (test / "ILSVRC2012_test_00000005.JPEG").write_bytes(b"not a jpeg")  # unreadable: still one (empty) row
     m = evaluate(config(tmp_path), EvalRequest("full", [paths["loc"]], split="test"), tmp_path / "out", progress=False)
-    assert m["n_images"] == 5 and m["n_bad_images"] == 1 and not any(k.endswith("error") or k.startswith("coco") for k in m)
+    assert m["n_images"] == 5 and m["n_unreadable"] == 1 and not any(k.endswith("error") or k.startswith("coco") for k in m)
     assert not (tmp_path / "out" / "metrics.json").exists() and (tmp_path / "out" / "submission.json").exists()
     rows = read_kaggle_csv(tmp_path / "out" / "predictions.csv")
     assert list(rows) == [f"ILSVRC2012_test_{i:08d}" for i in range(1, 6)]

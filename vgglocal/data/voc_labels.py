@@ -39,7 +39,7 @@ from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.images import IMAGE_EXTENSIONS
 from vgglocal.data.labelled import LabelledSet
 from vgglocal.data.records import Sample
-from vgglocal.data.splits import SplitSpec
+from vgglocal.data.spec import SplitSpec
 from vgglocal.data.voc import VOC_CLASSES, _listing, _voc_root
 
 __all__ = ["VOC_ACTIONS", "SCORED_ACTIONS", "read_voc_labels", "read_voc_actions"]
