@@ -46,8 +46,9 @@ print(len(paths), " ".join(sorted(m for m in ("torch", "torchvision", "cv2", "al
 
 _CONFIG_ERRORS = [
     (["train-cls", "-c", "missing.yaml"], "error: config file not found: missing.yaml"),
-    (["eval", "-c", "configs/test/tiny.yaml", "--checkpoint", "x.pt", "--set", "model.arch=Z"],
-     "error: configs/test/tiny.yaml: model.arch: unknown arch 'Z'"),
+    (["train-cls", "-c", "configs/test/tiny.yaml", "--set", "model.arch=Z"], "error: model.arch: unknown arch 'Z'"),
+    (["eval", "-c", "configs/test/tiny.yaml", "--checkpoint", "x.pt", "--set", "eval.batch_size=0"],
+     "error: configs/test/tiny.yaml: eval.batch_size"),
     (["train-loc", "-c", "configs/test/loc-tiny.yaml", "--set", "optim.lrr=1"], "error: unknown config key 'optim.lrr'"),
     (["predict", "--checkpoint", "x.pt", "no-such-folder/*.jpg"], "error: no-such-folder/*.jpg: no file matches this pattern"),
 ]

@@ -50,8 +50,10 @@ def train_cls_cmd(config: str, overrides: tuple[str, ...], resume: bool, out: st
     checkpoints/last.pt and best.pt, and model.pt.
     """
     from vgglocal.config import load_config
+    from vgglocal.models.build import check_arch
 
     cfg = load_config(config, overrides)  # config errors before torch is imported
+    check_arch(cfg.model)
     from vgglocal.engine.tasks import train_classifier
 
     run = train_classifier(cfg, out=out, resume=resume, log=_log)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from vgglocal.checkpoint import CheckpointError
+from typing import TYPE_CHECKING
+
 from vgglocal.config import ConfigError, ModelConfig
-from vgglocal.models.io import load_model_checkpoint
-from vgglocal.models.vgg import VGG, VGG_SPECS, build_vgg, copy_from_net_a
+from vgglocal.models.specs import VGG_SPECS
+
+if TYPE_CHECKING:
+    from vgglocal.models.vgg import VGG
 
 __all__ = ["check_arch", "build_model"]
 
 
 def check_arch(cfg: ModelConfig) -> None:
-    """One line for a ``model.arch`` that is not a Table 1 configuration (asked before any data
-    is read; the configuration table lives here, in the models, not in the config)."""
+    """One line for a ``model.arch`` that is not a Table 1 configuration. The table lives with
+    the models (not in the config); this check needs no torch, so the training commands ask it
+    right after reading the config."""
     if cfg.arch not in VGG_SPECS:
         raise ConfigError(f"model.arch: unknown arch {cfg.arch!r}; choose from {', '.join(VGG_SPECS)}")
 
@@ -20,6 +24,10 @@ def check_arch(cfg: ModelConfig) -> None:
 def build_model(cfg: ModelConfig, box_head: str | None = None) -> VGG:
     """Build the classifier ``cfg`` describes: fresh init, then net-A layers (``init_from``)
     or a whole checkpoint (``pretrained``) when given."""
+    from vgglocal.checkpoint import CheckpointError
+    from vgglocal.models.io import load_model_checkpoint
+    from vgglocal.models.vgg import build_vgg, copy_from_net_a
+
     check_arch(cfg)
     model = build_vgg(
         cfg.arch,
