@@ -96,7 +96,7 @@ class DataConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     prefetch_factor: int = 2  # batches each loader worker prepares ahead (DataLoader's prefetch_factor)
-    max_bad_fraction: float = 0.01  # more bad samples than this stops a run (SPEC 6)
+    max_bad_fraction: float = 0.01  # more bad samples than this stops a run (a bad sample is skipped and counted)
     # Image header bounds, checked before decoding (vgglocal/data/images.py): larger images are
     # bad samples. 40 Mpx is twice ILSVRC's largest photographs and a quarter of a 169-Mpx bomb;
     # 20:1 is past any real panorama, before a 1 x 4000 strip that rescales to S x 4000 S.

@@ -227,6 +227,7 @@ def test_ilsvrc_detections_score_with_plain_pycocotools_against_the_written_grou
         ev.accumulate()
         ev.summarize()
     assert len(gt.getImgIds()) == CLASSES * 3 and len(gt.getAnnIds()) >= CLASSES * 3
+    assert all(im["height"] > 0 and im["width"] > 0 for im in gt.dataset["images"])  # decoded sizes
     assert m["coco_ap"] == pytest.approx(ev.stats[0]) and m["coco_ar100"] == pytest.approx(ev.stats[8])
 
 

@@ -144,7 +144,7 @@ class SampleDataset(Dataset):
         """
         if self.task == "loc":
             # Readers that don't know the image size (the Kaggle CSV) leave boxes unclipped at
-            # the right/bottom; clip to the decoded size here (SPEC 6: clip, drop when empty).
+            # the right/bottom; clip to the decoded size here (clip, drop when empty).
             boxes, status = clean_boxes(record.boxes, size)
             keep = status != DROPPED
             found = crop_target(boxes[keep], np.asarray(record.box_labels)[keep], record.label, g)

@@ -18,8 +18,8 @@ Design (why the pieces are split this way):
 * The crop leaves the loader as uint8; normalisation runs on the training device
   (:func:`normalise_batch`), so four times fewer bytes cross the loader and the host-to-device
   copy than with float32.
-* Boxes do **not** go through albumentations' bbox pipeline. SPEC section 5 wants the
-  localisation target unclipped (a box may extend past the window), while albumentations always
+* Boxes do **not** go through albumentations' bbox pipeline. The
+  localisation target stays unclipped (a box may extend past the window), while albumentations always
   clips boxes to the crop and drops those that fall outside it; and its ``BboxProcessor``
   (checks after every transform) costs about 0.7 ms per sample, roughly 40% of torchvision's
   whole decode + augment time for a 500x375 JPEG, which would break the loader's speed target.

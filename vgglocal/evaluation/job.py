@@ -11,7 +11,14 @@ from pathlib import Path
 from vgglocal.config import Config
 from vgglocal.data import ClassList, DataError, Sample, read_split, scan_split
 from vgglocal.evaluation.ilsvrc import MAX_GUESSES
-from vgglocal.inference.nets import EvalError, Net, check_class_heads, load_nets, resolve_device, speed_up
+from vgglocal.inference.nets import (
+    EvalError,
+    Net,
+    check_class_heads,
+    load_nets,
+    resolve_device,
+    speed_up,
+)
 from vgglocal.inference.protocols import LOC_PROTOCOLS, PROTOCOLS, RunOptions
 
 __all__ = ["EvalRequest", "EvalJob", "prepare"]

@@ -208,7 +208,7 @@ def merge_candidates(cand: Candidates, threshold: float, topk: int = 5) -> Image
         detections.append(Detections(merged.float(), (cand.scores[li].double() * share).float(), label))
     labels = cand.labels[:topk].clone()
     return ImageResult(labels=labels, scores=cand.scores[:topk].clone(), boxes=torch.stack(best[:topk]).float(),
-                       box_labels=labels.clone(), detections=Detections.cat(detections))
+                       box_labels=labels.clone(), detections=Detections.cat(detections), size=cand.size)
 
 
 def localize_full(
