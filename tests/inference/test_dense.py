@@ -15,6 +15,8 @@ from vgglocal.inference.dense import (
     decode_box_map,
     dense_maps,
     dense_posteriors,
+    rescale,
+    rescale_on_device,
 )
 from vgglocal.inference.multicrop import grid_crops, grid_positions, multicrop_posteriors
 from vgglocal.models.vgg import build_vgg
@@ -91,6 +93,27 @@ def test_groups_of_sizes_give_the_one_at_a_time_result():
     # A rescaled side below the crop (Q = 16 < 32) is padded into one window, not rejected.
     small = dense_maps(model, [imgs[0]], [16], flip=False)[0][0]
     assert small.scores.shape[-2:] == (1, 1)
+
+
+def test_rescale_on_the_device_matches_opencv_and_gives_the_same_maps():
+    # The GPU evaluation path (uint8 uploaded once, bilinear resize there), run on the CPU.
+    imgs = [image(40, 56, 1), image(75, 61, 2), image(32, 48, 3)]
+    for img in imgs:
+        for q in (24, 32, 77):
+            want, factor, size = rescale(img, q, NORM)
+            got, f2, s2 = rescale_on_device(torch.from_numpy(img).permute(2, 0, 1), q, NORM)
+            assert (f2, s2) == (factor, size) and got.shape == want.shape
+            # OpenCV's fixed-point bilinear vs float: within about one grey level (std 60).
+            assert float((got - want).abs().max()) * 60 <= 1.01
+    model = tiny(crop=32)
+    host = dense_maps(model, imgs, [32, 48], flip=True, batch_size=2)
+    dev = dense_maps(model, imgs, [32, 48], flip=True, batch_size=2, resize_on_device=True)
+    for a_img, b_img in zip(host, dev, strict=True):
+        for a, b in zip(a_img, b_img, strict=True):
+            assert (a.size, a.factor) == (b.size, b.factor)
+            # maps of magnitude ~0.1-0.2 here; a grey level of input noise moves them ~0.002
+            assert_close(a.scores, b.scores, atol=0.01, rtol=0)
+            assert_close(a.boxes, b.boxes, atol=0.01, rtol=0)
 
 
 def test_posteriors_average_spatial_logits_then_softmax_then_flips_and_scales():
