@@ -47,7 +47,7 @@ def test_caltech_transfer_cache_and_random_baseline(tiny):
     m = json.loads((root / "stack" / "metrics.json").read_text())
     assert 0 <= m["mean_class_recall"] <= 1 and m["mean_class_recall"] == pytest.approx(np.mean(m["split_mean_class_recall"]))
     assert m["mean_class_recall_std"] == pytest.approx(np.std(m["split_mean_class_recall"]))
-    assert (m["n_train"], m["n_test"], m["n_images"], m["n_bad_images"]) == (18, 12, 30, 0)
+    assert (m["n_train"], m["n_test"], m["n_images"], m["n_unreadable"]) == (18, 12, 30, 0)
     assert all(c in m["svm_c_candidates"] for c in m["svm_c"]) and len(m["heldout_mean_class_recall"]) == 2
     assert (root / "stack" / "per_class.csv").read_text().splitlines()[1].startswith("001.hexagon,")
     cached = list((root / "stack" / "features").glob("*.npz"))
@@ -82,7 +82,7 @@ def test_features_file_fusion_and_bad_image(tiny, tmp_path):
         assert res.exit_code == 0, res.output
         assert "001_9999.jpg" in res.output  # named
         summary = json.loads(res.output[res.output.index('{"out"'):].splitlines()[0])
-        assert summary == {"out": str(out), "items": 30, "dim": 512, "n_bad_images": 1}  # skipped and counted
+        assert summary == {"out": str(out), "items": 30, "dim": 512, "n_unreadable": 1}  # skipped and counted
         z = np.load(out, allow_pickle=False)
         assert z["features"].shape == (30, 512) and z["features"].dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(z["features"], axis=1), 1, rtol=1e-5)

@@ -97,7 +97,7 @@ def features_cmd(config, checkpoints, protocol, scales, aggregate, random_weight
                           random_weights=random_weights, progress=not quiet, log=None if quiet else _log)
     path = fs.save(out, cfg.transfer.aggregate, keep_scales=per_scale)
     dim = fs.descriptors(cfg.transfer.aggregate).shape[1]
-    click.echo(json.dumps({"out": str(path), "items": len(fs), "dim": int(dim), "n_bad_images": len(fs.bad)}))
+    click.echo(json.dumps({"out": str(path), "items": len(fs), "dim": int(dim), "n_unreadable": len(fs.bad)}))
 
 
 @cli.command("transfer")
@@ -122,7 +122,7 @@ def transfer_cmd(config, checkpoints, protocol, scales, aggregate, random_weight
                           scales=_scales(scales), random_weights=random_weights, cache=cache)
     metrics = run_transfer(cfg, req, out, progress=not quiet, log=None if quiet else _log)
     keys = ("voc07_cls_map", "voc_cls_map", "mean_class_recall", "mean_class_recall_std", "voc_action_map",
-            "voc_action_map_image", "n_bad_images")
+            "voc_action_map_image", "n_unreadable")
     click.echo(json.dumps({k: metrics[k] for k in keys if k in metrics}))
     if not quiet:
         _log(f"wrote {Path(out) / 'metrics.json'}")

@@ -428,7 +428,7 @@ def _caltech(cfg: Config, fs: FeatureSet, how: str, log: Log) -> tuple[dict[str,
     metrics = {"mean_class_recall": float(np.mean(means)), "mean_class_recall_std": float(np.std(means)),
                "split_mean_class_recall": [float(m) for m in means], "svm_c": chosen,
                "heldout_mean_class_recall": [{str(c): s for c, s in h.items()} for h in held_scores],
-               "n_classes": n_classes, "n_images": len(fs), "n_bad_images": len(fs.bad),
+               "n_classes": n_classes, "n_images": len(fs), "n_unreadable": len(fs.bad),
                "train_per_class": t.train_per_class, "test_per_class": t.test_per_class, "splits": t.splits,
                "n_train": int(len(splits[0][0])), "n_test": int(len(splits[0][1]))}
     rows = [[name, f"{r:.4f}"] for name, r in zip(fs.classes, per_class.tolist(), strict=True)]
@@ -456,7 +456,7 @@ def _voc_cls(cfg: Config, train: FeatureSet, test: FeatureSet, how: str, log: Lo
         f"{100 * ap.mean():.1f}% (area)" + ("" if converged else " (liblinear did not fully converge)"))
     metrics = {"voc07_cls_map": float(ap11.mean()), "voc_cls_map": float(ap.mean()), "svm_c": c,
                "heldout_map": {str(k): v for k, v in held.items()}, "n_train": len(train), "n_test": len(test),
-               "n_images": len(test), "n_bad_images": len(train.bad) + len(test.bad),
+               "n_images": len(test), "n_unreadable": len(train.bad) + len(test.bad),
                "per_class_ap": dict(zip(train.classes, ap.tolist(), strict=True)),
                "per_class_ap11": dict(zip(train.classes, ap11.tolist(), strict=True))}
     rows = [[name, f"{a11:.4f}", f"{a:.4f}"] for name, a11, a in zip(train.classes, ap11.tolist(), ap.tolist(), strict=True)]
@@ -476,7 +476,7 @@ def _voc_action(cfg: Config, train: FeatureSet, test: FeatureSet, how: str, log:
     metrics: dict[str, Any] = {key: float(ap.mean()) for key, (ap, _, _) in results.items()}
     metrics.update({"svm_c": {key: c for key, (_, c, _) in results.items()},
                     "heldout_map": {key: {str(k): v for k, v in held.items()} for key, (_, _, held) in results.items()},
-                    "n_train": len(train), "n_test": len(test), "n_bad_images": len(train.bad) + len(test.bad)})
+                    "n_train": len(train), "n_test": len(test), "n_unreadable": len(train.bad) + len(test.bad)})
     img, box = results["voc_action_map_image"][0], results["voc_action_map"][0]
     rows = [[name, f"{a:.4f}", f"{b:.4f}"] for name, a, b in zip(SCORED_ACTIONS, img.tolist(), box.tolist(), strict=True)]
     return metrics, (["action", "ap_image", "ap_image_box"], rows)

@@ -9,8 +9,9 @@ Protocols (section 3.2, Appendix A): ``cls-dense``, ``cls-multicrop``, ``cls-bot
 applies and the submission writer. Output folder:
 
 * ``metrics.json``: ``top1_cls_error``, ``top5_cls_error``, ``top1_loc_error``,
-  ``top5_loc_error`` (localisation protocols), ``n_images``, and on COCO-format data
-  ``coco_ap``, ``coco_ap50`` (``full``); plus what was run (protocol, checkpoints, scales,
+  ``top5_loc_error`` (localisation protocols), ``n_images``, and from ``full`` (the
+  protocol that detects) the twelve COCOeval statistics (``coco_ap`` ...) and VOC
+  ``voc07_map`` / ``voc_map`` on every data format; plus what was run (protocol, checkpoints, scales,
   threshold), ``n_unreadable`` and ``unreadable`` (the count per reason).
 * localisation protocols: ``predictions.csv`` (Kaggle submission, wnids/class ids),
   ``predictions.txt`` (devkit format: devkit class ids when the data set has them, else
