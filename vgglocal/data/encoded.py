@@ -133,11 +133,9 @@ class EncodedDataset(SampleDataset):
         super().__init__(records, transform, task, seed, limits)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | BadSample:
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
-        index = int(index)
-        record = self.records[index]
-        if self.task == "loc" and not np.any(np.asarray(record.box_labels) == record.label):
-            return BadSample(index, str(record.path), f"{record.path}: no box of class {record.label} to localise")
+        epoch, index, record, bad = self._locate(key)
+        if bad is not None:
+            return bad
         data, header = _read_jpeg(record.path, self.transform.min_side)
         pixels = None
         try:

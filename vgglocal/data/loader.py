@@ -106,12 +106,20 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | BadSample:
+    def _locate(self, key: int | tuple[int, int]) -> tuple[int, int, Sample, BadSample | None]:
+        """(epoch, index, record, reason it cannot be used or None) of a sampler key: a bare
+        index uses the epoch set by :meth:`set_epoch`; a localisation sample needs a box of its class."""
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         index = int(index)
         record = self.records[index]
         if self.task == "loc" and not np.any(np.asarray(record.box_labels) == record.label):
-            return BadSample(index, str(record.path), f"{record.path}: no box of class {record.label} to localise")
+            return epoch, index, record, BadSample(index, str(record.path), f"{record.path}: no box of class {record.label} to localise")
+        return epoch, index, record, None
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | BadSample:
+        epoch, index, record, bad = self._locate(key)
+        if bad is not None:
+            return bad
         try:
             decoded = self.decode(record)
         except DataError as e:

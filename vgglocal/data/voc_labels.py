@@ -79,30 +79,37 @@ def _located(image_id: str, images_dir: str, images: dict[str, str], ann_dir: st
     return os.path.join(images_dir, image), os.path.join(ann_dir, xmls[image_id])
 
 
-def read_voc_labels(spec: SplitSpec, progress: bool = False) -> LabelledSet:
-    """Multi-label VOC classification targets of one ``ImageSets/Main`` split (module doc)."""
-    root = _voc_root(spec.root)
-    ids, ids_file = _image_ids(spec, root, "Main")
-    classes = list(VOC_CLASSES)
-    if spec.classes:
-        from vgglocal.data.annotations import read_class_file
-
-        classes = read_class_file(spec.classes)[0]
-    index = {c: i for i, c in enumerate(classes)}
+def _annotated(spec: SplitSpec, root: str, task: str, parse, problems: list[Problem], progress: bool):
+    """Yield (image id, image path, XML path, parse(XML)) of each listed image of
+    ``ImageSets/<task>/<split>.txt``; missing files and unreadable XML are reported and skipped."""
+    ids, ids_file = _image_ids(spec, root, task)
     images_dir, images, ann_dir, xmls = _folders(spec, root)
-    problems: list[Problem] = []
-    records: list[Sample] = []
-    rows: list[np.ndarray] = []
     for image_id in tqdm(ids, desc=f"read {spec.name}", disable=not progress, unit="img", mininterval=1.0):
         found = _located(image_id, images_dir, images, ann_dir, xmls, ids_file, problems)
         if found is None:
             continue
         path, xml = found
         try:
-            ann = parse_voc_xml(xml)
+            ann = parse(xml)
         except BadAnnotationError as e:
             problems.append(Problem(xml, str(e).removeprefix(f"{xml}: ") + "; image skipped", "bad-xml"))
             continue
+        yield image_id, path, xml, ann
+
+
+def read_voc_labels(spec: SplitSpec, progress: bool = False) -> LabelledSet:
+    """Multi-label VOC classification targets of one ``ImageSets/Main`` split (module doc)."""
+    root = _voc_root(spec.root)
+    classes = list(VOC_CLASSES)
+    if spec.classes:
+        from vgglocal.data.annotations import read_class_file
+
+        classes = read_class_file(spec.classes)[0]
+    index = {c: i for i, c in enumerate(classes)}
+    problems: list[Problem] = []
+    records: list[Sample] = []
+    rows: list[np.ndarray] = []
+    for image_id, path, xml, ann in _annotated(spec, root, "Main", parse_voc_xml, problems, progress):
         problems.extend(Problem(xml, issue, "bad-box") for issue in ann.issues)
         row = np.full(len(classes), -1, np.int8)
         for name, difficult in zip(ann.names, ann.difficult.tolist(), strict=True):
@@ -122,21 +129,10 @@ def read_voc_labels(spec: SplitSpec, progress: bool = False) -> LabelledSet:
 def read_voc_actions(spec: SplitSpec, progress: bool = False) -> LabelledSet:
     """VOC-2012 action items (one per annotated person) of one ``ImageSets/Action`` split."""
     root = _voc_root(spec.root)
-    ids, ids_file = _image_ids(spec, root, "Action")
-    images_dir, images, ann_dir, xmls = _folders(spec, root)
     problems: list[Problem] = []
     records: list[Sample] = []
     rows: list[np.ndarray] = []
-    for image_id in tqdm(ids, desc=f"read {spec.name}", disable=not progress, unit="img", mininterval=1.0):
-        found = _located(image_id, images_dir, images, ann_dir, xmls, ids_file, problems)
-        if found is None:
-            continue
-        path, xml = found
-        try:
-            ann = read_xml_root(xml)
-        except BadAnnotationError as e:
-            problems.append(Problem(xml, str(e).removeprefix(f"{xml}: ") + "; image skipped", "bad-xml"))
-            continue
+    for image_id, path, xml, ann in _annotated(spec, root, "Action", read_xml_root, problems, progress):
         size = xml_size(ann)
         people = _people(ann, xml, problems)
         if not people:
