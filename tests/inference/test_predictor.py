@@ -82,7 +82,8 @@ def test_predictor_equals_eval_full_on_the_same_images(trained, tmp_path):
 
 def test_every_input_kind_gives_the_same_prediction(trained):
     root, _ = trained
-    predictor = vgglocal.Predictor(str(root / "loc" / "model.pt"), scales="32,48", device="cpu")
+    with pytest.warns(UserWarning, match="no longer matches its features"):  # all-layers localiser, no classifier
+        predictor = vgglocal.Predictor(str(root / "loc" / "model.pt"), scales="32,48", device="cpu")
     path = _val_images(root)[0]
     array = load_rgb(path)
     kinds = [path, str(path), Image.fromarray(array), array, torch.from_numpy(array).permute(2, 0, 1), torch.from_numpy(array)]

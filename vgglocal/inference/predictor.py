@@ -16,6 +16,7 @@ original-image pixels::
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,14 @@ from vgglocal.config import EvalConfig
 from vgglocal.data.images import load_rgb
 from vgglocal.data.records import ClassList
 from vgglocal.errors import UserError
-from vgglocal.inference.nets import Net, load_nets, parse_scales, resolve_device
+from vgglocal.inference.nets import (
+    EvalError,
+    Net,
+    check_class_heads,
+    load_nets,
+    parse_scales,
+    resolve_device,
+)
 from vgglocal.inference.protocols import TOPK, RunOptions, run_protocol
 from vgglocal.inference.results import Detections, ImageResult
 
@@ -144,7 +152,7 @@ class Predictor:
         cls_checkpoint: classification checkpoint(s) ranking the labels and weighting the
             boxes (Appendix A uses the best classification net); None: the localisation nets'
             own classification heads (exact for ``fc`` fine-tuning; with ``all`` they are
-            stale, so pass the classifier).
+            stale, so pass the classifier; a warning says so).
         scales: test scales Q of the localisation nets: ``None`` (from each checkpoint's
             training scale: S-32, S, S+32, or Smin, mid, Smax), an int, ``"352,384"`` or a
             tuple for all, or a list with one of those per checkpoint.
@@ -195,6 +203,13 @@ class Predictor:
         self.cls_nets: list[Net] | None = (
             load_nets(cls_paths, _scales(cls_scales), (), "cls-dense", classes, False, self.device) if cls_paths else None
         )
+        if self.cls_nets is None:
+            # The CLI refuses this case; the Python API ranks with the stale head when asked to,
+            # but says so (an all-layers localiser's class head no longer fits its features).
+            try:
+                check_class_heads(self.nets)
+            except EvalError as e:
+                warnings.warn(f"{e}; ranking labels with it anyway", stacklevel=2)
         self.classes = classes
         self.options = RunOptions(flip=flip, device=self.device, batch_size=defaults.batch_size, precision=precision, topk=topk,
                                   det_topk=topk, merge_threshold=threshold, cls_method=cls_method)
