@@ -3,6 +3,7 @@ decoded gives its message instead of stopping the run (it is scored as wrong).""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,10 @@ def _identity(item: Any) -> Any:
 def image_chunks(records: Sequence[Sample], size: int, workers: int = 0, limits: ImageLimits | None = None) -> Iterator[ImageChunk]:
     """Decode ``records`` (``workers`` loader processes) and yield them ``size`` at a time, in order;
     images over ``limits`` (``data.max_pixels``, ``data.max_aspect``) are unreadable."""
+    # No more decoding processes than images or usable cores: extra ones only cost start-up time
+    # (and DataLoader warns about them on a laptop).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = max(0, min(workers, cores, len(records)))
     loader = DataLoader(_Images(records, limits), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity)
     chunk: list[tuple[int, np.ndarray | None, str]] = []
 
