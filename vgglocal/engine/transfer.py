@@ -35,15 +35,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from vgglocal.config import Config, ConfigError
+from vgglocal.config import Config
 from vgglocal.data import DataError
-from vgglocal.data.images import image_size, load_rgb
+from vgglocal.data.images import ImageLimits, image_size
 from vgglocal.data.labelled import LabelledSet, read_labelled
 from vgglocal.errors import UserError
+from vgglocal.evaluation.images import image_chunks
 from vgglocal.inference.features import aggregate, box_region, fuse, scale_descriptors
+from vgglocal.inference.nets import resolve_device
 from vgglocal.models.io import load_model
 from vgglocal.models.vgg import VGG, init_weights
 
@@ -149,14 +150,6 @@ class FeatureSet:
 # ----------------------------------------------------------------------------- nets
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("transfer.device: cuda requested but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def _random_like(model: VGG, scheme: str, std: float, seed: int) -> VGG:
     """The same architecture with fresh random weights (the baseline of the transfer demo); the
     input normalisation is kept so only the weights differ."""
@@ -191,28 +184,6 @@ def load_feature_nets(cfg: Config, checkpoints: Sequence[str], random_weights: b
 
 
 # ----------------------------------------------------------------------------- extraction
-
-
-class _Decoded(Dataset):
-    """Decoded images; a bad file gives its message instead of raising."""
-
-    def __init__(self, paths: Sequence[str]) -> None:
-        self.paths = paths
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
-        try:
-            return i, load_rgb(self.paths[i]), ""
-        except DataError as e:
-            return i, None, str(e)
-        except OSError as e:
-            return i, None, f"{self.paths[i]}: {e.strerror or e}"
-
-
-def _identity(item: Any) -> Any:
-    return item
 
 
 def _aspect_order(items: LabelledSet, paths: list[str]) -> list[int]:
@@ -255,7 +226,7 @@ def extract_features(cfg: Config, checkpoints: Sequence[str], split: str, *, pro
     if boxes and protocol != "voc-action":
         raise TransferError(f"--boxes: protocol {protocol} has no item boxes (voc-action has the person boxes)")
     log = log or (lambda _msg: None)
-    device = resolve_device(t.device)
+    device = resolve_device(t.device, key="transfer.device")
     items = read_labelled(cfg.data, split, protocol, progress=progress)
     if items.problems:
         log(f"{split}: {len(items.problems)} annotation problems (skipped; `vgglocal data check` lists them), e.g. {items.problems[0]}")
@@ -270,21 +241,18 @@ def extract_features(cfg: Config, checkpoints: Sequence[str], split: str, *, pro
     box_per_scale = [np.zeros_like(p) for p in per_scale] if boxes else []
     ok = np.zeros(n, bool)
     bad: list[str] = []
-    loader = DataLoader(_Decoded([paths[i] for i in order]), batch_size=None, shuffle=False, num_workers=t.workers,
-                        collate_fn=_identity)
-    chunk_size = 4 * t.batch_size
+    # one record per image file, in aspect order (the first item of each file stands for it)
+    by_file = [items.records[items_of[paths[i]][0]] for i in order]
     bar = tqdm(total=len(paths), desc=f"features {split}", unit="img", disable=not progress, mininterval=1.0)
-    chunk: list[tuple[int, np.ndarray | None, str]] = []
-
-    def flush() -> None:
-        good = [(k, img) for k, img, err in chunk if img is not None]
-        for _, _, err in chunk:
+    for chunk in image_chunks(by_file, 4 * t.batch_size, t.workers, ImageLimits.of(cfg.data)):
+        for err in chunk.errors:
             if err:
                 bad.append(err)
                 log(f"skipped: {err}")
+        good = chunk.good
         if good:
-            rows = [items_of[paths[order[k]]] for k, _ in good]
-            images = [img for _, img in good]
+            rows = [items_of[chunk.records[k].path] for k in good]
+            images = [chunk.images[k] for k in good]
             for net, store in zip(nets, per_scale, strict=True):
                 d = scale_descriptors(net, images, scales, flip=t.flip, device=device, batch_size=t.batch_size,
                                       precision=t.precision).numpy()
@@ -292,7 +260,7 @@ def extract_features(cfg: Config, checkpoints: Sequence[str], split: str, *, pro
                     store[members] = d[r]
             if boxes:
                 crops, targets_idx = [], []
-                for (_, img), members in zip(good, rows, strict=True):
+                for img, members in zip(images, rows, strict=True):
                     for i in members:
                         crops.append(box_region(img, items.records[i].boxes[0]))
                         targets_idx.append(i)
@@ -302,14 +270,6 @@ def extract_features(cfg: Config, checkpoints: Sequence[str], split: str, *, pro
             for members in rows:
                 ok[members] = True
         bar.update(len(chunk))
-        chunk.clear()
-
-    for item in loader:
-        chunk.append(item)
-        if len(chunk) == chunk_size:
-            flush()
-    if chunk:
-        flush()
     bar.close()
     keep = np.flatnonzero(ok)
     records = [items.records[i] for i in keep]

@@ -65,11 +65,11 @@ def scales_desc(net: Net) -> str:
     return f"{train}/{tests}" if train else tests
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available), ``cuda`` (an error without a CUDA device) or ``cpu``."""
+def resolve_device(name: str, key: str = "eval.device") -> torch.device:
+    """``auto`` (CUDA when available), ``cuda`` (an error naming ``key`` without a CUDA device) or ``cpu``."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise EvalError("eval.device: cuda requested but no CUDA device is available")
+            raise EvalError(f"{key}: cuda requested but no CUDA device is available")
         return torch.device("cuda")
     return torch.device("cpu")
 

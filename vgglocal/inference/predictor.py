@@ -187,7 +187,7 @@ class Predictor:
         threshold = defaults.merge_threshold if merge_threshold is None else float(merge_threshold)
         if threshold < 0:
             raise UserError(f"merge_threshold {threshold}: must be >= 0")
-        self.device = device if isinstance(device, torch.device) else resolve_device(device or "auto")
+        self.device = device if isinstance(device, torch.device) else resolve_device(device or "auto", key="Predictor device")
         locs = _paths(loc_checkpoint)
         if not locs:
             raise UserError("Predictor: give at least one localisation checkpoint")
