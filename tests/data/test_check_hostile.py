@@ -1,7 +1,5 @@
 """``data check`` on hostile images: bombs are named problems, 16-bit images are notes."""
 
-import struct
-import zlib
 
 import numpy as np
 from click.testing import CliRunner
@@ -13,20 +11,12 @@ from vgglocal.data.check import check_dataset
 from vgglocal.data.synth import SynthSpec, synthesize
 
 
-def _bomb_png(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-
-
-def test_bomb_is_a_problem_and_a_16_bit_image_a_note(tmp_path):
+def test_bomb_is_a_problem_and_a_16_bit_image_a_note(tmp_path, bomb_png):
     root = tmp_path / "synth"
     synthesize(root, SynthSpec(classes=2, train=2, val=1, size=40, seed=3))
     train = root / "ILSVRC/Data/CLS-LOC/train"
     bomb, deep = train / "n00000001/n00000001_1.JPEG", train / "n00000002/n00000002_1.JPEG"
-    bomb.write_bytes(_bomb_png(13000, 13000))
+    bomb.write_bytes(bomb_png(13000, 13000))
     h, w = np.asarray(Image.open(deep)).shape[:2]
     Image.fromarray((np.arange(h * w).reshape(h, w) * 60 % 65536).astype(np.uint16)).save(deep, format="PNG")
 
