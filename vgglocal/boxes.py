@@ -54,9 +54,15 @@ def ilsvrc_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(iou > 0, iou, torch.full_like(iou, -1.0))
 
 
-def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
-    """Clip ``boxes (Tensor[..., 4])`` x1y1x2y2 to an image of ``size = (height, width)``."""
-    return clip_boxes_to_image(boxes, size)
+def clip_boxes(boxes: Tensor, size: tuple[int, int] | Tensor) -> Tensor:
+    """Clip ``boxes (Tensor[..., 4])`` x1y1x2y2 to an image of ``size = (height, width)``
+    (x to [0, width], y to [0, height], as torchvision's ``clip_boxes_to_image``), or each
+    box of ``boxes (Tensor[N, 4])`` to its own image, ``size (Tensor[N, 2])`` (height, width)."""
+    if not isinstance(size, Tensor):
+        return clip_boxes_to_image(boxes, size)
+    hw = size.to(boxes.device, boxes.dtype)
+    upper = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], dim=1)  # [N, 4]: w, h, w, h
+    return torch.minimum(boxes.clamp(min=0), upper)
 
 
 def flip_boxes(boxes: Tensor, width: float) -> Tensor:

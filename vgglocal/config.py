@@ -30,6 +30,8 @@ CLS_PROTOCOLS = ("cls-dense", "cls-multicrop", "cls-both")  # section 3.2, Table
 LOC_PROTOCOLS = ("center-crop", "full")  # Appendix A, protocols 1 and 2
 PROTOCOLS = CLS_PROTOCOLS + LOC_PROTOCOLS
 CLS_METHODS = ("dense", "multicrop", "both")  # the classification system of protocol 2
+DEVICES = ("auto", "cpu", "cuda")  # train.device, eval.device, transfer.device (auto: CUDA when available)
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast
 
 
 class ConfigError(UserError):

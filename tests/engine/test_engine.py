@@ -137,7 +137,8 @@ def test_evaluate_protocol1_decodes_to_original_pixels_and_judges_the_true_class
     ]
     items = [{"image": torch.zeros(3, 32, 32), "label": torch.tensor(r.label), "target": torch.tensor([0.5, 0.5, 1.0, 1.0]),
               "target_label": torch.tensor(r.label), "index": torch.tensor(i), "origin": torch.tensor([16.0, 8.0]),
-              "scale": torch.tensor(0.5), "flipped": torch.tensor(False)} for i, r in enumerate(recs)]
+              "scale": torch.tensor(0.5), "flipped": torch.tensor(False), "image_hw": torch.tensor([96, 96])}
+             for i, r in enumerate(recs)]
     batches = [torch.utils.data.default_collate(items[:3]), torch.utils.data.default_collate(items[1:])]  # #1, #2 seen twice
     m = evaluate(net, batches, num_records=4, opts=StepOptions(progress=False), gt=LocGroundTruth.from_records(recs))
     assert m["n_images"] == 4

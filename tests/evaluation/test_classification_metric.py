@@ -7,7 +7,7 @@ import torch
 
 from vgglocal.data.records import Sample
 from vgglocal.evaluation.base import EvaluatorList
-from vgglocal.evaluation.classification import ClassificationEvaluator, topk_correct, topk_errors
+from vgglocal.evaluation.classification import ClassificationEvaluator, ranked_hits, topk_correct
 from vgglocal.inference.results import ImageResult
 
 
@@ -32,7 +32,8 @@ def test_topk_errors_by_hand():
     c1, c5 = topk_correct(scores, labels)
     assert c1.tolist() == [True, False, False, False]
     assert c5.tolist()[:2] == [True, True] and c5[3].item()
-    assert topk_errors(scores, labels, ks=(1,)) == [pytest.approx(0.75)]
+    (c2,) = ranked_hits(torch.tensor([[2, 0], [3, -1], [-1, -1]]), torch.tensor([0, 3, 1]), ks=(2,))
+    assert c2.tolist() == [True, True, False]  # -1 pads "no guess"
 
 
 def test_evaluator_accumulates_batches_and_k_beyond_classes():
@@ -50,4 +51,4 @@ def test_bad_shapes():
     with pytest.raises(ValueError):
         topk_correct(torch.zeros(3), torch.zeros(3, dtype=torch.int64))
     with pytest.raises(ValueError):
-        topk_errors(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))
+        topk_correct(torch.zeros(3, 4), torch.zeros(2, dtype=torch.int64))

@@ -19,6 +19,7 @@ from vgglocal.inference.dense import (
     rescale_on_device,
 )
 from vgglocal.inference.multicrop import grid_crops, grid_positions, multicrop_posteriors
+from vgglocal.inference.options import InferenceOptions
 from vgglocal.models.vgg import build_vgg
 
 NORM = {"mean": [120.0, 110.0, 100.0], "std": [60.0, 60.0, 60.0]}
@@ -46,7 +47,7 @@ def constant_boxes(model, params):
 def test_dense_on_a_crop_sized_image_equals_the_single_crop():
     model = tiny(crop=32)
     img = image(32, 32)
-    maps = dense_maps(model, [img], [32], flip=False)[0][0]
+    maps = dense_maps(model, [img], [32], InferenceOptions(flip=False))[0][0]
     assert maps.scores.shape == (1, 3, 1, 1) and maps.boxes.shape == (1, 12, 1, 1)
     crop = EvalTransform(32, 32, NORM["mean"], NORM["std"])(img)
     with torch.no_grad():
@@ -62,7 +63,7 @@ def test_dense_on_a_crop_sized_image_equals_the_single_crop():
 def test_box_at_location_i_j_maps_to_the_right_pixels():
     # Image 48 x 72 at Q = 128: factor 8/3, rescaled 128 x 192, crop 32: a 4 x 6 map.
     model = constant_boxes(tiny(crop=32), [0.25, 0.75, 0.5, 1.5])
-    maps = dense_maps(model, [image(48, 72)], [128], flip=True)[0][0]
+    maps = dense_maps(model, [image(48, 72)], [128], InferenceOptions(flip=True))[0][0]
     assert maps.size == (128, 192) and maps.boxes.shape[-2:] == (4, 6)
     factor = 128 / 48
     assert maps.factor == pytest.approx(factor)
@@ -83,15 +84,15 @@ def test_box_at_location_i_j_maps_to_the_right_pixels():
 def test_groups_of_sizes_give_the_one_at_a_time_result():
     model = tiny(crop=32)
     imgs = [image(40, 56, 1), image(64, 64, 2), image(40, 56, 3), image(30, 20, 4)]
-    together = dense_maps(model, imgs, [32, 64], flip=True, batch_size=2)
+    together = dense_maps(model, imgs, [32, 64], InferenceOptions(flip=True, batch_size=2))
     for img, maps in zip(imgs, together, strict=True):
-        alone = dense_maps(model, [img], [32, 64], flip=True, batch_size=1)[0]
+        alone = dense_maps(model, [img], [32, 64], InferenceOptions(flip=True, batch_size=1))[0]
         for a, b in zip(maps, alone, strict=True):
             assert a.size == b.size
             assert_close(a.scores, b.scores, atol=1e-5, rtol=1e-5)
             assert_close(a.boxes, b.boxes, atol=1e-5, rtol=1e-5)
     # A rescaled side below the crop (Q = 16 < 32) is padded into one window, not rejected.
-    small = dense_maps(model, [imgs[0]], [16], flip=False)[0][0]
+    small = dense_maps(model, [imgs[0]], [16], InferenceOptions(flip=False))[0][0]
     assert small.scores.shape[-2:] == (1, 1)
 
 
@@ -106,8 +107,8 @@ def test_rescale_on_the_device_matches_opencv_and_gives_the_same_maps():
             # OpenCV's fixed-point bilinear vs float: within about one grey level (std 60).
             assert float((got - want).abs().max()) * 60 <= 1.01
     model = tiny(crop=32)
-    host = dense_maps(model, imgs, [32, 48], flip=True, batch_size=2)
-    dev = dense_maps(model, imgs, [32, 48], flip=True, batch_size=2, resize_on_device=True)
+    host = dense_maps(model, imgs, [32, 48], InferenceOptions(flip=True, batch_size=2))
+    dev = dense_maps(model, imgs, [32, 48], InferenceOptions(flip=True, batch_size=2), resize_on_device=True)
     for a_img, b_img in zip(host, dev, strict=True):
         for a, b in zip(a_img, b_img, strict=True):
             assert (a.size, a.factor) == (b.size, b.factor)
@@ -151,7 +152,7 @@ def test_multicrop_grid_and_posteriors():
     assert_close(crops[25], crops[0].flip(-1))  # mirrors follow
     model = tiny(crop=32, box_head=None)
     img = image(40, 60)
-    got = multicrop_posteriors(model, [img, image(33, 33, 5)], [32, 48], flip=True, batch_size=7)
+    got = multicrop_posteriors(model, [img, image(33, 33, 5)], [32, 48], InferenceOptions(flip=True, batch_size=1))
     x = torch.cat([grid_crops(EvalTransform(q, None, NORM["mean"], NORM["std"])(img).image, 32) for q in (32, 48)])
     with torch.no_grad():
         want = model(x).softmax(-1).mean(0)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vgglocal.inference.features import aggregate, box_region, fuse, scale_descriptors
+from vgglocal.inference.options import InferenceOptions
 from vgglocal.models.vgg import build_vgg
 
 NORM = {"mean": [120.0, 115.0, 100.0], "std": [58.0, 57.0, 57.0]}
@@ -25,7 +26,7 @@ def image(h, w, seed=0):
 
 def test_descriptor_shape_and_unit_norm(net):
     images = [image(40, 56, 1), image(64, 48, 2), image(33, 33, 3)]
-    d = scale_descriptors(net, images, (32, 48, 64), flip=True)
+    d = scale_descriptors(net, images, (32, 48, 64), InferenceOptions(flip=True))
     assert d.shape == (3, 3, 256) and d.dtype == torch.float32  # FC width round(4096 / 16)
     assert (d >= 0).all()  # FC7 after its ReLU
     avg, stack = aggregate(d, "average"), aggregate(d, "stack")
@@ -43,24 +44,24 @@ def test_descriptor_shape_and_unit_norm(net):
 def test_symmetric_image_same_with_and_without_flip(net):
     half = image(48, 32, 4)
     symmetric = np.ascontiguousarray(np.concatenate([half, half[:, ::-1]], axis=1))  # 48 x 64, mirror-symmetric
-    with_flip = scale_descriptors(net, [symmetric], (48, 64), flip=True)
-    without = scale_descriptors(net, [symmetric], (48, 64), flip=False)
+    with_flip = scale_descriptors(net, [symmetric], (48, 64), InferenceOptions(flip=True))
+    without = scale_descriptors(net, [symmetric], (48, 64), InferenceOptions(flip=False))
     torch.testing.assert_close(with_flip, without, rtol=1e-5, atol=1e-6)
 
 
 def test_flip_averages_the_mirror_images_descriptor(net):
     img = image(48, 72, 5)
     mirror = np.ascontiguousarray(img[:, ::-1])
-    both = scale_descriptors(net, [img], (48,), flip=True)
-    a = scale_descriptors(net, [img], (48,), flip=False)
-    b = scale_descriptors(net, [mirror], (48,), flip=False)
+    both = scale_descriptors(net, [img], (48,), InferenceOptions(flip=True))
+    a = scale_descriptors(net, [img], (48,), InferenceOptions(flip=False))
+    b = scale_descriptors(net, [mirror], (48,), InferenceOptions(flip=False))
     assert not torch.allclose(a, b)  # the image is not symmetric: the mirror must matter
     torch.testing.assert_close(both, (a + b) / 2, rtol=1e-5, atol=1e-6)
 
 
 def test_dense_at_the_crop_size_is_the_fc7_of_the_crop(net):
     img = image(32, 32, 6)
-    d = scale_descriptors(net, [img], (32,), flip=False)[0, 0]
+    d = scale_descriptors(net, [img], (32,), InferenceOptions(flip=False))[0, 0]
     x = (torch.from_numpy(img).float().permute(2, 0, 1) - torch.tensor(NORM["mean"])[:, None, None]) / torch.tensor(NORM["std"])[:, None, None]
     with torch.no_grad():
         fc7 = net.penultimate(x[None])  # [1, 256, 1, 1]

@@ -8,8 +8,9 @@ import torch
 from torch.testing import assert_close
 
 from vgglocal.inference.dense import dense_maps, dense_posteriors
-from vgglocal.inference.localize import Net, classify, localize_center_crop, localize_full
+from vgglocal.inference.localize import Net, classify
 from vgglocal.inference.multicrop import multicrop_posteriors
+from vgglocal.inference.protocols import RunOptions, run_protocol
 from vgglocal.models.vgg import build_vgg
 
 NORM = {"mean": [120.0, 110.0, 100.0], "std": [60.0, 60.0, 60.0]}
@@ -52,10 +53,10 @@ def test_full_protocol_labels_scores_and_merged_box_by_hand():
     box = (0.4, 0.6, 0.5, 0.75)
     net = Net(stub(box=box), (32, 64))
     img = image(48, 80)
-    post, (res,) = localize_full([img], [net], [net], threshold=1e9, topk=2, flip=True)
+    (res,) = run_protocol("full", [img], [net], RunOptions(flip=True, topk=2, merge_threshold=1e9))
     p = torch.tensor([0.1, 0.5, 0.2]).softmax(0)
-    assert_close(post[0], p)
-    assert res.labels.tolist() == [1, 2]
+    assert_close(classify([img], [net], "dense")[0], p)
+    assert res.labels.tolist() == [1, 2] and res.size == (48, 80)
     assert_close(res.scores, p[[1, 2]])
     # Equal class scores everywhere: the one merged box is the plain mean of every window's
     # box at both scales and both mirrors, clipped to the image.
@@ -75,7 +76,7 @@ def test_full_protocol_merges_per_window_weights_and_keeps_clusters_apart():
     a = Net(stub(box=(0.5, 0.5, 0.3, 0.3), seed=1), (32,))
     b = Net(stub(box=(0.5, 0.5, 0.3, 0.3), seed=2), (32, 64))
     img = image(32, 32)
-    _, (res,) = localize_full([img], [a], [a, b], threshold=0.0, topk=1, flip=False)
+    (res,) = run_protocol("full", [img], [a, b], RunOptions(flip=False, topk=1, merge_threshold=0.0), cls_nets=[a])
     # Scale 32 on a 32 x 32 image: one window per net, the same box twice; scale 64: 2 x 2
     # windows of net b. Identical boxes merge at threshold 0: weights 2p (scale 32) vs p each.
     d = res.detections
@@ -107,8 +108,21 @@ def test_center_crop_predicts_the_true_class_box_in_original_pixels():
     with torch.no_grad():
         model.box_head.fc8.bias[8:12] = torch.tensor([0.25, 0.5, 0.25, 1.0])
     img = image(40, 60)  # S = 48: factor 1.2, rescaled 48 x 72, centre crop at x0 = 20, y0 = 8
-    post, boxes = localize_center_crop([img, img], torch.tensor([0, 2]), model, 48)
-    assert_close(post, torch.tensor([0.1, 0.5, 0.2]).softmax(0).expand(2, 3))
+    results = run_protocol("center-crop", [img, img], [Net(model, (48,))], RunOptions(), labels=torch.tensor([0, 2]))
+    p = torch.tensor([0.1, 0.5, 0.2]).softmax(0)
+    for res in results:  # the classification of the same crop: the labels by posterior
+        assert res.labels.tolist() == [1, 2, 0]
+        assert_close(res.scores, p[[1, 2, 0]])
+    assert [r.box_labels.tolist() for r in results] == [[0], [2]]  # one guess: the true class
     want0 = torch.tensor([20 + 8, 8 + 0, 20 + 24, 8 + 16]) / 1.2
     want2 = torch.tensor([20 + 4, 8 + 0, 20 + 12, 8 + 32]) / 1.2
+    boxes = torch.cat([r.boxes for r in results])
+    # class 2's box reaches y = 8 + 32 = 40 rescaled, 33.3 original: inside the 40-px image
     assert_close(boxes, torch.stack([want0, want2]).float(), atol=1e-4, rtol=0)
+
+
+def test_center_crop_clips_boxes_to_the_image():
+    model = stub(crop=32, box=(0.25, 0.5, 2.0, 3.0))  # wider and taller than the window
+    img = image(40, 60)  # as above: window x 20..52, y 8..40 rescaled; the box x -4..60, y -24..72
+    (res,) = run_protocol("center-crop", [img], [Net(model, (48,))], RunOptions(), labels=torch.tensor([1]))
+    assert_close(res.boxes[0], torch.tensor([0.0, 0.0, 60 / 1.2, 40.0]), atol=1e-4, rtol=0)

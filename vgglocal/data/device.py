@@ -166,7 +166,7 @@ class DeviceWindows:
             ("worker": PNG, CMYK, grayscale... decoded by the loader's workers).
     """
 
-    _FIXED = ("label", "target", "target_label", "index", "origin", "scale", "flipped")
+    _FIXED = ("label", "target", "target_label", "index", "origin", "scale", "flipped", "image_hw")
 
     def __init__(self, device: torch.device | str, crop: int, channels_last: bool = False):
         self.device = torch.device(device)

@@ -85,6 +85,8 @@ class SampleDataset(Dataset):
         index (int64): position of the record in ``records``.
         origin (Tensor[2] float32), scale (float32), flipped (bool): the window, so predictions
             decode back to original pixels (``vgglocal.boxes.decode``; un-mirror cx first).
+        image_hw (Tensor[2] int64): (height, width) of the stored image, which decoded boxes
+            are clipped to (as the evaluation clips them).
     or a :class:`BadSample`.
     """
 
@@ -169,6 +171,7 @@ class SampleDataset(Dataset):
             "origin": torch.tensor(g.origin, dtype=torch.float32),
             "scale": torch.tensor(g.scale, dtype=torch.float32),
             "flipped": torch.tensor(g.flipped),
+            "image_hw": torch.tensor(size, dtype=torch.int64),  # the stored image's (height, width): boxes clip to it
         }
 
 

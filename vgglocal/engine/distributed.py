@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from vgglocal.errors import UserError
+from vgglocal.runtime import resolve_device
 
 __all__ = ["DistEnv", "setup", "teardown", "all_reduce_sum", "all_reduce_max", "all_gather_objects", "barrier"]
 
@@ -36,22 +36,13 @@ class DistEnv:
         return self.world_size > 1
 
 
-def _device(preference: str, local_rank: int) -> torch.device:
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device: cuda was asked for but no CUDA device is available")
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def setup(device: str = "auto") -> DistEnv:
     """Join the process group that ``torchrun`` describes (``RANK``, ``WORLD_SIZE``,
     ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``): NCCL on GPUs, gloo on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _device(device, local)
+    dev = resolve_device(device, "train.device", local_rank=local)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         kwargs: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from vgglocal.models.heads import select_class_boxes
 
-__all__ = ["classification_loss", "box_loss", "cls_batch_loss", "loc_batch_loss", "LOSSES"]
+__all__ = ["classification_loss", "box_loss", "box_errors", "cls_batch_loss", "loc_batch_loss", "LOSSES"]
 
 
 def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -41,8 +41,14 @@ def box_loss(boxes: Tensor, targets: Tensor, labels: Tensor) -> Tensor:
             (:func:`vgglocal.boxes.encode`).
         labels (Tensor[N] int64): the class of each target box (selects the PCR outputs).
     """
+    return box_errors(boxes, targets, labels).mean()
+
+
+def box_errors(boxes: Tensor, targets: Tensor, labels: Tensor) -> Tensor:
+    """Per-sample terms of :func:`box_loss` (arguments as there): ``Tensor[N]`` float32,
+    ``0.5 * ||pred_n - target_n||^2``; the loss is their mean."""
     pred = select_class_boxes(boxes.flatten(1), labels)
-    return 0.5 * (pred.float() - targets.float()).pow(2).sum(dim=1).mean()
+    return 0.5 * (pred.float() - targets.float()).pow(2).sum(dim=1)
 
 
 def cls_batch_loss(outputs: Tensor, batch: dict) -> Tensor:

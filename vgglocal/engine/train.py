@@ -27,6 +27,7 @@ from vgglocal.engine.schedule import PlateauSchedule
 from vgglocal.errors import UserError
 from vgglocal.models.heads import FCHead
 from vgglocal.models.vgg import VGG
+from vgglocal.runtime import autocast
 
 __all__ = [
     "TrainForward",
@@ -113,9 +114,7 @@ class StepOptions:
     log: Callable[[str], None] | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.precision)
 
 
 def build_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False) -> torch.optim.SGD:

@@ -44,9 +44,10 @@ from vgglocal.data.labelled import LabelledSet, read_labelled
 from vgglocal.errors import UserError
 from vgglocal.evaluation.images import image_chunks
 from vgglocal.inference.features import aggregate, box_region, fuse, scale_descriptors
-from vgglocal.inference.nets import resolve_device
+from vgglocal.inference.options import InferenceOptions
 from vgglocal.models.io import load_model
 from vgglocal.models.vgg import VGG, init_weights
+from vgglocal.runtime import resolve_device
 
 __all__ = ["FeatureSet", "load_feature_nets", "extract_features", "run_transfer", "TransferError"]
 
@@ -227,6 +228,7 @@ def extract_features(cfg: Config, checkpoints: Sequence[str], split: str, *, pro
         raise TransferError(f"--boxes: protocol {protocol} has no item boxes (voc-action has the person boxes)")
     log = log or (lambda _msg: None)
     device = resolve_device(t.device, key="transfer.device")
+    opts = InferenceOptions(flip=t.flip, device=device, batch_size=t.batch_size, precision=t.precision)
     items = read_labelled(cfg.data, split, protocol, progress=progress)
     if items.problems:
         log(f"{split}: {len(items.problems)} annotation problems (skipped; `vgglocal data check` lists them), e.g. {items.problems[0]}")
@@ -254,8 +256,7 @@ def extract_features(cfg: Config, checkpoints: Sequence[str], split: str, *, pro
             rows = [items_of[chunk.records[k].path] for k in good]
             images = [chunk.images[k] for k in good]
             for net, store in zip(nets, per_scale, strict=True):
-                d = scale_descriptors(net, images, scales, flip=t.flip, device=device, batch_size=t.batch_size,
-                                      precision=t.precision).numpy()
+                d = scale_descriptors(net, images, scales, opts).numpy()
                 for r, members in enumerate(rows):
                     store[members] = d[r]
             if boxes:
@@ -265,8 +266,7 @@ def extract_features(cfg: Config, checkpoints: Sequence[str], split: str, *, pro
                         crops.append(box_region(img, items.records[i].boxes[0]))
                         targets_idx.append(i)
                 for net, store in zip(nets, box_per_scale, strict=True):
-                    store[targets_idx] = scale_descriptors(net, crops, scales, flip=t.flip, device=device,
-                                                           batch_size=t.batch_size, precision=t.precision).numpy()
+                    store[targets_idx] = scale_descriptors(net, crops, scales, opts).numpy()
             for members in rows:
                 ok[members] = True
         bar.update(len(chunk))

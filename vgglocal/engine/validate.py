@@ -9,17 +9,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from vgglocal.boxes import clip_boxes
 from vgglocal.data.records import Sample
 from vgglocal.engine.distributed import all_reduce_sum
+from vgglocal.engine.losses import box_errors
 from vgglocal.engine.train import StepOptions, batch_size_of, to_device
 from vgglocal.errors import UserError
 from vgglocal.evaluation.classification import topk_correct
-from vgglocal.evaluation.ilsvrc import protocol1_errors
+from vgglocal.evaluation.ilsvrc import center_crop_errors, pad_guesses
 from vgglocal.geometry import decode_windows
 from vgglocal.models.heads import select_class_boxes
 from vgglocal.models.vgg import VGG
@@ -36,7 +37,7 @@ class LocGroundTruth:
     """Ground-truth boxes of the validation records, padded for batched lookup.
 
     Attributes:
-        boxes (Tensor[R, K, 4]): x1, y1, x2, y2 in original-image pixels (K: most boxes of any record).
+        boxes (Tensor[R, K, 4] float64): x1, y1, x2, y2 in original-image pixels (K: most boxes of any record).
         labels (Tensor[R, K] int64): class of each box; -1 for padding.
     """
 
@@ -45,21 +46,25 @@ class LocGroundTruth:
 
     @classmethod
     def from_records(cls, records: list[Sample]) -> LocGroundTruth:
-        counts = torch.tensor([len(r.boxes) for r in records], dtype=torch.int64)
-        k = max(1, int(counts.max())) if len(records) else 1
-        boxes = torch.zeros(len(records), k, 4)
-        box_labels = torch.full((len(records), k), -1, dtype=torch.int64)
-        if int(counts.sum()):
-            flat = torch.from_numpy(np.concatenate([r.boxes for r in records]).astype(np.float32)).reshape(-1, 4)
-            flat_labels = torch.from_numpy(np.concatenate([r.box_labels for r in records]).astype(np.int64))
-            row = torch.repeat_interleave(torch.arange(len(records)), counts)
-            col = torch.arange(len(flat)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-            boxes[row, col] = flat
-            box_labels[row, col] = flat_labels
-        return cls(boxes, box_labels)
+        labels, boxes = pad_guesses([(r.box_labels, r.boxes) for r in records])
+        return cls(boxes, labels)
 
 
 @torch.no_grad()
+def _center_crop_misses(boxes: Tensor, batch: dict[str, Any], gt: LocGroundTruth) -> Tensor:
+    """Protocol 1's per-sample miss (1.0) or hit (0.0), on ``boxes``' device: the box of the
+    ground-truth class, decoded through the window, clipped to its image as
+    :func:`~vgglocal.inference.localize.localize_center_crop` clips it, scored by
+    :func:`~vgglocal.evaluation.ilsvrc.center_crop_errors`."""
+    labels = batch["label"]
+    side = float(batch["image"].shape[-1])
+    px = decode_windows(select_class_boxes(boxes, labels), batch["origin"].float(), batch["scale"].float(), side,
+                        batch.get("flipped", False))
+    px = clip_boxes(px, batch["image_hw"])
+    rec = batch["index"].cpu()
+    return center_crop_errors(labels.cpu(), px.cpu(), gt.labels[rec], gt.boxes[rec]).to(boxes.device)
+
+
 def evaluate(
     net: VGG,
     loader: Iterable[dict[str, Any]],
@@ -71,12 +76,15 @@ def evaluate(
 ) -> dict[str, float]:
     """Centre-crop validation errors, reduced over every process.
 
-    Classification: top-1 and top-5 error of the class scores. Localisation (when ``gt`` is
+    Classification: top-1 and top-5 error of the class posteriors. Localisation (when ``gt`` is
     given and the net has a box head): protocol 1 of Appendix A, the box predicted for the
     ground-truth class, decoded to original-image pixels through the batch's window (``origin``
-    [n, 2] in rescaled pixels, ``scale`` [n], ``flipped`` [n]), scored as ``eval --protocol
-    center-crop`` scores it (:func:`vgglocal.evaluation.ilsvrc.protocol1_errors`); plus the
-    validation box loss.
+    [n, 2] in rescaled pixels, ``scale`` [n], ``flipped`` [n]) and clipped to the image
+    (``image_hw`` [n, 2]); plus the validation box loss (:func:`~vgglocal.engine.losses.box_errors`).
+    Both errors come from the functions ``eval --protocol center-crop``'s evaluators use
+    (:func:`~vgglocal.evaluation.classification.topk_correct`,
+    :func:`~vgglocal.evaluation.ilsvrc.center_crop_errors`), so for a checkpoint and its scale S
+    the numbers are ``eval``'s on the same crops.
 
     Each record is counted once even when a sharded sampler repeats it (per-record sums are
     reduced over processes and divided by the times the record was seen). A record no process
@@ -106,18 +114,12 @@ def evaluate(
         labels = batch["label"]
         with opts.autocast():
             maps = net.maps(batch["image"])
-        scores = maps["scores"].flatten(1).float()
-        rows = [~c for c in topk_correct(scores, labels, (1, 5))]
+        # The posteriors, ranked as eval's centre-crop protocol ranks them (softmax, then top-k).
+        posteriors = maps["scores"].flatten(1).float().softmax(dim=1)
+        rows = [~c for c in topk_correct(posteriors, labels, (1, 5))]
         if loc:
             boxes = maps["boxes"].flatten(1).float()
-            pred = select_class_boxes(boxes, labels)
-            side = float(batch["image"].shape[-1])
-            px = decode_windows(pred, batch["origin"].float(), batch["scale"].float(), side, batch.get("flipped", False))
-            rec = idx.cpu()
-            miss = protocol1_errors(labels.cpu(), px.cpu(), gt.boxes[rec], gt.labels[rec]).to(opts.device)
-            target_pred = select_class_boxes(boxes, batch["target_label"])
-            per_sample = 0.5 * (target_pred - batch["target"].float()).pow(2).sum(dim=1)
-            rows += [miss, per_sample]  # box loss: same normalisation as losses.box_loss
+            rows += [_center_crop_misses(boxes, batch, gt), box_errors(boxes, batch["target"], batch["target_label"])]
         sums.index_add_(0, idx, torch.stack([r.double() for r in rows], dim=1))
         seen.index_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
     all_reduce_sum(sums)
@@ -132,8 +134,12 @@ def evaluate(
     unreadable = num_records - n
     total = per.sum(0).tolist()
     # An unreadable record is wrong: it adds 1 to every error's numerator (not to the box loss).
-    err = [(t + unreadable) / max(num_records, 1) for t in total[:3]]
-    out = {"top1_cls_error": err[0], "top5_cls_error": err[1], "n_images": num_records, "n_unreadable": unreadable}
+    # The same arithmetic as the evaluators' (1 - mean of hits; mean of misses), so that the
+    # numbers equal eval's to the last bit.
+    wrong = [t + unreadable for t in total[:3]]
+    n_all = max(num_records, 1)
+    out = {"top1_cls_error": 1.0 - (num_records - wrong[0]) / n_all, "top5_cls_error": 1.0 - (num_records - wrong[1]) / n_all,
+           "n_images": num_records, "n_unreadable": unreadable}
     if loc:
-        out.update(loc_error=err[2], box_loss=total[3] / max(n, 1))
+        out.update(loc_error=wrong[2] / n_all, box_loss=total[3] / max(n, 1))
     return out

@@ -11,7 +11,15 @@ from torch import Tensor
 from vgglocal.data.records import Sample
 from vgglocal.inference.results import ImageResult
 
-__all__ = ["topk_correct", "topk_errors", "ClassificationEvaluator"]
+__all__ = ["ranked_hits", "topk_correct", "ClassificationEvaluator"]
+
+
+def ranked_hits(ranked: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> list[Tensor]:
+    """Per-image hits of ranked guesses: for each k, ``Tensor[N]`` bool, True when ``labels[i]``
+    is among the first ``k`` of ``ranked[i]`` (``ranked (Tensor[N, K])`` class ids best first,
+    -1 for no guess; ``labels (Tensor[N])`` int). k larger than K counts all K guesses."""
+    hit = ranked == labels.reshape(-1, 1).to(ranked.device)
+    return [hit[:, : min(k, ranked.shape[1])].any(dim=1) for k in ks]
 
 
 def topk_correct(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> list[Tensor]:
@@ -23,16 +31,7 @@ def topk_correct(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> 
     if scores.ndim != 2 or labels.shape != scores.shape[:1]:
         raise ValueError(f"scores must be [N, C] and labels [N]; got {tuple(scores.shape)} and {tuple(labels.shape)}")
     kmax = min(max(ks), scores.shape[1])
-    top = scores.topk(kmax, dim=1).indices  # [N, kmax], best first
-    hit = top == labels.reshape(-1, 1).to(top.device)
-    return [hit[:, : min(k, kmax)].any(dim=1) for k in ks]
-
-
-def topk_errors(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> list[float]:
-    """Top-k error for each k as a fraction in [0, 1] (``scores [N, C]``, ``labels [N]``)."""
-    if scores.shape[0] == 0:
-        raise ValueError("topk_errors: no images")
-    return [1.0 - c.double().mean().item() for c in topk_correct(scores, labels, ks)]
+    return ranked_hits(scores.topk(kmax, dim=1).indices, labels, ks)  # best first
 
 
 class ClassificationEvaluator:
@@ -63,8 +62,7 @@ class ClassificationEvaluator:
                 top = torch.as_tensor(out.labels).cpu()[:kmax]
                 ranked[i, : len(top)] = top
         truth = torch.tensor([r.label for r in records], dtype=torch.int64)
-        hit = ranked == truth[:, None]
-        self._hits.append(torch.stack([hit[:, :k].any(dim=1) for k in self.ks], dim=1))
+        self._hits.append(torch.stack(ranked_hits(ranked, truth, self.ks), dim=1))
 
     def summarize(self) -> dict[str, float | int]:
         if not self._hits:

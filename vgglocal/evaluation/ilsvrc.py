@@ -40,7 +40,9 @@ __all__ = [
     "localization_errors",
     "ilsvrc_metrics",
     "protocol1_errors",
+    "center_crop_errors",
     "whole_pixels",
+    "pad_ragged",
     "LocalizationEvaluator",
     "CenterCropEvaluator",
     "read_kaggle_csv",
@@ -75,18 +77,26 @@ def pad_guesses(items: Sequence[Guesses], width: int | None = None) -> tuple[Ten
     return _scatter(np.minimum(counts, k), k, labels, boxes)
 
 
-def _scatter(counts: np.ndarray, k: int, labels: list, boxes: list) -> tuple[Tensor, Tensor]:
-    """Per-image label/box arrays (already cut to ``k``) → padded tensors, one vectorised copy."""
-    n = len(counts)
-    out_l = np.full((n, k), -1, dtype=np.int64)
-    out_b = np.zeros((n, k, 4), dtype=np.float64)
+def pad_ragged(counts: Tensor, flat: Tensor, k: int, fill: float | int | bool = 0) -> Tensor:
+    """Ragged rows → one padded tensor, in one vectorised copy: ``flat (Tensor[M, ...])`` holds
+    row 0's ``counts[0]`` items, then row 1's, ...; returns ``Tensor[N, k, ...]`` with ``fill``
+    in the unused slots (``counts (Tensor[N] int64)``, every count at most ``k``)."""
+    counts = torch.as_tensor(counts, dtype=torch.int64)
+    out = torch.full((len(counts), k, *flat.shape[1:]), fill, dtype=flat.dtype)
     total = int(counts.sum())
     if total:
-        rows = np.repeat(np.arange(n), counts)
-        cols = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        out_l[rows, cols] = np.concatenate(labels) if len(labels) else []
-        out_b[rows, cols] = np.concatenate(boxes) if len(boxes) else np.zeros((0, 4))
-    return torch.from_numpy(out_l), torch.from_numpy(out_b)
+        rows = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        cols = torch.arange(total) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        out[rows, cols] = flat[:total]
+    return out
+
+
+def _scatter(counts: np.ndarray, k: int, labels: list, boxes: list) -> tuple[Tensor, Tensor]:
+    """Per-image label/box arrays (already cut to ``k``) → padded tensors (:func:`pad_ragged`)."""
+    flat_l = torch.from_numpy(np.concatenate(labels).astype(np.int64) if len(labels) else np.zeros(0, np.int64))
+    flat_b = torch.from_numpy(np.concatenate(boxes).astype(np.float64).reshape(-1, 4) if len(boxes) else np.zeros((0, 4)))
+    counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
+    return pad_ragged(counts_t, flat_l, k, -1), pad_ragged(counts_t, flat_b, k, 0.0)
 
 
 def localization_errors(
@@ -185,6 +195,21 @@ def whole_pixels(boxes: Tensor) -> Tensor:
     return torch.floor(torch.as_tensor(boxes).double() + 0.5)
 
 
+def center_crop_errors(labels: Tensor, boxes: Tensor, gt_labels: Tensor, gt_boxes: Tensor) -> Tensor:
+    """Protocol 1's per-image error as ``eval --protocol center-crop`` scores it and as
+    training-time validation scores it: the box (already clipped to its image) rounded to
+    whole pixels as the submission files write it, then :func:`protocol1_errors`.
+
+    Args:
+        labels (Tensor[N] int): the ground-truth class localised in each image.
+        boxes (Tensor[N, 4]): its box, x1, y1, x2, y2 in original-image pixels.
+        gt_labels (Tensor[N, G] int, -1 = padding), gt_boxes (Tensor[N, G, 4]): the ground truth.
+    Returns:
+        Tensor[N] float64: 1.0 for a miss, else 0.0.
+    """
+    return protocol1_errors(labels, whole_pixels(boxes.cpu()), gt_boxes, gt_labels)
+
+
 def _truth(record: Sample) -> Guesses:
     return torch.as_tensor(record.box_labels), torch.as_tensor(record.boxes)
 
@@ -225,8 +250,7 @@ class LocalizationEvaluator:
 
 
 class CenterCropEvaluator:
-    """Protocol 1's localisation error (:func:`protocol1_errors` on the one guess per image,
-    rounded to whole pixels): ``top1_loc_error`` = ``top5_loc_error`` and ``n_images``; a
+    """Protocol 1's localisation error (:func:`center_crop_errors` on the one guess per image): ``top1_loc_error`` = ``top5_loc_error`` and ``n_images``; a
     ``None`` output counts as a miss."""
 
     def __init__(self) -> None:
@@ -242,9 +266,9 @@ class CenterCropEvaluator:
         done = [i for i, o in enumerate(outputs) if o is not None and o.guesses() is not None]
         if done:
             labels = torch.stack([outputs[i].box_labels[0] for i in done]).cpu()  # type: ignore[index, union-attr]
-            boxes = torch.stack([whole_pixels(outputs[i].boxes[0].cpu()) for i in done])  # type: ignore[index, union-attr]
+            boxes = torch.stack([outputs[i].boxes[0].cpu() for i in done])  # type: ignore[index, union-attr]
             gl, gb = pad_guesses([_truth(records[i]) for i in done])
-            err[done] = protocol1_errors(labels, boxes, gb, gl)
+            err[done] = center_crop_errors(labels, boxes, gl, gb)
         self._errors.append(err)
 
     def summarize(self) -> dict[str, float | int]:

@@ -16,10 +16,10 @@ from vgglocal.inference.nets import (
     Net,
     check_class_heads,
     load_nets,
-    resolve_device,
     speed_up,
 )
 from vgglocal.inference.protocols import LOC_PROTOCOLS, PROTOCOLS, RunOptions
+from vgglocal.runtime import resolve_device
 
 __all__ = ["EvalRequest", "EvalJob", "prepare"]
 
@@ -104,13 +104,14 @@ def prepare(cfg: Config, req: EvalRequest, *, progress: bool = False, log: Log |
         cls_nets = load_nets(req.cls_checkpoints, [req.cls_scales] if req.cls_scales else [], tuple(ev.scales), "cls-dense", classes, False, device)
     elif req.protocol == "full":
         check_class_heads(nets)
-    for n in {id(x): x for x in nets + cls_nets}.values():
-        speed_up(n.model, channels_last=ev.channels_last, compile=ev.compile)
-        log(f"{Path(n.name).name}: arch {n.model.arch}, crop {n.model.crop}, scales {list(n.scales)}")
     options = RunOptions(
         flip=ev.flip if req.flip is None else req.flip, device=device, batch_size=ev.batch_size, precision=ev.precision,
+        channels_last=ev.channels_last, compile=ev.compile,
         topk=min(ev.topk, MAX_GUESSES), det_topk=ev.det_topk, merge_threshold=threshold, cls_method=ev.cls_method,
     )
+    for n in {id(x): x for x in nets + cls_nets}.values():
+        speed_up(n.model, options)
+        log(f"{Path(n.name).name}: arch {n.model.arch}, crop {n.model.crop}, scales {list(n.scales)}")
     return EvalJob(req.protocol, records, classes, nets, cls_nets, options, split=split, has_truth=has_truth)
 
 

@@ -36,9 +36,8 @@ def sweep_merge_threshold(cfg: Config, req: EvalRequest, thresholds: Sequence[fl
         good = chunk.good
         cands = []
         if good:
-            _, cands = box_candidates([chunk.images[i] for i in good], cls_nets, job.nets, labels_per_image=opts.topk,  # type: ignore[misc]
-                                      cls_method=opts.cls_method, flip=opts.flip, device=opts.device, batch_size=opts.batch_size,
-                                      precision=opts.precision)
+            _, cands = box_candidates([chunk.images[i] for i in good], cls_nets, job.nets, opts,  # type: ignore[misc]
+                                      labels_per_image=opts.topk, cls_method=opts.cls_method)
         for t, evaluator in zip(thresholds, evaluators, strict=True):
             evaluator.process(chunk.records, chunk.spread([merge_candidates(c, t, opts.topk) for c in cands]))
         bar.update(len(chunk))

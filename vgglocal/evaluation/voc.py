@@ -37,6 +37,7 @@ from torch.func import vmap
 from vgglocal.boxes import ilsvrc_iou
 from vgglocal.data.records import ClassList, Sample
 from vgglocal.evaluation.ap import ranked_average_precision
+from vgglocal.evaluation.ilsvrc import pad_ragged
 from vgglocal.inference.results import Detections, ImageResult
 
 __all__ = ["VOC_IOU", "match_detections", "voc_class_ap", "voc_metrics", "VOCDetectionEvaluator"]
@@ -70,14 +71,9 @@ def match_detections(det_image: Tensor, det_boxes: Tensor, det_labels: Tensor, d
     order = torch.argsort(gt_img, stable=True)
     counts = torch.bincount(gt_img, minlength=len(images))
     k = int(counts.max())
-    col = torch.arange(len(order)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-    row = gt_img[order]
-    pad_boxes = torch.zeros(len(images), k, 4, dtype=torch.float64)
-    pad_labels = torch.full((len(images), k), -1, dtype=torch.int64)
-    pad_difficult = torch.zeros(len(images), k, dtype=torch.bool)
-    pad_boxes[row, col] = gt_boxes[order].double()
-    pad_labels[row, col] = gt_labels[order].long()
-    pad_difficult[row, col] = gt_difficult[order].bool()
+    pad_boxes = pad_ragged(counts, gt_boxes[order].double(), k, 0.0)
+    pad_labels = pad_ragged(counts, gt_labels[order].long(), k, -1)
+    pad_difficult = pad_ragged(counts, gt_difficult[order].bool(), k, False)
     best = torch.empty(d, dtype=torch.float64)
     arg = torch.empty(d, dtype=torch.int64)
     boxes = det_boxes.double()

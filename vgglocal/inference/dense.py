@@ -30,7 +30,6 @@ keep the result exactly that of one image at a time.
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,11 +40,11 @@ from torch import Tensor
 
 from vgglocal.data.transforms import EvalTransform
 from vgglocal.geometry import decode_windows, window_origins
+from vgglocal.inference.options import InferenceOptions
 from vgglocal.models.vgg import STRIDE, VGG
 
 __all__ = [
     "ScaleMaps",
-    "autocast",
     "rescale",
     "rescale_on_device",
     "decode_box_map",
@@ -80,13 +79,6 @@ class ScaleMaps:
     @property
     def flips(self) -> int:
         return int(self.scores.shape[0])
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on ``device`` when ``precision == "bf16"``, else a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def rescale(image: np.ndarray, scale: int, normalization: dict[str, Sequence[float]]) -> tuple[Tensor, float, tuple[int, int]]:
@@ -160,13 +152,10 @@ def dense_maps(
     model: VGG,
     images: Sequence[np.ndarray],
     scales: Sequence[int],
+    opts: InferenceOptions | None = None,
     *,
-    flip: bool = True,
     boxes: bool = True,
     normalization: dict[str, Sequence[float]] | None = None,
-    device: torch.device | str = "cpu",
-    batch_size: int = 8,
-    precision: str = "fp32",
     resize_on_device: bool | None = None,
 ) -> list[list[ScaleMaps]]:
     """Apply ``model`` densely to every image at every scale (and to its mirror image).
@@ -175,11 +164,10 @@ def dense_maps(
         model: a :class:`VGG` in eval mode, already on ``device``.
         images: uint8 ``[H, W, 3]`` RGB arrays (:func:`vgglocal.data.images.load_rgb`).
         scales: the Q values.
-        flip: also the mirrored image (F = 2 in the results).
+        opts: flip (the mirrored image too: F = 2 in the results), device, batch_size (images
+            per forward pass, mirrors in the same pass), precision (maps come back in float32).
         boxes: keep the box maps (when the model has a box head).
         normalization: ``{"mean", "std"}`` (0..255 units); default: ``model.normalization``.
-        batch_size: images per forward pass (mirrors ride along in the same pass).
-        precision: "fp32" or "bf16" (autocast; maps are returned in float32).
         resize_on_device: upload each uint8 image once (pinned memory) and rescale it on the
             device (:func:`rescale_on_device`) instead of with OpenCV on the host; default: on
             CUDA, where the host-side resize and normalisation would otherwise bound the rate.
@@ -187,7 +175,8 @@ def dense_maps(
     Returns:
         ``result[image][scale]``: :class:`ScaleMaps`, scales in the order given.
     """
-    device = torch.device(device)
+    opts = opts or InferenceOptions()
+    device, flip, batch_size = opts.device, opts.flip, opts.batch_size
     norm = normalization or getattr(model, "normalization", None) or {"mean": [0.0] * 3, "std": [1.0] * 3}
     want_boxes = boxes and model.box_head is not None
     out: list[list[ScaleMaps | None]] = [[None] * len(scales) for _ in images]
@@ -213,7 +202,7 @@ def dense_maps(
                 x = x.to(device, non_blocking=True)
                 if flip:
                     x = torch.cat([x, x.flip(-1)])
-                with autocast(device, precision):
+                with opts.autocast():
                     maps = model.maps(x)
                 scores = maps["scores"].float().cpu()
                 box_maps = maps["boxes"].float().cpu() if want_boxes else None

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from vgglocal.inference.dense import dense_maps
+from vgglocal.inference.options import InferenceOptions
 from vgglocal.models.vgg import VGG
 
 __all__ = ["AGGREGATES", "scale_descriptors", "aggregate", "fuse", "l2_normalize", "box_region"]
@@ -53,11 +54,7 @@ def scale_descriptors(
     model: VGG,
     images: Sequence[np.ndarray],
     scales: Sequence[int],
-    *,
-    flip: bool = True,
-    device: torch.device | str = "cpu",
-    batch_size: int = 8,
-    precision: str = "fp32",
+    opts: InferenceOptions | None = None,
 ) -> Tensor:
     """Per-scale descriptors of each image, before aggregation and normalisation.
 
@@ -65,7 +62,7 @@ def scale_descriptors(
         model: a :class:`VGG` in eval mode on ``device``; its ``normalization`` is used.
         images: uint8 ``[H, W, 3]`` RGB arrays.
         scales: the Q values.
-        flip: average with the mirror image's descriptor.
+        opts: how the net runs; ``opts.flip``: average with the mirror image's descriptor.
 
     Returns:
         Tensor[N, S, D] float32 on the CPU: the global average of the FC7 map at each scale
@@ -73,9 +70,8 @@ def scale_descriptors(
     """
     if not images:
         return torch.zeros(0, len(scales), model.cls_head.fc7.out_channels)
-    maps = dense_maps(_PooledFC7(model), images, scales, flip=flip, boxes=False,  # type: ignore[arg-type]
-                      normalization=getattr(model, "normalization", None), device=device,
-                      batch_size=batch_size, precision=precision)
+    maps = dense_maps(_PooledFC7(model), images, scales, opts, boxes=False,  # type: ignore[arg-type]
+                      normalization=getattr(model, "normalization", None))
     return torch.stack([torch.stack([m.scores.flatten(1).mean(0) for m in per_image]) for per_image in maps])
 
 

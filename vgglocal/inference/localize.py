@@ -4,11 +4,12 @@
   several networks (fusion, section 4.4): image posteriors ``[N, C]``.
 * :func:`localize_center_crop` — protocol 1: rescale to S, the central crop, the box of the
   ground-truth class.
-* :func:`localize_full` — protocol 2: the top-5 labels of the classification system; for each,
-  every box the localisation net(s) predict for it at every location, scale and mirror (the
-  union over nets), greedily merged (:func:`vgglocal.inference.merge.greedy_merge`), each
-  box weighted by the classification net's soft-max probability of the label at the window
-  that predicted it; the label's box is the heaviest merged box.
+* :func:`box_candidates` then :func:`merge_candidates` — protocol 2: the top-5 labels of the
+  classification system; for each, every box the localisation net(s) predict for it at every
+  location, scale and mirror (the union over nets), greedily merged
+  (:func:`vgglocal.inference.merge.greedy_merge`), each box weighted by the classification
+  net's soft-max probability of the label at the window that predicted it; the label's box is
+  the heaviest merged box. :func:`vgglocal.inference.protocols.run_protocol` runs both.
 
 Decisions the paper leaves open, written down here:
 
@@ -39,7 +40,6 @@ from vgglocal.data.transforms import EvalTransform
 from vgglocal.inference.dense import (
     ScaleMaps,
     align_locations,
-    autocast,
     decode_box_map,
     dense_maps,
     dense_posteriors,
@@ -47,37 +47,23 @@ from vgglocal.inference.dense import (
 from vgglocal.inference.merge import greedy_merge
 from vgglocal.inference.multicrop import multicrop_posteriors
 from vgglocal.inference.nets import Net
+from vgglocal.inference.options import InferenceOptions
 from vgglocal.inference.results import Detections, ImageResult
 from vgglocal.models.heads import select_class_boxes
 from vgglocal.models.vgg import VGG
 
-__all__ = ["Candidates", "classify", "box_candidates", "merge_candidates", "localize_full", "localize_center_crop", "METHODS"]
+__all__ = ["Candidates", "classify", "box_candidates", "merge_candidates", "localize_center_crop", "METHODS"]
 
 METHODS = CLS_METHODS
 _MIN_WEIGHT = 1e-30  # soft-max underflow would make a weight 0; the merge needs positive ones
-
-
-@dataclass
-class _Options:
-    flip: bool
-    device: torch.device
-    batch_size: int
-    precision: str
-
-
-def _maps(net: Net, images: Sequence[np.ndarray], scales: Sequence[int], boxes: bool, opt: _Options) -> list[list[ScaleMaps]]:
-    return dense_maps(net.model, images, scales, flip=opt.flip, boxes=boxes, device=opt.device, batch_size=opt.batch_size, precision=opt.precision)
 
 
 def classify(
     images: Sequence[np.ndarray],
     nets: Sequence[Net],
     method: str = "dense",
+    opts: InferenceOptions | None = None,
     *,
-    flip: bool = True,
-    device: torch.device | str = "cpu",
-    batch_size: int = 8,
-    precision: str = "fp32",
     maps: dict[int, list[list[ScaleMaps]]] | None = None,
 ) -> Tensor:
     """Image posteriors ``Tensor[N, C]`` of a classification system: each net at its scales,
@@ -88,15 +74,15 @@ def classify(
     """
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose from {', '.join(METHODS)}")
-    opt = _Options(flip, torch.device(device), batch_size, precision)
+    opts = opts or InferenceOptions()
     total = None
     for k, net in enumerate(nets):
         parts = []
         if method in ("dense", "both"):
-            m = maps[k] if maps is not None and k in maps else _maps(net, images, net.scales, False, opt)
+            m = maps[k] if maps is not None and k in maps else dense_maps(net.model, images, net.scales, opts, boxes=False)
             parts.append(torch.stack([dense_posteriors(per_image[: len(net.scales)]) for per_image in m]))
         if method in ("multicrop", "both"):
-            parts.append(multicrop_posteriors(net.model, images, net.scales, flip=flip, device=opt.device, batch_size=8 * batch_size, precision=precision))
+            parts.append(multicrop_posteriors(net.model, images, net.scales, opts))
         p = torch.stack(parts).mean(dim=0)
         total = p if total is None else total + p
     if total is None:
@@ -143,17 +129,22 @@ def box_candidates(
     images: Sequence[np.ndarray],
     cls_nets: Sequence[Net],
     loc_nets: Sequence[Net],
+    opts: InferenceOptions | None = None,
     *,
     labels_per_image: int = 5,
     cls_method: str = "dense",
-    flip: bool = True,
-    device: torch.device | str = "cpu",
-    batch_size: int = 8,
-    precision: str = "fp32",
 ) -> tuple[Tensor, list[Candidates]]:
     """The dense half of protocol 2: posteriors ``Tensor[N, C]`` and, per image, the boxes and
-    weights of its ``labels_per_image`` most probable labels (see :func:`localize_full`)."""
-    opt = _Options(flip, torch.device(device), batch_size, precision)
+    weights of its ``labels_per_image`` most probable labels (module doc).
+
+    Args:
+        images: uint8 RGB arrays.
+        cls_nets: the classification system (a localisation net may serve as its own, through
+            its classification head: pass the same :class:`Net` object in both lists).
+        loc_nets: localisation nets (box heads), each with its scales.
+        cls_method: how the classification system ranks labels (dense, multicrop, both).
+    """
+    opts = opts or InferenceOptions()
     loc_scales = sorted({q for n in loc_nets for q in n.scales})
     # Classification nets run at their own scales (the posteriors) and at the localisation
     # scales (the box weights); a net that is also a localisation net keeps its box maps.
@@ -161,11 +152,11 @@ def box_candidates(
     loc_maps: dict[int, list[list[ScaleMaps]]] = {}
     for k, net in enumerate(cls_nets):
         scales = list(net.scales) + [q for q in loc_scales if q not in net.scales]
-        cls_maps[k] = _maps(net, images, scales, any(net is ln for ln in loc_nets), opt)
+        cls_maps[k] = dense_maps(net.model, images, scales, opts, boxes=any(net is ln for ln in loc_nets))
     for k, net in enumerate(loc_nets):
         shared = [c for c, cn in enumerate(cls_nets) if cn is net]
-        loc_maps[k] = cls_maps[shared[0]] if shared else _maps(net, images, net.scales, True, opt)
-    posteriors = classify(images, cls_nets, cls_method, flip=flip, device=device, batch_size=batch_size, precision=precision, maps=cls_maps)
+        loc_maps[k] = cls_maps[shared[0]] if shared else dense_maps(net.model, images, net.scales, opts, boxes=True)
+    posteriors = classify(images, cls_nets, cls_method, opts, maps=cls_maps)
     top_p, top_l = posteriors.topk(min(labels_per_image, posteriors.shape[1]), dim=1)
     out = []
     for i in range(len(images)):
@@ -211,52 +202,15 @@ def merge_candidates(cand: Candidates, threshold: float, topk: int = 5) -> Image
                        box_labels=labels.clone(), detections=Detections.cat(detections), size=cand.size)
 
 
-def localize_full(
-    images: Sequence[np.ndarray],
-    cls_nets: Sequence[Net],
-    loc_nets: Sequence[Net],
-    *,
-    threshold: float,
-    topk: int = 5,
-    det_topk: int = 0,
-    cls_method: str = "dense",
-    flip: bool = True,
-    device: torch.device | str = "cpu",
-    batch_size: int = 8,
-    precision: str = "fp32",
-) -> tuple[Tensor, list[ImageResult]]:
-    """Protocol 2 ("full") for a chunk of images: :func:`box_candidates` then
-    :func:`merge_candidates`.
-
-    Args:
-        images: uint8 RGB arrays.
-        cls_nets: the classification system (a localisation net may serve as its own, through
-            its classification head: pass the same :class:`Net` object in both lists).
-        loc_nets: localisation nets (box heads), each with its scales.
-        threshold: greedy-merge threshold.
-        topk: labels guessed per image (5).
-        det_topk: labels per image for which detections are produced (at least ``topk``).
-        cls_method: how the classification system ranks labels (dense, multicrop, both).
-
-    Returns:
-        (posteriors ``Tensor[N, C]``, one :class:`~vgglocal.inference.results.ImageResult` per image).
-    """
-    posteriors, cands = box_candidates(images, cls_nets, loc_nets, labels_per_image=max(topk, det_topk), cls_method=cls_method,
-                                       flip=flip, device=device, batch_size=batch_size, precision=precision)
-    return posteriors, [merge_candidates(c, threshold, topk) for c in cands]
-
-
 @torch.no_grad()
 def localize_center_crop(
     images: Sequence[np.ndarray],
     labels: Tensor,
     net: VGG,
     scale: int,
+    opts: InferenceOptions | None = None,
     *,
     cls_net: VGG | None = None,
-    device: torch.device | str = "cpu",
-    batch_size: int = 32,
-    precision: str = "fp32",
 ) -> tuple[Tensor, Tensor]:
     """Protocol 1 ("center-crop"): rescale to ``scale`` (S), take the central crop, predict the
     box of the ground-truth class ``labels [N]`` (so classification errors don't count).
@@ -265,7 +219,8 @@ def localize_center_crop(
     the same centre crop (from ``cls_net``'s own centre crop, or ``net``'s classification
     head), and the boxes in original-image pixels, clipped to the image.
     """
-    device = torch.device(device)
+    opts = opts or InferenceOptions()
+    device, batch_size = opts.device, opts.batch_size
     if net.box_head is None:
         raise ValueError("center-crop needs a localisation net (a box head)")
     clf = cls_net if cls_net is not None else net
@@ -274,7 +229,7 @@ def localize_center_crop(
         chunk = images[lo : lo + batch_size]
         ts = [EvalTransform(scale, net.crop, net.normalization["mean"], net.normalization["std"])(img) for img in chunk]
         x = torch.stack([t.image for t in ts]).to(device)
-        with autocast(device, precision):
+        with opts.autocast():
             maps = net.maps(x)
             if clf is not net:
                 tc = [EvalTransform(scale, clf.crop, clf.normalization["mean"], clf.normalization["std"])(img).image for img in chunk]

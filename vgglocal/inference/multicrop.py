@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vgglocal.inference.dense import autocast, rescale
+from vgglocal.inference.dense import rescale
+from vgglocal.inference.options import MULTICROP_BATCH, InferenceOptions
 from vgglocal.models.vgg import VGG
 
 __all__ = ["grid_positions", "grid_crops", "multicrop_posteriors"]
@@ -46,16 +47,15 @@ def multicrop_posteriors(
     model: VGG,
     images: Sequence[np.ndarray],
     scales: Sequence[int],
+    opts: InferenceOptions | None = None,
     *,
-    flip: bool = True,
     normalization: dict[str, Sequence[float]] | None = None,
-    device: torch.device | str = "cpu",
-    batch_size: int = 64,
-    precision: str = "fp32",
 ) -> Tensor:
-    """Average soft-max posterior over the grid crops (and mirrors) at every scale:
-    ``Tensor[N, C]`` for ``N`` uint8 RGB images. ``batch_size`` counts crops."""
-    device = torch.device(device)
+    """Average soft-max posterior over the grid crops (and mirrors, ``opts.flip``) at every
+    scale: ``Tensor[N, C]`` for ``N`` uint8 RGB images. A forward pass takes
+    ``MULTICROP_BATCH * opts.batch_size`` crops."""
+    opts = opts or InferenceOptions()
+    flip, device, batch_size = opts.flip, opts.device, MULTICROP_BATCH * opts.batch_size
     norm = normalization or getattr(model, "normalization", None) or {"mean": [0.0] * 3, "std": [1.0] * 3}
     crops, owner = [], []
     for i, img in enumerate(images):
@@ -66,7 +66,7 @@ def multicrop_posteriors(
     x, who = torch.cat(crops), torch.cat(owner)
     probs = []
     for lo in range(0, len(x), batch_size):
-        with autocast(device, precision):
+        with opts.autocast():
             logits = model(x[lo : lo + batch_size].to(device, non_blocking=True))
         probs.append(logits.float().softmax(dim=-1).cpu())
     p = torch.cat(probs)

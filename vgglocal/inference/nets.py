@@ -10,10 +10,11 @@ import torch
 
 from vgglocal.data.records import ClassList
 from vgglocal.errors import UserError
+from vgglocal.inference.options import InferenceOptions
 from vgglocal.models.io import load_model
 from vgglocal.models.vgg import VGG
 
-__all__ = ["speed_up", "EvalError", "Net", "parse_scales", "paper_scales", "resolve_device", "load_net", "load_nets",
+__all__ = ["speed_up", "EvalError", "Net", "parse_scales", "paper_scales", "load_net", "load_nets",
            "check_class_heads", "scales_desc"]
 
 
@@ -65,15 +66,6 @@ def scales_desc(net: Net) -> str:
     return f"{train}/{tests}" if train else tests
 
 
-def resolve_device(name: str, key: str = "eval.device") -> torch.device:
-    """``auto`` (CUDA when available), ``cuda`` (an error naming ``key`` without a CUDA device) or ``cpu``."""
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise EvalError(f"{key}: cuda requested but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def load_net(path: str, classes: ClassList | None, need_boxes: bool, device: torch.device) -> VGG:
     """Load one checkpoint in eval mode on ``device``, checked against ``classes`` (count and
     order; None skips the check) and, with ``need_boxes``, for a box head."""
@@ -120,16 +112,17 @@ def load_nets(paths: Sequence[str], scales: Sequence[tuple[int, ...]], default: 
     return nets
 
 
-def speed_up(model: VGG, *, channels_last: bool = False, compile: bool = False) -> VGG:
-    """``eval.channels_last`` / ``eval.compile`` on a loaded net (in place; returned).
+def speed_up(model: VGG, opts: InferenceOptions) -> VGG:
+    """``opts.channels_last`` / ``opts.compile`` (``eval.channels_last`` / ``eval.compile``) on a
+    loaded net (in place; returned).
 
     channels_last: the weights in that memory format, so every convolution runs in it (the
     input follows the first conv's weights). compile: ``forward`` and ``maps`` through
     ``torch.compile`` with dynamic shapes, since dense evaluation feeds many image sizes.
     """
-    if channels_last:
+    if opts.channels_last:
         model.to(memory_format=torch.channels_last)
-    if compile:
+    if opts.compile:
         model.maps = torch.compile(model.maps, dynamic=True)  # type: ignore[method-assign]
         model.forward = torch.compile(model.forward, dynamic=True)  # type: ignore[method-assign]
     return model

@@ -37,10 +37,10 @@ from vgglocal.inference.nets import (
     check_class_heads,
     load_nets,
     parse_scales,
-    resolve_device,
 )
 from vgglocal.inference.protocols import TOPK, RunOptions, run_protocol
 from vgglocal.inference.results import Detections, ImageResult
+from vgglocal.runtime import resolve_device
 
 __all__ = ["Predictor", "Prediction", "ImageInput", "as_rgb"]
 

@@ -15,10 +15,9 @@ images, and what a caller of the Python API calls on its own images.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from vgglocal.config import CLS_PROTOCOLS, LOC_PROTOCOLS, PROTOCOLS
@@ -30,6 +29,7 @@ from vgglocal.inference.localize import (
     merge_candidates,
 )
 from vgglocal.inference.nets import Net
+from vgglocal.inference.options import InferenceOptions
 from vgglocal.inference.results import ImageResult
 
 __all__ = ["PROTOCOLS", "CLS_PROTOCOLS", "LOC_PROTOCOLS", "TOPK", "RunOptions", "classify_images", "center_crop", "full",
@@ -39,22 +39,18 @@ TOPK = 5  # labels kept per image: top-1 and top-5 error (section 4), the devkit
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """How the protocols run (the ``eval`` config section, resolved).
+class RunOptions(InferenceOptions):
+    """How the protocols run (the ``eval`` config section, resolved): where and how the
+    networks run (:class:`~vgglocal.inference.options.InferenceOptions`: flip, device,
+    batch_size, precision, channels_last, compile), and what protocol 2 keeps of their output.
 
     Attributes:
-        flip: also the mirror images (dense maps, multi-crop, protocol 2).
-        device, batch_size, precision: where and how the networks run (``precision``: fp32 | bf16).
         topk: (label, box) guesses per image in protocol 2.
         det_topk: labels per image whose merged boxes become detections (protocol 2; at least ``topk``).
         merge_threshold: greedy-merge threshold (protocol 2).
         cls_method: the classification system of protocol 2: dense | multicrop | both.
     """
 
-    flip: bool = True
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    batch_size: int = 8
-    precision: str = "fp32"
     topk: int = TOPK
     det_topk: int = 0
     merge_threshold: float = 1.0
@@ -69,7 +65,7 @@ def _top(posteriors: Tensor, k: int = TOPK) -> list[tuple[Tensor, Tensor]]:
 def classify_images(images: Sequence[np.ndarray], nets: Sequence[Net], method: str, opts: RunOptions) -> list[ImageResult]:
     """``cls-dense`` / ``cls-multicrop`` / ``cls-both`` (``method`` dense | multicrop | both) on
     uint8 RGB ``images``: the top-5 labels of the fused posteriors."""
-    post = classify(images, nets, method, flip=opts.flip, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
+    post = classify(images, nets, method, opts)
     return [ImageResult(labels=lab, scores=s) for lab, s in _top(post)]
 
 
@@ -77,14 +73,13 @@ def center_crop(images: Sequence[np.ndarray], labels: Tensor, net: Net, opts: Ru
     """Protocol 1 on uint8 RGB ``images`` with their ground-truth classes ``labels [N]``: the box
     of that class from the central crop at ``net``'s one scale S (one guess per image), and the
     top-5 labels of the same crop (``cls_net``'s, or ``net``'s own classification head)."""
-    post, boxes = localize_center_crop(images, labels, net.model, net.scales[0], cls_net=cls_net.model if cls_net is not None else None,
-                                       device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
+    post, boxes = localize_center_crop(images, labels, net.model, net.scales[0], opts, cls_net=cls_net.model if cls_net is not None else None)
     return [ImageResult(labels=lab, scores=s, boxes=boxes[i : i + 1], box_labels=labels[i : i + 1].clone())
             for i, (lab, s) in enumerate(_top(post))]
 
 
 def full(images: Sequence[np.ndarray], cls_nets: Sequence[Net], loc_nets: Sequence[Net], opts: RunOptions) -> list[ImageResult]:
-    """Protocol 2 on uint8 RGB ``images`` (:func:`vgglocal.inference.localize.localize_full`):
+    """Protocol 2 on uint8 RGB ``images`` (:func:`full_candidates`, then :func:`full_merge`):
     ``opts.topk`` labels with their boxes, and the detections of ``opts.det_topk`` labels."""
     return full_merge(full_candidates(images, cls_nets, loc_nets, opts), opts)
 
@@ -93,8 +88,7 @@ def full_candidates(images: Sequence[np.ndarray], cls_nets: Sequence[Net], loc_n
     """The network half of protocol 2 (:func:`vgglocal.inference.localize.box_candidates`): per
     image the labels to localise with their scored boxes. :func:`full_merge` finishes it, so a
     caller can merge one chunk on the CPU while the network runs the next."""
-    _, cands = box_candidates(images, cls_nets, loc_nets, labels_per_image=max(opts.topk, opts.det_topk), cls_method=opts.cls_method,
-                              flip=opts.flip, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
+    _, cands = box_candidates(images, cls_nets, loc_nets, opts, labels_per_image=max(opts.topk, opts.det_topk), cls_method=opts.cls_method)
     return cands
 
 
