@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from vgglocal.config import TRAIN_TASKS
 from vgglocal.data.annotations import DROPPED, clean_boxes
 from vgglocal.data.errors import DataError
 from vgglocal.data.images import Decoded, ImageLimits, decode_rgb
 from vgglocal.data.records import Sample
-from vgglocal.data.transforms import TASKS, Geometry, crop_target
+from vgglocal.data.transforms import Geometry, crop_target
 from vgglocal.errors import UserError
 
 __all__ = [
@@ -90,8 +91,8 @@ class SampleDataset(Dataset):
 
     def __init__(self, records: Sequence[Sample], transform: Any, task: str = "cls", seed: int = 0,
                  limits: ImageLimits | None = None):
-        if task not in TASKS:
-            raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+        if task not in TRAIN_TASKS:
+            raise ValueError(f"task {task!r} is not one of {', '.join(TRAIN_TASKS)}")
         self.limits = limits or ImageLimits()
         self.records = records
         self.transform = transform
