@@ -7,7 +7,7 @@ import torch
 
 from vgglocal.data.records import Sample
 from vgglocal.evaluation.base import EvaluatorList
-from vgglocal.evaluation.classification import ClassificationEvaluator, topk_correct, topk_errors
+from vgglocal.evaluation.classification import ClassificationEvaluator, topk_correct
 from vgglocal.inference.results import ImageResult
 
 
@@ -19,7 +19,7 @@ def ranked(*labels):
     return ImageResult(torch.tensor(labels), torch.ones(len(labels)))
 
 
-def test_topk_errors_by_hand():
+def test_topk_correct_by_hand():
     scores = torch.tensor(
         [
             [0.9, 0.05, 0.03, 0.02, 0.0, 0.0],  # label 0: top-1 right
@@ -32,7 +32,6 @@ def test_topk_errors_by_hand():
     c1, c5 = topk_correct(scores, labels)
     assert c1.tolist() == [True, False, False, False]
     assert c5.tolist()[:2] == [True, True] and c5[3].item()
-    assert topk_errors(scores, labels, ks=(1,)) == [pytest.approx(0.75)]
 
 
 def test_evaluator_accumulates_batches_and_k_beyond_classes():
@@ -49,5 +48,3 @@ def test_evaluator_accumulates_batches_and_k_beyond_classes():
 def test_bad_shapes():
     with pytest.raises(ValueError):
         topk_correct(torch.zeros(3), torch.zeros(3, dtype=torch.int64))
-    with pytest.raises(ValueError):
-        topk_errors(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))

@@ -84,8 +84,10 @@ class SampleDataset(Dataset):
             intersection with the window, unclipped and mirrored with the window; zeros for "cls".
         target_label (int64): class of that box (the image's class).
         index (int64): position of the record in ``records``.
-        origin (Tensor[2] float32), scale (float32), flipped (bool): the window, so predictions
-            decode back to original pixels (``vgglocal.boxes.decode``; un-mirror cx first).
+        origin (Tensor[2] float32), scale (float32), flipped (bool): the window (its corner in
+            rescaled pixels, the rescale factor, mirrored or not; :class:`vgglocal.geometry.Geometry`),
+            so predictions decode back to original pixels with
+            :func:`vgglocal.geometry.decode_windows`, which also un-mirrors cx.
     or a :class:`BadSample`.
     """
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from vgglocal.data.records import Sample
 from vgglocal.inference.results import ImageResult
 
-__all__ = ["topk_correct", "topk_errors", "ClassificationEvaluator"]
+__all__ = ["topk_correct", "ClassificationEvaluator"]
 
 
 def topk_correct(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> list[Tensor]:
@@ -26,13 +26,6 @@ def topk_correct(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> 
     top = scores.topk(kmax, dim=1).indices  # [N, kmax], best first
     hit = top == labels.reshape(-1, 1).to(top.device)
     return [hit[:, : min(k, kmax)].any(dim=1) for k in ks]
-
-
-def topk_errors(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> list[float]:
-    """Top-k error for each k as a fraction in [0, 1] (``scores [N, C]``, ``labels [N]``)."""
-    if scores.shape[0] == 0:
-        raise ValueError("topk_errors: no images")
-    return [1.0 - c.double().mean().item() for c in topk_correct(scores, labels, ks)]
 
 
 class ClassificationEvaluator:
