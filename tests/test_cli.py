@@ -104,3 +104,28 @@ def test_config_default_formats():
     assert config_default("eval.merge_threshold") == "[default: 1, or eval.merge_threshold of -c]"
     assert config_default("loc.init") == "[default: none, or loc.init of -c]"
     assert config_default("train.log_every") == "[default: 20, or train.log_every of -c]"
+
+
+def test_option_choices_are_the_config_tuples():
+    # A choice list has one home (vgglocal.config); an option spelling its own copy would drift.
+    from vgglocal import config as C
+    from vgglocal.cli import cli
+    from vgglocal.models.specs import TORCHVISION_ARCHS
+
+    def choices(*path: str) -> tuple[str, ...]:
+        cmd = cli
+        for name in path[:-1]:
+            cmd = cmd.commands[name]
+        (param,) = [p for p in cmd.params if p.name == path[-1]]
+        return tuple(param.type.choices)
+
+    assert choices("train-loc", "regression") == C.REGRESSIONS == C._CHOICES["loc.regression"]
+    assert choices("train-loc", "finetune") == C.FINETUNE_MODES == C._CHOICES["loc.finetune"]
+    assert choices("eval", "protocol") == C.PROTOCOLS == C._CHOICES["eval.protocol"]
+    for command in ("features", "transfer"):
+        assert choices(command, "protocol") == C.TRANSFER_PROTOCOLS == C._CHOICES["transfer.protocol"]
+        assert choices(command, "aggregate") == C.AGGREGATES == C._CHOICES["transfer.aggregate"]
+    assert choices("score", "fmt") == C.FORMATS
+    assert choices("export", "fmt") == C.EXPORT_FORMATS
+    assert choices("data", "synth", "layout") == C.SYNTH_LAYOUTS
+    assert choices("import-weights", "arch") == tuple(TORCHVISION_ARCHS)

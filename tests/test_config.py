@@ -49,6 +49,7 @@ def test_unknown_key_names_key_and_valid_ones(tmp_path):
         ("model.crop=100", r"model.crop: 100 must be a positive multiple of 32"),
         ("loc.regression=xyz", r"loc.regression: 'xyz' is not one of scr, pcr"),
         ("data.pipeline=tpu", r"data.pipeline: 'tpu' is not one of cpu, gpu"),
+        ("optim.schedule=step", r"optim.schedule: 'step' is not one of plateau, cosine"),
         ("data.prefetch_factor=0", r"data.prefetch_factor: 0 must be >= 1"),
         ("optim.lr", r"expected key=value"),
         ("model=3", r"model is a section"),

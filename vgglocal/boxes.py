@@ -15,13 +15,10 @@ from torchvision.ops import clip_boxes_to_image
 
 __all__ = [
     "box_convert",
-    "box_iou",
     "ilsvrc_iou",
     "clip_boxes",
-    "flip_boxes",
     "encode",
     "decode",
-    "box_area",
 ]
 
 
@@ -29,16 +26,6 @@ def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
     """Convert ``boxes (Tensor[..., 4])`` between ``xyxy``, ``xywh`` (COCO) and ``cxcywh``."""
     shape = boxes.shape
     return _tv_box_convert(boxes.reshape(-1, 4), in_fmt, out_fmt).reshape(shape)
-
-
-def box_area(boxes: Tensor) -> Tensor:
-    """Area of ``boxes (Tensor[..., 4])`` x1, y1, x2, y2 (continuous; empty boxes give 0)."""
-    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Continuous IoU of ``a (Tensor[N, 4])`` and ``b (Tensor[M, 4])`` x1y1x2y2 → ``Tensor[N, M]``."""
-    return _tv_box_iou(a, b)
 
 
 def ilsvrc_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -63,12 +50,6 @@ def clip_boxes(boxes: Tensor, size: tuple[int, int] | Tensor) -> Tensor:
     hw = size.to(boxes.device, boxes.dtype)
     upper = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], dim=1)  # [N, 4]: w, h, w, h
     return torch.minimum(boxes.clamp(min=0), upper)
-
-
-def flip_boxes(boxes: Tensor, width: float) -> Tensor:
-    """Mirror ``boxes (Tensor[..., 4])`` x1y1x2y2 horizontally in an image ``width`` pixels wide."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([width - x2, y1, width - x1, y2], dim=-1)
 
 
 def encode(boxes: Tensor, origin: Tensor | tuple[float, float], scale: float | Tensor = 1.0, side: float = 224.0) -> Tensor:

@@ -1,7 +1,13 @@
 """Typed, frozen configuration: YAML files, dotted ``--set`` overrides, validation, dump.
 
 A config is a tree of frozen dataclasses (nanoGPT's ``GPTConfig``, pycls ``assert_cfg``).
-Only ``build_*`` functions and the CLI read it; constructors take plain arguments.
+The CLI loads it. The functions that wire a job from it take a :class:`Config` or one of its
+sections: ``models.build``, the data readers, transforms and checks (``DataConfig``), the
+engine's training and transfer runs, and the evaluation jobs. They pass plain arguments down:
+model constructors and layers, losses, inference and box math never see a config.
+
+This module imports no torch (``vgglocal --help`` loads it), which is why it is also the home
+of every list of choices (below).
 
 Defaults are the paper's ImageNet settings (section 3.1, Appendix A); the demo and test
 configs override what a 2-core CPU needs and say why.
@@ -21,8 +27,9 @@ import yaml
 
 from vgglocal.errors import UserError
 
-# Each list of choices has one home, here at the bottom of the layers: the readers, the
-# protocols and the CLI (which must not import torch for --help) take them from this module.
+# Every list of choices has one home, here at the bottom of the layers: the config checks
+# (_CHOICES), the readers, models, inference and transfer code and the CLI (which must not
+# import torch for --help) all import these tuples rather than spell them again.
 FORMATS = ("ilsvrc-kaggle", "ilsvrc", "voc", "coco", "caltech")  # data.format: the on-disk layouts read as distributed
 TASKS = ("cls", "loc", "all")  # which records of a split: labelled / with boxes / every image
 TRAIN_TASKS = ("cls", "loc")  # what a training run learns: classes, or boxes too (Appendix A)
@@ -30,8 +37,18 @@ CLS_PROTOCOLS = ("cls-dense", "cls-multicrop", "cls-both")  # section 3.2, Table
 LOC_PROTOCOLS = ("center-crop", "full")  # Appendix A, protocols 1 and 2
 PROTOCOLS = CLS_PROTOCOLS + LOC_PROTOCOLS
 CLS_METHODS = ("dense", "multicrop", "both")  # the classification system of protocol 2
-DEVICES = ("auto", "cpu", "cuda")  # train.device, eval.device, transfer.device (auto: CUDA when available)
-PRECISIONS = ("fp32", "bf16")  # bf16: autocast
+INITS = ("normal", "glorot", "kaiming")  # model.init: weight initialisation schemes
+PIPELINES = ("cpu", "gpu")  # data.pipeline: where training images are decoded and augmented
+PRECISIONS = ("fp32", "bf16")  # train/eval/transfer.precision (bf16: autocast)
+DEVICES = ("auto", "cpu", "cuda")  # train/eval/transfer.device
+SCHEDULES = ("plateau", "cosine")  # optim.schedule
+REGRESSIONS = ("scr", "pcr")  # loc.regression: single-class / per-class box head (Appendix A)
+FINETUNE_MODES = ("fc", "all")  # loc.finetune (Appendix A)
+HEAD_BIASES = ("zero", "mean")  # loc.head_bias: the new box layer's bias
+TRANSFER_PROTOCOLS = ("voc-cls", "caltech", "voc-action")  # transfer.protocol (Appendix B)
+AGGREGATES = ("average", "stack")  # transfer.aggregate: combining per-scale descriptors (Appendix B)
+EXPORT_FORMATS = ("onnx", "torchscript")  # `vgglocal export --format`
+SYNTH_LAYOUTS = ("ilsvrc", "caltech")  # `vgglocal data synth --layout`
 
 
 class ConfigError(UserError):
@@ -399,22 +416,23 @@ def replace(cfg: Any, **changes: Any) -> Any:
 
 
 _CHOICES = {
-    "model.init": ("normal", "glorot", "kaiming"),
+    "model.init": INITS,
     "data.format": FORMATS,
-    "data.pipeline": ("cpu", "gpu"),
-    "train.precision": ("fp32", "bf16"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "loc.regression": ("scr", "pcr"),
-    "loc.finetune": ("fc", "all"),
-    "loc.head_bias": ("zero", "mean"),
-    "eval.precision": ("fp32", "bf16"),
+    "data.pipeline": PIPELINES,
+    "optim.schedule": SCHEDULES,
+    "train.precision": PRECISIONS,
+    "train.device": DEVICES,
+    "loc.regression": REGRESSIONS,
+    "loc.finetune": FINETUNE_MODES,
+    "loc.head_bias": HEAD_BIASES,
+    "eval.precision": PRECISIONS,
     "eval.protocol": PROTOCOLS,
     "eval.cls_method": CLS_METHODS,
-    "eval.device": ("auto", "cpu", "cuda"),
-    "transfer.protocol": ("voc-cls", "caltech", "voc-action"),
-    "transfer.aggregate": ("average", "stack"),
-    "transfer.precision": ("fp32", "bf16"),
-    "transfer.device": ("auto", "cpu", "cuda"),
+    "eval.device": DEVICES,
+    "transfer.protocol": TRANSFER_PROTOCOLS,
+    "transfer.aggregate": AGGREGATES,
+    "transfer.precision": PRECISIONS,
+    "transfer.device": DEVICES,
 }
 
 
@@ -545,8 +563,6 @@ def validate(cfg: Config) -> None:
     low, key = (d.scale_min, "data.scale_min") if d.scale_max else (d.scale, "data.scale")
     if low < cfg.model.crop:
         raise ConfigError(f"{key}: {low} is below model.crop {cfg.model.crop}")
-    if cfg.optim.schedule not in ("plateau", "cosine"):
-        raise ConfigError(f"optim.schedule: {cfg.optim.schedule!r}; choose plateau or cosine")
     t = cfg.transfer
     if not t.scales:
         raise ConfigError("transfer.scales: give one or more sizes")

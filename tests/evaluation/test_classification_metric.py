@@ -19,7 +19,7 @@ def ranked(*labels):
     return ImageResult(torch.tensor(labels), torch.ones(len(labels)))
 
 
-def test_topk_errors_by_hand():
+def test_topk_correct_by_hand():
     scores = torch.tensor(
         [
             [0.9, 0.05, 0.03, 0.02, 0.0, 0.0],  # label 0: top-1 right

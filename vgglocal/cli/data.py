@@ -8,7 +8,7 @@ import sys
 import click
 
 from vgglocal.cli import cli
-from vgglocal.config import FORMATS
+from vgglocal.config import FORMATS, SYNTH_LAYOUTS
 
 _FORMATS = ("auto", *FORMATS)
 
@@ -75,7 +75,7 @@ def _progress(quiet: bool) -> bool:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed; the output is a pure function of all options.")
 @click.option("--first-shape", type=click.IntRange(min=0), default=0, show_default=True,
               help="Index of the first shape used: 10 gives a transfer set of the shapes a 10-class demo classifier never saw.")
-@click.option("--layout", type=click.Choice(("ilsvrc", "caltech")), default="ilsvrc", show_default=True,
+@click.option("--layout", type=click.Choice(SYNTH_LAYOUTS), default="ilsvrc", show_default=True,
               help="ilsvrc: Kaggle layout + COCO JSON. caltech: 256_ObjectCategories/NNN.<shape>/*.jpg with --train + "
                    "--val images per class and no split (read with data.format caltech).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier synth output in OUT (only files synth writes).")

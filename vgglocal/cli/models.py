@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from vgglocal.cli import cli
-from vgglocal.models.specs import VGG_SPECS  # plain data: no torch at --help
+from vgglocal.config import EXPORT_FORMATS
+from vgglocal.models.specs import TORCHVISION_ARCHS, VGG_SPECS  # plain data: no torch at --help
 
 
 @cli.command("info")
@@ -49,7 +50,7 @@ def info_cmd(target: str, classes: int | None, crop: int | None, width: float | 
 @cli.command("import-weights")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["torchvision"]), default="torchvision", show_default=True, help="Layout of the weights file.")
-@click.option("--arch", type=click.Choice(["A", "B", "D", "E"]), required=True, help="Table 1 config: A=vgg11, B=vgg13, D=vgg16, E=vgg19 (the _bn files too).")
+@click.option("--arch", type=click.Choice(tuple(TORCHVISION_ARCHS)), required=True, help="Table 1 config: A=vgg11, B=vgg13, D=vgg16, E=vgg19 (the _bn files too).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Where to write the vgglocal checkpoint.")
 def import_weights_cmd(path: str, fmt: str, arch: str, out: str) -> None:
     """Convert a torchvision VGG state dict (torch.save(model.state_dict()), e.g. the published
@@ -63,7 +64,7 @@ def import_weights_cmd(path: str, fmt: str, arch: str, out: str) -> None:
 
 @cli.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="onnx", show_default=True,
               help="onnx (torch.onnx, needs the export extra: pip install 'vgglocal[export]') or torchscript.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="File to write (model.onnx, model.ts).")
 def export_cmd(checkpoint: str, fmt: str, out: str) -> None:

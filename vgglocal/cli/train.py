@@ -13,6 +13,7 @@ import sys
 import click
 
 from vgglocal.cli import cli, config_default
+from vgglocal.config import FINETUNE_MODES, REGRESSIONS
 
 _CONFIG = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
                        help="YAML config (configs/cls/*.yaml, configs/loc/*.yaml).")
@@ -63,9 +64,9 @@ def train_cls_cmd(config: str, overrides: tuple[str, ...], resume: bool, out: st
 
 @cli.command("train-loc")
 @_CONFIG
-@click.option("--regression", type=click.Choice(["scr", "pcr"]), default=None,
+@click.option("--regression", type=click.Choice(REGRESSIONS), default=None,
               help="Box head: scr (4 outputs shared by all classes) or pcr (4 per class). " + config_default("loc.regression"))
-@click.option("--finetune", type=click.Choice(["fc", "all"]), default=None,
+@click.option("--finetune", type=click.Choice(FINETUNE_MODES), default=None,
               help="fc: train the box head's FC6, FC7 and new last layer, convs frozen; all: every layer "
                    "except the (frozen) classification head. " + config_default("loc.finetune"))
 @click.option("--init", "init", type=click.Path(dir_okay=False), default=None,

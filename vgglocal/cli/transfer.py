@@ -13,8 +13,7 @@ from pathlib import Path
 import click
 
 from vgglocal.cli import cli, config_default
-
-_PROTOCOLS = ("voc-cls", "caltech", "voc-action")
+from vgglocal.config import AGGREGATES, TRANSFER_PROTOCOLS
 
 
 def _log(msg: str) -> None:
@@ -49,12 +48,12 @@ _COMMON = [
     click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(dir_okay=False),
                  help="Classification checkpoint whose FC7 activations are the features; repeat for late fusion "
                       "(the nets' descriptors are stacked, as Appendix B fuses D and E)."),
-    click.option("--protocol", type=click.Choice(_PROTOCOLS), default=None,
+    click.option("--protocol", type=click.Choice(TRANSFER_PROTOCOLS), default=None,
                  help="voc-cls (ImageSets/Main, multi-label), caltech (class folders), voc-action (ImageSets/Action, "
                       "one item per person). " + config_default("transfer.protocol")),
     click.option("--scales", default=None, metavar="Q[,Q...]",
                  help="Smallest image side(s) Q at which the net is applied densely. " + config_default("transfer.scales")),
-    click.option("--aggregate", type=click.Choice(("average", "stack")), default=None,
+    click.option("--aggregate", type=click.Choice(AGGREGATES), default=None,
                  help="Combine the per-scale descriptors by averaging (Appendix B: VOC) or stacking (Caltech). "
                       + config_default("transfer.aggregate")),
     click.option("--random-weights", is_flag=True,

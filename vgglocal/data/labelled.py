@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vgglocal.config import TRANSFER_PROTOCOLS as PROTOCOLS
 from vgglocal.config import DataConfig
 from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.records import Sample
 
 __all__ = ["PROTOCOLS", "PROTOCOL_FORMATS", "LabelledSet", "read_labelled"]
 
-PROTOCOLS = ("voc-cls", "caltech", "voc-action")
 PROTOCOL_FORMATS = {"voc-cls": "voc", "caltech": "caltech", "voc-action": "voc"}
 
 

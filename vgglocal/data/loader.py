@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from vgglocal.config import TRAIN_TASKS
 from vgglocal.data.annotations import DROPPED, clean_boxes
 from vgglocal.data.errors import DataError
 from vgglocal.data.images import Decoded, ImageLimits, decode_rgb
 from vgglocal.data.records import Sample
-from vgglocal.data.transforms import TASKS, Geometry, crop_target
+from vgglocal.data.transforms import Geometry, crop_target
 from vgglocal.errors import UserError
 
 __all__ = [
@@ -83,8 +84,10 @@ class SampleDataset(Dataset):
             intersection with the window, unclipped and mirrored with the window; zeros for "cls".
         target_label (int64): class of that box (the image's class).
         index (int64): position of the record in ``records``.
-        origin (Tensor[2] float32), scale (float32), flipped (bool): the window, so predictions
-            decode back to original pixels (``vgglocal.boxes.decode``; un-mirror cx first).
+        origin (Tensor[2] float32), scale (float32), flipped (bool): the window (its corner in
+            rescaled pixels, the rescale factor, mirrored or not; :class:`vgglocal.geometry.Geometry`),
+            so predictions decode back to original pixels with
+            :func:`vgglocal.geometry.decode_windows`, which also un-mirrors cx.
         image_hw (Tensor[2] int64): (height, width) of the stored image, which decoded boxes
             are clipped to (as the evaluation clips them).
     or a :class:`BadSample`.
@@ -92,8 +95,8 @@ class SampleDataset(Dataset):
 
     def __init__(self, records: Sequence[Sample], transform: Any, task: str = "cls", seed: int = 0,
                  limits: ImageLimits | None = None):
-        if task not in TASKS:
-            raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+        if task not in TRAIN_TASKS:
+            raise ValueError(f"task {task!r} is not one of {', '.join(TRAIN_TASKS)}")
         self.limits = limits or ImageLimits()
         self.records = records
         self.transform = transform

@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from vgglocal.config import SYNTH_LAYOUTS
 from vgglocal.data.errors import DataError
 
 __all__ = ["SHAPES", "SynthSpec", "synthesize", "render_image", "wnid"]
@@ -326,8 +327,8 @@ def synthesize(out: str | os.PathLike, spec: SynthSpec = SynthSpec(), progress: 
     if not 1 <= spec.classes <= len(SHAPES) - spec.first_shape:
         raise DataError(f"--classes {spec.classes}: choose 1..{len(SHAPES) - spec.first_shape} (one per shape from shape "
                         f"{spec.first_shape}: {', '.join(list(SHAPES)[spec.first_shape:])})")
-    if spec.layout not in ("ilsvrc", "caltech"):
-        raise DataError(f"--layout {spec.layout!r}: choose ilsvrc or caltech")
+    if spec.layout not in SYNTH_LAYOUTS:
+        raise DataError(f"--layout {spec.layout!r}: choose from {', '.join(SYNTH_LAYOUTS)}")
     if spec.size < 32:
         raise DataError(f"--size {spec.size}: at least 32 pixels")
     if spec.train < 1 or spec.val < 0:

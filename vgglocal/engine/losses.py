@@ -36,9 +36,11 @@ def box_loss(boxes: Tensor, targets: Tensor, labels: Tensor) -> Tensor:
 
     Args:
         boxes (Tensor[N, 4] or Tensor[N, 4C]): box-head outputs (SCR or PCR), (cx, cy, w, h)
-            per class in window coordinates divided by the crop side.
-        targets (Tensor[N, 4]): encoded ground-truth boxes, same format
-            (:func:`vgglocal.boxes.encode`).
+            per class in window coordinates divided by the crop side, as the network sees the
+            window (cx mirrored for a flipped crop).
+        targets (Tensor[N, 4]): the batch's ``target``, the same parameters of the ground-truth
+            box (:func:`vgglocal.data.transforms.crop_target`, which encodes with
+            :meth:`vgglocal.geometry.Geometry.encode`).
         labels (Tensor[N] int64): the class of each target box (selects the PCR outputs).
     """
     return box_errors(boxes, targets, labels).mean()

@@ -10,14 +10,16 @@ import random
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
 
-from vgglocal.config import Config, ConfigError, replace, to_dict
+from vgglocal.config import FINETUNE_MODES, Config, ConfigError, replace, to_dict
 from vgglocal.engine import distributed
 from vgglocal.engine.distributed import DistEnv
 from vgglocal.engine.losses import LOSSES
@@ -41,6 +43,9 @@ from vgglocal.engine.validate import LocGroundTruth, evaluate
 from vgglocal.models.build import build_model, check_arch
 from vgglocal.models.io import load_model_checkpoint, model_from_checkpoint
 from vgglocal.models.vgg import VGG, add_box_head
+
+if TYPE_CHECKING:
+    from vgglocal.data.records import ClassList, Sample
 
 __all__ = ["train_classifier", "train_localizer", "run_training", "micro_batch_size", "eval_scale",
            "freeze_for_finetune", "mean_box_target", "device_batches", "sync_batch_norm"]
@@ -72,8 +77,8 @@ def freeze_for_finetune(net: VGG, finetune: str) -> None:
     """Appendix A fine-tuning modes. The classification head is always frozen (kept so one model
     gives class scores and boxes). ``fc``: the convs are frozen too, so only the box head's
     FC6, FC7 and its new last layer train; ``all``: convs and box head train."""
-    if finetune not in ("fc", "all"):
-        raise ConfigError(f"loc.finetune: {finetune!r} is not one of fc, all")
+    if finetune not in FINETUNE_MODES:
+        raise ConfigError(f"loc.finetune: {finetune!r} is not one of {', '.join(FINETUNE_MODES)}")
     net.cls_head.requires_grad_(False)
     net.features.requires_grad_(finetune == "all")
     if net.box_head is not None:
@@ -138,7 +143,20 @@ def _quiet(msg: str) -> None:
     pass
 
 
-def _read_data(cfg: Config, task: str, crop: int, log: Log = _quiet) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunData:
+    """A run's two splits: the class list, the records and the datasets built on them."""
+
+    classes: ClassList
+    train_records: list[Sample]
+    val_records: list[Sample]  # with the images the disk lacks (they score as wrong)
+    train: Dataset  # SampleDataset, or EncodedDataset for data.pipeline gpu
+    val: Dataset  # SampleDataset at the validation scale (eval_scale)
+
+
+def _read_data(cfg: Config, task: str, crop: int, log: Log = _quiet) -> RunData:
+    """Read both splits, log their annotation problems, check the classes against each other
+    and ``model.num_classes``, and build the datasets."""
     from vgglocal.data import read_split
     from vgglocal.data.encoded import EncodedDataset
     from vgglocal.data.images import ImageLimits
@@ -156,16 +174,18 @@ def _read_data(cfg: Config, task: str, crop: int, log: Log = _quiet) -> dict[str
                 f"`vgglocal data check {cfg.data.root}` lists them")
     if list(val_classes.ids) != list(classes.ids):
         raise ConfigError(f"data.root {cfg.data.root}: the validation split's classes differ from the training split's")
+    if cfg.model.num_classes != len(classes):
+        raise ConfigError(f"model.num_classes: {cfg.model.num_classes}, but {cfg.data.root} has {len(classes)} classes")
     limits = ImageLimits.of(cfg.data)
-    return {
-        "classes": classes,
-        "train_records": train_records,
-        "val_records": val_records,
-        # data.pipeline gpu: the workers read bytes, the device decodes and augments.
-        "train": (EncodedDataset if cfg.data.pipeline == "gpu" else SampleDataset)(
-            train_records, build_train_transform(cfg.data, crop, task), task, cfg.seed, limits),
-        "val": SampleDataset(val_records, build_eval_transform(cfg.data, crop, eval_scale(cfg)), task, cfg.seed, limits),
-    }
+    # data.pipeline gpu: the workers read bytes, the device decodes and augments.
+    train_set = EncodedDataset if cfg.data.pipeline == "gpu" else SampleDataset
+    return RunData(
+        classes=classes,
+        train_records=train_records,
+        val_records=val_records,
+        train=train_set(train_records, build_train_transform(cfg.data, crop, task), task, cfg.seed, limits),
+        val=SampleDataset(val_records, build_eval_transform(cfg.data, crop, eval_scale(cfg)), task, cfg.seed, limits),
+    )
 
 
 def _loc_config(cfg: Config, init: dict[str, Any], log: Log) -> Config:
@@ -228,7 +248,7 @@ def _record_resume(cfg: Config, last: dict[str, Any], log: Log) -> list[dict[str
 
 
 def _build_net(cfg: Config, task: str, last: dict[str, Any] | None, init: dict[str, Any] | None,
-               data: dict[str, Any], last_path: str, env: DistEnv) -> VGG:
+               data: RunData, last_path: str, env: DistEnv) -> VGG:
     """The network on its device: from last.pt when resuming, else from the config (cls) or the
     ``--init`` classifier with a new box head (loc); localisation freezes as loc.finetune says."""
     if last is not None:
@@ -237,13 +257,13 @@ def _build_net(cfg: Config, task: str, last: dict[str, Any] | None, init: dict[s
         net = build_model(cfg.model)
     else:
         net = model_from_checkpoint(init, cfg.loc.init)
-        if init.get("classes") and list(init["classes"]) != list(data["classes"].ids):
+        if init.get("classes") and list(init["classes"]) != list(data.classes.ids):
             raise ConfigError(f"loc.init {cfg.loc.init}: its classes differ from those of {cfg.data.root}")
         for m in net.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = cfg.model.dropout
         net.hparams["dropout"] = cfg.model.dropout
-        bias = mean_box_target(data["train"]) if cfg.loc.head_bias == "mean" else None
+        bias = mean_box_target(data.train) if cfg.loc.head_bias == "mean" else None
         _seed_all(cfg.seed)
         add_box_head(net, cfg.loc.regression, std=cfg.loc.head_init_std, bias=bias)
     if task == "loc":
@@ -290,11 +310,57 @@ def _run_lock(root: Path, env: DistEnv) -> Iterator[None]:
 
 
 def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEnv) -> Path:
-    from vgglocal.data.loader import BadSampleTracker, build_loader
+    """One training run in ``root``, in the order that fixes its random streams: seed, model
+    init (:func:`_build_net`), then the per-process streams of :func:`_start_position`."""
+    from vgglocal.data.loader import BadSampleTracker
     from vgglocal.data.transforms import normalization_of
 
     log = log if env.is_main else _quiet
     micro = micro_batch_size(cfg.train.batch_size, env.world_size, cfg.train.grad_accum)
+    run, last = _open_run(cfg, task, root, resume, env, log)
+    if env.device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+    _seed_all(cfg.seed)  # the model's random init is the same on every process
+    cfg, init = _arch_source(cfg, task, last, log)
+    norm = normalization_of(cfg.data)
+    if init is not None:
+        _check_normalization(cfg, init, norm)
+    data = _read_data(cfg, task, cfg.model.crop, log)
+    net = sync_batch_norm(_build_net(cfg, task, last, init, data, str(run.last), env), cfg, env, log)
+    optimizer = build_optimizer(net, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.nesterov)
+    tracker = BadSampleTracker(cfg.data.max_bad_fraction, on_new=lambda message: log(f"skipped bad sample: {message}"))
+    loader, val_loader, steps = _loaders(cfg, data, micro, env)
+    schedule = _schedule(cfg, steps)
+    describe = {"normalization": norm, "classes": list(data.classes.ids), "class_names": list(data.classes.names),
+                "meta": _run_meta(cfg, task, last, log)}
+    checkpoints = Checkpointer(run, net, optimizer, schedule, describe, env, task, tracker)
+    start = _start_position(cfg, run, last, checkpoints, optimizer, schedule, tracker, env)
+    del last
+    model = _training_forward(net, task, cfg, env)
+    opts = _step_options(cfg, env, log)
+    batches = device_batches(loader, cfg, env)
+
+    def train_loader(epoch: int, start_batch: int) -> Any:
+        loader.set_epoch(epoch, start_batch)
+        return batches
+
+    log(_summary(cfg, task, data, env, micro, steps, run, start))
+    try:
+        fit(model, LOSSES[task], optimizer, schedule, train_loader, steps, _validator(net, task, data, val_loader, opts, log),
+            epochs=cfg.train.epochs, metric="loc_error" if task == "loc" else "top1_cls_error", opts=opts, env=env,
+            checkpoints=checkpoints, start=start, tracker=tracker, log=log)
+    finally:
+        if checkpoints.tensorboard is not None:
+            checkpoints.tensorboard.close()
+    _log_decoding(batches, env, log)
+    checkpoints.save_final()
+    distributed.barrier()
+    log(f"wrote {run.model}")
+    return run.root
+
+
+def _open_run(cfg: Config, task: str, root: Path, resume: bool, env: DistEnv, log: Log) -> tuple[RunDir, dict[str, Any] | None]:
+    """The run folder and, for ``--resume`` with a checkpoint there, its checked last.pt."""
     run = RunDir.prepare(root, resume)
     if resume and not run.resumable:
         log(f"--resume: no checkpoint at {run.last} yet; starting the run fresh")
@@ -302,59 +368,63 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     last = check_training_checkpoint(load_model_checkpoint(run.last), str(run.last)) if resume else None
     if last is not None:
         _check_resume(cfg, task, last, run.last, env.world_size)
-    if env.device.type == "cuda":
-        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
-    _seed_all(cfg.seed)  # the model's random init is the same on every process
+    return run, last
 
-    init = None
-    if task == "loc":
-        if last is None:
-            if not cfg.loc.init:
-                raise ConfigError("train-loc needs --init CLS_CHECKPOINT (or loc.init in the config)")
-            init = load_model_checkpoint(cfg.loc.init)
-            if init.get("kind") == "loc" or (init.get("model") or {}).get("box_head"):
-                # Appendix A initialises the localisation net from the classification net
-                # trained at the same scale; a localiser's own class head is not that net.
-                was = (init.get("meta") or {}).get("init")
-                hint = f" (this one was initialised from {was})" if was else ""
-                raise ConfigError(f"--init {cfg.loc.init}: a localisation checkpoint; train-loc starts from a classification "
-                                  f"checkpoint (train-cls){hint}; to continue a localisation run use --resume")
-            cfg = _loc_config(cfg, init, log)
-        else:
-            cfg = _loc_config(cfg, last, log)
-    norm = normalization_of(cfg.data)
-    if init is not None:
-        _check_normalization(cfg, init, norm)
-    data = _read_data(cfg, task, cfg.model.crop, log)
-    classes = data["classes"]
-    if cfg.model.num_classes != len(classes):
-        raise ConfigError(f"model.num_classes: {cfg.model.num_classes}, but {cfg.data.root} has {len(classes)} classes")
 
-    net = sync_batch_norm(_build_net(cfg, task, last, init, data, str(run.last), env), cfg, env, log)
-    lr = cfg.optim.lr
-    optimizer = build_optimizer(net, lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.nesterov)
-    tracker = BadSampleTracker(cfg.data.max_bad_fraction, on_new=lambda message: log(f"skipped bad sample: {message}"))
-    use_cuda = env.device.type == "cuda"
+def _arch_source(cfg: Config, task: str, last: dict[str, Any] | None, log: Log) -> tuple[Config, dict[str, Any] | None]:
+    """A localisation run takes its architecture from the checkpoint it continues (``last``) or
+    starts from (the ``--init`` classifier, returned too); a classification run from ``cfg``."""
+    if task != "loc":
+        return cfg, None
+    if last is not None:
+        return _loc_config(cfg, last, log), None
+    if not cfg.loc.init:
+        raise ConfigError("train-loc needs --init CLS_CHECKPOINT (or loc.init in the config)")
+    init = load_model_checkpoint(cfg.loc.init)
+    if init.get("kind") == "loc" or (init.get("model") or {}).get("box_head"):
+        # Appendix A initialises the localisation net from the classification net
+        # trained at the same scale; a localiser's own class head is not that net.
+        was = (init.get("meta") or {}).get("init")
+        hint = f" (this one was initialised from {was})" if was else ""
+        raise ConfigError(f"--init {cfg.loc.init}: a localisation checkpoint; train-loc starts from a classification "
+                          f"checkpoint (train-cls){hint}; to continue a localisation run use --resume")
+    return _loc_config(cfg, init, log), init
+
+
+def _loaders(cfg: Config, data: RunData, micro: int, env: DistEnv) -> tuple[Any, Any, int]:
+    """(training loader of ``micro``-batches, validation loader, optimiser steps per epoch)."""
+    from vgglocal.data.loader import build_loader
+
+    d = cfg.data
+    pin = d.pin_memory and env.device.type == "cuda"
     loader = build_loader(
-        data["train"], micro, shuffle=True, seed=cfg.seed, epoch=0, workers=cfg.data.workers,
-        pin_memory=cfg.data.pin_memory and use_cuda, persistent_workers=cfg.data.persistent_workers, drop_last=True,
-        prefetch_factor=cfg.data.prefetch_factor, collate_fn=_collate_of(cfg),
+        data.train, micro, shuffle=True, seed=cfg.seed, epoch=0, workers=d.workers, pin_memory=pin,
+        persistent_workers=d.persistent_workers, drop_last=True, prefetch_factor=d.prefetch_factor,
+        collate_fn=_collate_of(cfg),
     )
     steps = loader.batches_per_epoch // cfg.train.grad_accum
     if steps < 1:
         raise ConfigError(
-            f"train.batch_size: {cfg.train.batch_size} is more than the {len(data['train'])} training images of {cfg.data.root}"
+            f"train.batch_size: {cfg.train.batch_size} is more than the {len(data.train)} training images of {d.root}"
         )
-    schedule = PlateauSchedule(lr, cfg.optim.lr_decay, cfg.optim.patience, cfg.optim.max_decreases,
-                               warmup_steps=round(cfg.optim.warmup_epochs * steps),
-                               cosine_steps=cfg.train.epochs * steps if cfg.optim.schedule == "cosine" else 0)
-    val_loader = build_loader(data["val"], cfg.eval.batch_size, shuffle=False, seed=cfg.seed, workers=cfg.data.workers,
-                              pin_memory=cfg.data.pin_memory and use_cuda, persistent_workers=cfg.data.persistent_workers,
-                              prefetch_factor=cfg.data.prefetch_factor)
-    gt = LocGroundTruth.from_records(data["val_records"]) if task == "loc" else None
+    val_loader = build_loader(data.val, cfg.eval.batch_size, shuffle=False, seed=cfg.seed, workers=d.workers,
+                              pin_memory=pin, persistent_workers=d.persistent_workers, prefetch_factor=d.prefetch_factor)
+    return loader, val_loader, steps
 
-    meta = {"task": task, "config": to_dict(cfg), "train_scale": {"scale": cfg.data.scale, "scale_min": cfg.data.scale_min,
-                                                                  "scale_max": cfg.data.scale_max}}
+
+def _schedule(cfg: Config, steps: int) -> PlateauSchedule:
+    """The learning-rate schedule (``optim.*``) over ``steps`` optimiser steps per epoch."""
+    o = cfg.optim
+    return PlateauSchedule(o.lr, o.lr_decay, o.patience, o.max_decreases, warmup_steps=round(o.warmup_epochs * steps),
+                           cosine_steps=cfg.train.epochs * steps if o.schedule == "cosine" else 0)
+
+
+def _run_meta(cfg: Config, task: str, last: dict[str, Any] | None, log: Log) -> dict[str, Any]:
+    """The ``meta`` every checkpoint of the run carries: task, resolved config, training scale,
+    the resume history and, for localisation, how the box head was trained."""
+    d = cfg.data
+    meta = {"task": task, "config": to_dict(cfg), "train_scale": {"scale": d.scale, "scale_min": d.scale_min,
+                                                                  "scale_max": d.scale_max}}
     if last is not None:
         meta["resumed"] = _record_resume(cfg, last, log)
     if task == "loc":
@@ -363,12 +433,17 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
         # moved and the scores are stale: use the classification net's (Appendix A does).
         meta.update(regression=cfg.loc.regression, finetune=cfg.loc.finetune, init=cfg.loc.init,
                     cls_scores_valid=cfg.loc.finetune == "fc")
-    describe = {"normalization": norm, "classes": list(classes.ids), "class_names": list(classes.names), "meta": meta}
-    checkpoints = Checkpointer(run, net, optimizer, schedule, describe, env, task, tracker)
+    return meta
+
+
+def _start_position(cfg: Config, run: RunDir, last: dict[str, Any] | None, checkpoints: Checkpointer,
+                    optimizer: torch.optim.Optimizer, schedule: PlateauSchedule, tracker: Any,
+                    env: DistEnv) -> dict[str, Any] | None:
+    """Restore a resumed run's position (optimiser, schedule, random streams; returned) or seed
+    a fresh one's per-process streams (None); rank 0 then writes the run folder's files."""
     start = None
     if last is not None:
         start = restore_training(last, optimizer, schedule, env, cfg.seed, tracker)
-        del last
     else:
         # Dropout streams differ per process, as separate GPUs' would.
         _seed_all(cfg.seed + env.rank)
@@ -380,62 +455,71 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
             from vgglocal.engine.tensorboard import TensorBoard
 
             checkpoints.tensorboard = TensorBoard(run.root / "tensorboard", start["global_step"] if start else -1)
+    return start
 
+
+def _training_forward(net: VGG, task: str, cfg: Config, env: DistEnv) -> torch.nn.Module:
+    """:class:`TrainForward` of ``net``, DDP-wrapped under ``torchrun``, compiled if ``train.compile``."""
     model: torch.nn.Module = TrainForward(net, task)
     if env.distributed:
-        model = DistributedDataParallel(model, device_ids=[env.device.index] if use_cuda else None)
+        model = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     if cfg.train.compile:
         model = torch.compile(model)
-    # Progress bars on a terminal; in a log file (stderr redirected) or with train.quiet, a
-    # plain line every log_every steps instead of carriage-return bar updates.
-    bars = not cfg.train.quiet and sys.stderr.isatty()
-    opts = StepOptions(device=env.device, grad_accum=cfg.train.grad_accum, precision=cfg.train.precision,
-                       channels_last=cfg.train.channels_last, log_every=cfg.train.log_every,
-                       checkpoint_every=cfg.train.checkpoint_every, progress=env.is_main and bars,
+    return model
+
+
+def _step_options(cfg: Config, env: DistEnv, log: Log) -> StepOptions:
+    """``train.*`` as the step wants them. Progress bars on a terminal; in a log file (stderr
+    redirected) or with train.quiet, a plain line every log_every steps instead of
+    carriage-return bar updates."""
+    t = cfg.train
+    bars = not t.quiet and sys.stderr.isatty()
+    return StepOptions(device=env.device, grad_accum=t.grad_accum, precision=t.precision, channels_last=t.channels_last,
+                       log_every=t.log_every, checkpoint_every=t.checkpoint_every, progress=env.is_main and bars,
                        log=log if env.is_main and not bars else None)
-    metric = "loc_error" if task == "loc" else "top1_cls_error"
 
-    batches = device_batches(loader, cfg, env)
 
-    def train_loader(epoch: int, start_batch: int):
-        loader.set_epoch(epoch, start_batch)
-        return batches
-
+def _validator(net: VGG, task: str, data: RunData, val_loader: Any, opts: StepOptions,
+               log: Log) -> Callable[[], dict[str, float]]:
+    """``() -> metrics`` over the validation split (:func:`~vgglocal.engine.validate.evaluate`);
+    each unreadable validation image is named once per run."""
+    gt = LocGroundTruth.from_records(data.val_records) if task == "loc" else None
     named: set[str] = set()
 
     def validate() -> dict[str, float]:
         val_loader.set_epoch(0)
         bad: list[tuple[str, str]] = []
         try:
-            return evaluate(net, val_loader, num_records=len(data["val"]), opts=opts, gt=gt, bad=bad)
+            return evaluate(net, val_loader, num_records=len(data.val), opts=opts, gt=gt, bad=bad)
         finally:
-            for path, message in bad:  # each unreadable validation image named once per run
+            for path, message in bad:
                 if path not in named:
                     named.add(path)
                     log(f"validation image unreadable, counted as wrong: {message}")
 
+    return validate
+
+
+def _summary(cfg: Config, task: str, data: RunData, env: DistEnv, micro: int, steps: int, run: RunDir,
+             start: dict[str, Any] | None) -> str:
+    """The run's first log line: what trains on what, the batch split, where it resumes."""
+    m = cfg.model
     what = (f"{cfg.loc.regression.upper()} localisation, fine-tuning {cfg.loc.finetune}" if task == "loc" else "classification")
-    log(
-        f"{what}: arch {cfg.model.arch} (width {cfg.model.width:g}, crop {cfg.model.crop}), {len(classes)} classes, "
-        f"{len(data['train'])} train / {len(data['val'])} val images; batch {cfg.train.batch_size} = "
+    return (
+        f"{what}: arch {m.arch} (width {m.width:g}, crop {m.crop}), {len(data.classes)} classes, "
+        f"{len(data.train)} train / {len(data.val)} val images; batch {cfg.train.batch_size} = "
         f"{env.world_size} process(es) x {cfg.train.grad_accum} x {micro}; {steps} steps/epoch on {env.device.type}; run {run.root}"
         + (f"; resuming at epoch {start['epoch'] + 1}, step {start['step']}" if start else "")
     )
-    try:
-        fit(model, LOSSES[task], optimizer, schedule, train_loader, steps, validate, epochs=cfg.train.epochs,
-            metric=metric, opts=opts, env=env, checkpoints=checkpoints, start=start, tracker=tracker, log=log)
-    finally:
-        if checkpoints.tensorboard is not None:
-            checkpoints.tensorboard.close()
+
+
+def _log_decoding(batches: Any, env: DistEnv, log: Log) -> None:
+    """data.pipeline gpu: where the run's images were decoded (device, workers, host fallback)."""
     windows = getattr(batches, "prepare", None)
     if isinstance(getattr(windows, "counts", None), dict):
         c = windows.counts
         log(f"data.pipeline gpu: {c['device']} images decoded on {env.device.type}, {c['worker']} in the loader's "
             f"workers (not plain JPEG), {c['host_fallback']} on the host after the device decoder refused them")
-    checkpoints.save_final()
-    distributed.barrier()
-    log(f"wrote {run.model}")
-    return run.root
 
 
 def train_classifier(cfg: Config, out: str | Path | None = None, resume: bool = False, log: Log | None = None) -> Path:

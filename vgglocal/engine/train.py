@@ -21,6 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from vgglocal.config import TRAIN_TASKS
 from vgglocal.data.device import to_device as move_batch
 from vgglocal.engine.distributed import DistEnv, all_reduce_max, all_reduce_sum
 from vgglocal.engine.schedule import PlateauSchedule
@@ -60,8 +61,8 @@ class TrainForward(nn.Module):
 
     def __init__(self, net: VGG, task: str) -> None:
         super().__init__()
-        if task not in ("cls", "loc"):
-            raise ValueError(f"task {task!r}: choose cls or loc")
+        if task not in TRAIN_TASKS:
+            raise ValueError(f"task {task!r}: choose from {', '.join(TRAIN_TASKS)}")
         if task == "loc" and net.box_head is None:
             raise ValueError("a localisation forward needs a model with a box head")
         self.net = net
@@ -192,6 +193,112 @@ def new_totals() -> dict[str, float]:
     return {"loss_sum": 0.0, "samples": 0, "bad": 0, "seconds": 0.0}
 
 
+@dataclass
+class _Running:
+    """One epoch's sums on this process, kept on the device so that a step never waits for it:
+    read back only every ``log_every`` steps (the window) and at checkpoints and the end."""
+
+    loss_sum: Tensor  # float64, loss x samples since the epoch (this session's part) began
+    first_bad: Tensor  # int64, global index of the first step with a non-finite loss, else NO_STEP
+    window_loss: Tensor  # float64, loss x samples since the last report
+    window_n: int
+    window_t: float  # perf_counter at the window's start
+
+    @classmethod
+    def start(cls, device: torch.device) -> _Running:
+        return cls(torch.zeros((), dtype=torch.float64, device=device), torch.full((), NO_STEP, dtype=torch.int64, device=device),
+                   torch.zeros((), dtype=torch.float64, device=device), 0, time.perf_counter())
+
+    def add(self, step_loss: Tensor, step_n: int, global_step: int) -> None:
+        """Count optimiser step ``global_step``: its summed loss over ``step_n`` samples."""
+        self.first_bad = torch.where(torch.isfinite(step_loss) | (self.first_bad != NO_STEP), self.first_bad,
+                                     torch.full_like(self.first_bad, global_step))
+        self.loss_sum += step_loss
+        self.window_loss += step_loss
+        self.window_n += step_n
+
+
+def _next_batch(batches: Iterator[dict[str, Any]], step: int, steps: int, micro: int) -> dict[str, Any]:
+    try:
+        return next(batches)
+    except StopIteration:
+        raise RuntimeError(f"the loader ran out at step {step} of {steps} (micro-batch {micro})") from None
+
+
+def _micro_step(model: nn.Module, loss_fn: Callable[[Tensor, dict[str, Any]], Tensor], batch: dict[str, Any],
+                opts: StepOptions, sync: contextlib.AbstractContextManager) -> tuple[Tensor, int]:
+    """Forward and backward of one micro-batch (on the device) → (its loss x samples, samples)."""
+    n = batch_size_of(batch)
+    with sync:
+        if n:
+            with opts.autocast():
+                out = model(batch["image"])
+            loss = loss_fn(out.float(), batch)
+        else:
+            # Every sample of this micro-batch was bad: a zero loss through the model
+            # keeps this process in step with the others' gradient all-reduce.
+            with opts.autocast():
+                out = model(_empty_like_input(model, opts))
+            loss = out.float().sum() * 0.0
+        (loss / opts.grad_accum).backward()
+    return loss.detach().double() * n, n
+
+
+def _accumulate(model: nn.Module, loss_fn: Callable[[Tensor, dict[str, Any]], Tensor], batches: Iterator[dict[str, Any]],
+                opts: StepOptions, tracker: Any | None, totals: dict[str, float], step: int, steps: int) -> tuple[Tensor, int]:
+    """The gradients of one optimiser step: ``opts.grad_accum`` micro-batches → (summed loss x
+    samples, samples). Bad samples are counted into ``totals["bad"]`` (and ``tracker``)."""
+    ddp = _ddp(model)
+    step_loss = torch.zeros((), dtype=torch.float64, device=opts.device)
+    step_n = 0
+    for micro in range(opts.grad_accum):
+        batch = _next_batch(batches, step, steps, micro)
+        if tracker is not None:
+            tracker.update(batch)  # raises when too many samples were bad
+        totals["bad"] += len(batch.get("bad") or ())
+        # Gradients are all-reduced only on the last micro-batch of a step.
+        sync = ddp.no_sync() if ddp is not None and micro < opts.grad_accum - 1 else contextlib.nullcontext()
+        loss, n = _micro_step(model, loss_fn, to_device(batch, opts), opts, sync)
+        step_loss += loss
+        step_n += n
+    return step_loss, step_n
+
+
+def _report(running: _Running, bar: tqdm, opts: StepOptions, record: Callable[[dict[str, Any]], None] | None, *,
+            epoch: int, global_step: int, done: int, steps: int, lr: float, world_size: int) -> None:
+    """The window's mean loss and throughput to ``record``, the bar or the log; then a new window."""
+    now = time.perf_counter()
+    if opts.progress or opts.log is not None or record is not None:
+        mean = float(running.window_loss.item()) / max(running.window_n, 1)
+        rate = running.window_n * world_size / max(now - running.window_t, 1e-9)
+        if record is not None:
+            record({"kind": "step", "epoch": epoch + 1, "step": global_step, "loss": mean, "lr": lr, "images_per_s": rate})
+        if opts.progress:
+            bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+        elif opts.log is not None:
+            opts.log(f"epoch {epoch + 1} step {done}/{steps}: loss {mean:.4f}, lr {lr:.2e}, {rate:.1f} img/s")
+    running.window_loss.zero_()
+    running.window_n, running.window_t = 0, now
+
+
+def _epoch_stats(totals: dict[str, float], device: torch.device, global_step: int, lr: float) -> dict[str, Any]:
+    """``train_one_epoch``'s result: this process's ``totals`` summed (time: the slowest) over every process."""
+    sums = torch.tensor([totals["loss_sum"], totals["samples"], totals["bad"]], dtype=torch.float64, device=device)
+    all_reduce_sum(sums)
+    seconds = all_reduce_max(torch.tensor([totals["seconds"]], dtype=torch.float64, device=device))
+    loss_total, samples, bad = (float(v) for v in sums.tolist())
+    secs = float(seconds.item())
+    return {
+        "loss": loss_total / max(samples, 1),
+        "samples": int(samples),
+        "bad": int(bad),
+        "seconds": secs,
+        "images_per_s": samples / max(secs, 1e-9),
+        "global_step": global_step,
+        "lr": lr,
+    }
+
+
 def train_one_epoch(
     model: nn.Module,
     loss_fn: Callable[[Tensor, dict[str, Any]], Tensor],
@@ -238,13 +345,8 @@ def train_one_epoch(
     """
     set_train_mode(model)
     totals = dict(totals or new_totals())
-    ddp = _ddp(model)
-    accum = opts.grad_accum
     first_step = global_step - start_step  # global index of this epoch's step 0
-    loss_sum = torch.zeros((), dtype=torch.float64, device=opts.device)
-    first_bad = torch.full((), NO_STEP, dtype=torch.int64, device=opts.device)
-    window_loss = torch.zeros((), dtype=torch.float64, device=opts.device)
-    window_n, window_t = 0, time.perf_counter()
+    running = _Running.start(opts.device)
     bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}", unit="step", dynamic_ncols=True,
                leave=False, disable=not opts.progress)
     batches: Iterator[dict[str, Any]] = iter(loader)
@@ -255,88 +357,81 @@ def train_one_epoch(
             lr = schedule.lr(global_step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step_loss = torch.zeros((), dtype=torch.float64, device=opts.device)
-            step_n = 0
-            for micro in range(accum):
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    raise RuntimeError(f"the loader ran out at step {step} of {steps} (micro-batch {micro})") from None
-                if tracker is not None:
-                    tracker.update(batch)  # raises when too many samples were bad
-                totals["bad"] += len(batch.get("bad") or ())
-                batch = to_device(batch, opts)
-                n = batch_size_of(batch)
-                # Gradients are all-reduced only on the last micro-batch of a step.
-                sync = ddp.no_sync() if ddp is not None and micro < accum - 1 else contextlib.nullcontext()
-                with sync:
-                    if n:
-                        with opts.autocast():
-                            out = model(batch["image"])
-                        loss = loss_fn(out.float(), batch)
-                    else:
-                        # Every sample of this micro-batch was bad: a zero loss through the model
-                        # keeps this process in step with the others' gradient all-reduce.
-                        with opts.autocast():
-                            out = model(_empty_like_input(model, opts))
-                        loss = out.float().sum() * 0.0
-                    (loss / accum).backward()
-                step_loss += loss.detach().double() * n
-                step_n += n
+            step_loss, step_n = _accumulate(model, loss_fn, batches, opts, tracker, totals, step, steps)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            first_bad = torch.where(torch.isfinite(step_loss) | (first_bad != NO_STEP), first_bad, torch.full_like(first_bad, global_step))
-            loss_sum += step_loss
-            window_loss += step_loss
-            window_n += step_n
+            running.add(step_loss, step_n, global_step)
             totals["samples"] += step_n
             global_step += 1
             bar.update(1)
             done = step + 1
             if opts.log_every and done % opts.log_every == 0 or done == steps:
                 # at the epoch's end the weights are checked too: fit saves last.pt next
-                _check_finite(first_bad, epoch, first_step, model if done == steps else None, global_step)
-                now = time.perf_counter()
-                if opts.progress or opts.log is not None or record is not None:
-                    mean = float(window_loss.item()) / max(window_n, 1)
-                    rate = window_n * world_size / max(now - window_t, 1e-9)
-                    if record is not None:
-                        record({"kind": "step", "epoch": epoch + 1, "step": global_step, "loss": mean, "lr": lr, "images_per_s": rate})
-                    if opts.progress:
-                        bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
-                    elif opts.log is not None:
-                        opts.log(f"epoch {epoch + 1} step {done}/{steps}: loss {mean:.4f}, lr {lr:.2e}, {rate:.1f} img/s")
-                window_loss.zero_()
-                window_n, window_t = 0, now
+                _check_finite(running.first_bad, epoch, first_step, model if done == steps else None, global_step)
+                _report(running, bar, opts, record, epoch=epoch, global_step=global_step, done=done, steps=steps, lr=lr,
+                        world_size=world_size)
             if save is not None and opts.checkpoint_every and global_step % opts.checkpoint_every == 0 and done < steps:
-                _check_finite(first_bad, epoch, first_step, model, global_step)
+                _check_finite(running.first_bad, epoch, first_step, model, global_step)
                 totals["seconds"] += time.perf_counter() - start
-                save(done, global_step, dict(totals, loss_sum=totals["loss_sum"] + float(loss_sum.item())))
+                save(done, global_step, dict(totals, loss_sum=totals["loss_sum"] + float(running.loss_sum.item())))
                 start = time.perf_counter()  # checkpoint I/O is not training time
     finally:
         bar.close()
     totals["seconds"] += time.perf_counter() - start
-    totals["loss_sum"] += float(loss_sum.item())
-    sums = torch.tensor([totals["loss_sum"], totals["samples"], totals["bad"]], dtype=torch.float64, device=opts.device)
-    all_reduce_sum(sums)
-    seconds = all_reduce_max(torch.tensor([totals["seconds"]], dtype=torch.float64, device=opts.device))
-    loss_total, samples, bad = (float(v) for v in sums.tolist())
-    secs = float(seconds.item())
-    return {
-        "loss": loss_total / max(samples, 1),
-        "samples": int(samples),
-        "bad": int(bad),
-        "seconds": secs,
-        "images_per_s": samples / max(secs, 1e-9),
-        "global_step": global_step,
-        "lr": lr,
-    }
-
-
-# ----------------------------------------------------------------------------- validation
+    totals["loss_sum"] += float(running.loss_sum.item())
+    return _epoch_stats(totals, opts.device, global_step, lr)
 
 
 # ----------------------------------------------------------------------------- fit
+
+
+class _Positions:
+    """Writes the run's position (last.pt through ``checkpoints``, if any) and remembers the
+    last one written this session, for the divergence message."""
+
+    def __init__(self, checkpoints: Any | None) -> None:
+        self.checkpoints = checkpoints
+        self.where: str | None = None
+
+    def save(self, epoch: int, step: int, global_step: int, totals: dict[str, float], finished: bool = False) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.save_last({"epoch": epoch, "step": step, "global_step": global_step, "finished": finished}, totals)
+        self.where = f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {epoch}"
+
+    def diverged(self, e: NonFiniteLossError) -> NonFiniteLossError:
+        """``e`` with which checkpoint is the last good one, and what to try."""
+        path = getattr(self.checkpoints, "last_path", None)
+        if self.where:
+            kept = f"kept the last good checkpoint{' ' + str(path) if path else ''} ({self.where})"
+        elif path is not None and path.exists():
+            kept = f"kept the last good checkpoint {path} (from before this session)"
+        else:
+            kept = "no checkpoint had been written yet"
+        return NonFiniteLossError(f"{e}; training stopped, {kept}; try a lower optim.lr or a warm-up (optim.warmup_epochs)")
+
+
+def _epoch_line(epoch: int, stats: dict[str, Any], val: dict[str, float], outcome: str,
+                schedule: PlateauSchedule) -> dict[str, Any]:
+    """The metrics.jsonl line of a finished epoch (kind "epoch")."""
+    return {
+        "kind": "epoch",
+        "epoch": epoch + 1,
+        "step": stats["global_step"],
+        "loss": stats["loss"],
+        "lr": stats["lr"],
+        **{f"val_{k}": v for k, v in val.items()},
+        "images_per_s": stats["images_per_s"],
+        "samples": stats["samples"],
+        "bad_samples": stats["bad"],
+        "seconds": stats["seconds"],
+        "schedule": outcome,
+        "lr_decreases": schedule.decreases,
+    }
+
+
+def _epoch_message(epoch: int, epochs: int, stats: dict[str, Any], metric: str, error: float, outcome: str) -> str:
+    return (f"epoch {epoch + 1}/{epochs}: loss {stats['loss']:.4f}, lr {stats['lr']:.2e}, val {metric} {error:.4f} "
+            f"({outcome}), {stats['images_per_s']:.1f} img/s" + (f", {stats['bad']} bad samples skipped" if stats["bad"] else ""))
 
 
 def fit(
@@ -378,7 +473,7 @@ def fit(
     """
     log = log or (lambda msg: None)
     start = start or {}
-    epoch0 = int(start.get("epoch", 0))
+    epoch = epoch0 = int(start.get("epoch", 0))
     step0 = int(start.get("step", 0))
     global_step = int(start.get("global_step", 0))
     totals = start.get("totals") or new_totals()
@@ -387,21 +482,13 @@ def fit(
         # A capped run resumed with a larger train.epochs goes on; a stopped schedule does not.
         log(f"nothing to train: the run stopped after epoch {epoch0}" + (" (schedule done)" if schedule.stopped else f" (train.epochs {epochs})"))
         return {"epochs": epoch0, "global_step": global_step, "best": schedule.best, "stopped": schedule.stopped}
-    saved = {"where": None}
-
-    def save_position(epoch: int, step: int, gstep: int, tot: dict[str, float], finished: bool = False) -> None:
-        if checkpoints is not None:
-            checkpoints.save_last({"epoch": epoch, "step": step, "global_step": gstep, "finished": finished}, tot)
-        saved["where"] = f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {epoch}"
-
-    epoch = epoch0
+    positions = _Positions(checkpoints)
     try:
         for epoch in range(epoch0, epochs):
-            loader = train_loader(epoch, step0 * opts.grad_accum)
             stats = train_one_epoch(
-                model, loss_fn, loader, optimizer, schedule, epoch=epoch, steps=steps_per_epoch, opts=opts,
-                start_step=step0, global_step=global_step, totals=totals, tracker=tracker, world_size=env.world_size,
-                save=lambda step, gstep, tot, e=epoch: save_position(e, step, gstep, tot),
+                model, loss_fn, train_loader(epoch, step0 * opts.grad_accum), optimizer, schedule, epoch=epoch,
+                steps=steps_per_epoch, opts=opts, start_step=step0, global_step=global_step, totals=totals, tracker=tracker,
+                world_size=env.world_size, save=lambda step, gstep, tot, e=epoch: positions.save(e, step, gstep, tot),
                 record=checkpoints.append_metrics if checkpoints is not None else None,
             )
             global_step = stats["global_step"]
@@ -410,42 +497,17 @@ def fit(
             val = validate()
             error = float(val[metric])
             outcome = schedule.epoch_end(error)
-            last = {
-                "kind": "epoch",
-                "epoch": epoch + 1,
-                "step": global_step,
-                "loss": stats["loss"],
-                "lr": stats["lr"],
-                **{f"val_{k}": v for k, v in val.items()},
-                "images_per_s": stats["images_per_s"],
-                "samples": stats["samples"],
-                "bad_samples": stats["bad"],
-                "seconds": stats["seconds"],
-                "schedule": outcome,
-                "lr_decreases": schedule.decreases,
-            }
+            last = _epoch_line(epoch, stats, val, outcome, schedule)
             if checkpoints is not None:
                 checkpoints.append_metrics(last)
                 if outcome == "improved":
                     checkpoints.save_best(last)
-            finished = schedule.stopped or epoch + 1 >= epochs
-            save_position(epoch + 1, 0, global_step, new_totals(), finished)
-            log(
-                f"epoch {epoch + 1}/{epochs}: loss {stats['loss']:.4f}, lr {stats['lr']:.2e}, val {metric} {error:.4f} "
-                f"({outcome}), {stats['images_per_s']:.1f} img/s" + (f", {stats['bad']} bad samples skipped" if stats["bad"] else "")
-            )
+            positions.save(epoch + 1, 0, global_step, new_totals(), schedule.stopped or epoch + 1 >= epochs)
+            log(_epoch_message(epoch, epochs, stats, metric, error, outcome))
             step0, totals = 0, new_totals()
             if schedule.stopped:
                 log(f"stopping: validation {metric} stopped improving after {schedule.decreases} learning-rate decreases")
                 break
     except NonFiniteLossError as e:
-        path = getattr(checkpoints, "last_path", None)
-        if saved["where"]:
-            kept = f"kept the last good checkpoint{' ' + str(path) if path else ''} ({saved['where']})"
-        elif path is not None and path.exists():
-            kept = f"kept the last good checkpoint {path} (from before this session)"
-        else:
-            kept = "no checkpoint had been written yet"
-        raise NonFiniteLossError(f"{e}; training stopped, {kept}; try a lower optim.lr or a warm-up (optim.warmup_epochs)") from None
+        raise positions.diverged(e) from None
     return {"epochs": epoch + 1, "global_step": global_step, "best": schedule.best, "stopped": schedule.stopped, **last}
-

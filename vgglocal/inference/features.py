@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vgglocal.config import AGGREGATES
 from vgglocal.inference.dense import dense_maps
 from vgglocal.inference.options import InferenceOptions
 from vgglocal.models.vgg import VGG
 
 __all__ = ["AGGREGATES", "scale_descriptors", "aggregate", "fuse", "l2_normalize", "box_region"]
 
-AGGREGATES = ("average", "stack")
 
 
 class _PooledFC7:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vgglocal.config import EvalConfig
+from vgglocal.config import CLS_METHODS, PRECISIONS, EvalConfig
 from vgglocal.data.images import load_rgb
 from vgglocal.data.records import ClassList
 from vgglocal.errors import UserError
@@ -180,10 +180,10 @@ class Predictor:
         topk: int = TOPK,
     ) -> None:
         defaults = EvalConfig()
-        if precision not in ("fp32", "bf16"):
-            raise UserError(f"precision {precision!r}: choose fp32 or bf16")
-        if cls_method not in ("dense", "multicrop", "both"):
-            raise UserError(f"cls_method {cls_method!r}: choose dense, multicrop or both")
+        if precision not in PRECISIONS:
+            raise UserError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+        if cls_method not in CLS_METHODS:
+            raise UserError(f"cls_method {cls_method!r}: choose from {', '.join(CLS_METHODS)}")
         threshold = defaults.merge_threshold if merge_threshold is None else float(merge_threshold)
         if threshold < 0:
             raise UserError(f"merge_threshold {threshold}: must be >= 0")

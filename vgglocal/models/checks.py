@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from vgglocal.checkpoint import CheckpointError
+from vgglocal.config import TRAIN_TASKS
 from vgglocal.models.vgg import STRIDE, VGG, VGG_SPECS
 
 __all__ = ["MAX_PARAMS", "HPARAM_RULES", "check_hparams", "check_model_checkpoint", "expected_shapes", "check_tensors"]
@@ -120,8 +121,8 @@ def check_model_checkpoint(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
     kind = ckpt.get("kind")
     if kind is not None:
         want = "loc" if hp.get("box_head") else "cls"
-        if kind not in ("cls", "loc"):
-            raise CheckpointError(f"{source}: kind {kind!r} is not cls or loc")
+        if kind not in TRAIN_TASKS:
+            raise CheckpointError(f"{source}: kind {kind!r} is not one of {', '.join(TRAIN_TASKS)}")
         if kind != want:
             raise CheckpointError(f"{source}: kind {kind!r} does not match model.box_head {hp.get('box_head')!r}")
     check_tensors(ckpt["state_dict"], expected_shapes(hp), source)

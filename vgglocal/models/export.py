@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vgglocal.config import EXPORT_FORMATS as FORMATS
 from vgglocal.errors import UserError
 from vgglocal.models.vgg import STRIDE, VGG
 
 __all__ = ["FORMATS", "METADATA_KEY", "DenseMaps", "export_metadata", "export_model", "read_metadata"]
 
-FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "vgglocal"  # ONNX metadata_props key; TorchScript extra file f"{METADATA_KEY}.json"
 _ONNX_LIMIT = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB, with room for the graph
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from vgglocal.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vgglocal.models.checks import check_hparams, check_model_checkpoint, expected_shapes
+from vgglocal.models.specs import TORCHVISION_ARCHS
 from vgglocal.models.vgg import VGG, VGG_SPECS
 
 __all__ = [
@@ -38,8 +39,6 @@ TORCHVISION_NORMALIZATION = {
     "mean": [0.485 * 255, 0.456 * 255, 0.406 * 255],
     "std": [0.229 * 255, 0.224 * 255, 0.225 * 255],
 }
-# torchvision builder name ↔ Table 1 configuration.
-TORCHVISION_ARCHS = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 
 
 def model_state(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["VGGSpec", "VGG_SPECS", "STRIDE"]
+__all__ = ["VGGSpec", "VGG_SPECS", "STRIDE", "TORCHVISION_ARCHS"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,6 @@ VGG_SPECS: dict[str, VGGSpec] = {
 }
 
 STRIDE = 32  # five 2x2 pools
+
+# torchvision builder name ↔ Table 1 configuration (`vgglocal import-weights --arch`).
+TORCHVISION_ARCHS = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}

@@ -13,6 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
+from vgglocal.config import INITS, REGRESSIONS
 from vgglocal.models.heads import FCHead
 from vgglocal.models.specs import STRIDE, VGG_SPECS, VGGSpec
 
@@ -69,8 +70,8 @@ class VGG(nn.Module):
             raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(VGG_SPECS)}")
         if crop % STRIDE:
             raise ValueError(f"crop {crop} must be a multiple of {STRIDE}")
-        if box_head not in (None, "scr", "pcr"):
-            raise ValueError(f"box_head {box_head!r}; choose scr or pcr")
+        if box_head is not None and box_head not in REGRESSIONS:
+            raise ValueError(f"box_head {box_head!r}; choose from {', '.join(REGRESSIONS)}")
         spec = VGG_SPECS[arch]
         self.arch = arch
         self.num_classes = num_classes
@@ -136,8 +137,8 @@ def init_weights(model: VGG, scheme: str = "normal", std: float = 0.01) -> None:
     The last layer of each head is always N(0, std): a ReLU gain there only inflates the
     initial logits.
     """
-    if scheme not in ("normal", "glorot", "kaiming"):
-        raise ValueError(f"unknown init {scheme!r}; choose normal, glorot or kaiming")
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r}; choose from {', '.join(INITS)}")
     last = {id(h.fc8) for h in (model.cls_head, model.box_head) if h is not None}
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
