@@ -89,7 +89,7 @@ def features_cmd(config, checkpoints, protocol, scales, aggregate, random_weight
     `targets` (class index [N], or VOC labels [N, C] in 1/0/-1), `classes`, `bad` (images that
     could not be decoded, skipped) and `settings` (JSON).
     """
-    from vgglocal.engine.transfer import extract_features
+    from vgglocal.transfer.features import extract_features
 
     cfg = _config(config, overrides, protocol, aggregate)
     fs = extract_features(cfg, list(checkpoints), split or "train", scales=_scales(scales), boxes=boxes,
@@ -114,7 +114,7 @@ def transfer_cmd(config, checkpoints, protocol, scales, aggregate, random_weight
     transfer.splits random splits; voc-action voc_action_map (image + box) and
     voc_action_map_image. Prints the main metrics as one JSON line.
     """
-    from vgglocal.engine.transfer import TransferRequest, run_transfer
+    from vgglocal.transfer.run import TransferRequest, run_transfer
 
     cfg = _config(config, overrides, protocol, aggregate)
     req = TransferRequest(protocol=cfg.transfer.protocol, checkpoints=list(checkpoints), aggregate=cfg.transfer.aggregate,

@@ -15,6 +15,9 @@ from vgglocal.config import TRANSFER_PROTOCOLS as PROTOCOLS
 from vgglocal.config import DataConfig
 from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.records import Sample
+from vgglocal.data.spec import split_spec
+from vgglocal.data.splits import scan_split
+from vgglocal.data.voc_labels import read_voc_actions, read_voc_labels
 
 __all__ = ["PROTOCOLS", "PROTOCOL_FORMATS", "LabelledSet", "read_labelled"]
 
@@ -54,17 +57,13 @@ def read_labelled(cfg: DataConfig, split: str, protocol: str, progress: bool = F
         raise DataError(f"unknown transfer protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     if cfg.format != PROTOCOL_FORMATS[protocol]:
         raise DataError(f"protocol {protocol} reads data.format {PROTOCOL_FORMATS[protocol]}, the config has {cfg.format!r}")
-    from vgglocal.data.splits import scan_split, split_spec
-
     if protocol == "caltech":
         scan = scan_split(cfg, split, task="cls", progress=progress)
         items = LabelledSet(scan.records, np.asarray([r.label for r in scan.records], np.int64),
                             list(scan.classes.ids), scan.problems)
     else:
-        from vgglocal.data.voc_labels import read_voc_actions, read_voc_labels
-
         reader = read_voc_labels if protocol == "voc-cls" else read_voc_actions
-        items = reader(split_spec(cfg, split), progress=progress)
+        items = LabelledSet(*reader(split_spec(cfg, split), progress=progress))
     if not items.records:
         raise DataError(f"split {split!r} of {cfg.root} has no usable items for {protocol} "
                         f"({len(items.problems)} problems; run `vgglocal data check {cfg.root}`)")

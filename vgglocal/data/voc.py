@@ -30,7 +30,7 @@ from vgglocal.data.records import ClassList, Sample
 from vgglocal.data.spec import SplitSpec
 from vgglocal.data.text import read_utf8
 
-__all__ = ["VOC_CLASSES", "read_voc", "largest_box_label"]
+__all__ = ["VOC_CLASSES", "read_voc", "largest_box_label", "voc_root", "listing", "split_folders"]
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -45,7 +45,10 @@ def largest_box_label(boxes: np.ndarray, labels: np.ndarray) -> int:
     return int(labels[int(np.argmax(area))])
 
 
-def _voc_root(root: str) -> str:
+def voc_root(root: str) -> str:
+    """The ``VOC2007``-style folder of ``data.root``: ``root`` itself when it has
+    ``Annotations/``, else its one ``VOC*/`` or ``VOCdevkit/VOC*/`` folder (``root`` when there
+    is not exactly one)."""
     if os.path.isdir(os.path.join(root, "Annotations")):
         return root
     for base in (root, os.path.join(root, "VOCdevkit")):
@@ -56,16 +59,33 @@ def _voc_root(root: str) -> str:
     return root
 
 
-def _listing(folder: str, what: str, key: str) -> dict[str, str]:
+def listing(folder: str, what: str, key: str) -> dict[str, str]:
+    """``{file stem: file name}`` of the entries of ``folder`` (hidden ones left out).
+
+    Raises:
+        DataError: ``folder`` is not a folder; the message names it as the ``what`` folder of
+            config key ``key``.
+    """
     if not os.path.isdir(folder):
         raise DataError(f"{folder}: no such {what} folder ({key})")
     with os.scandir(folder) as it:
         return {os.path.splitext(e.name)[0]: e.name for e in it if not e.name.startswith(".")}
 
 
+def split_folders(spec: SplitSpec, root: str) -> tuple[str, dict[str, str], str, dict[str, str]]:
+    """(image folder, its :func:`listing`, annotation folder, its listing) of a split under the
+    VOC folder ``root``: ``JPEGImages/`` and ``Annotations/`` unless ``data.<split>_images`` /
+    ``data.<split>_annotations`` move them."""
+    images_dir = spec.images or os.path.join(root, "JPEGImages")
+    ann_dir = spec.annotations or os.path.join(root, "Annotations")
+    role = spec.role or "train"
+    return (images_dir, listing(images_dir, "image", f"data.{role}_images"),
+            ann_dir, listing(ann_dir, "annotation", f"data.{role}_annotations"))
+
+
 def read_voc(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], ClassList, list[Problem]]:
     """Read one VOC split: (records in ImageSets order, classes, problems)."""
-    root = _voc_root(spec.root)
+    root = voc_root(spec.root)
     ids_file = os.path.join(root, "ImageSets", "Main", f"{spec.name}.txt")
     if not os.path.isfile(ids_file):
         raise DataError(f"{ids_file}: no such image set (split {spec.name!r})")
@@ -75,11 +95,7 @@ def read_voc(spec: SplitSpec, progress: bool = False) -> tuple[list[Sample], Cla
     else:
         classes = ClassList(ids=list(VOC_CLASSES), names=list(VOC_CLASSES))
     index = {c: i for i, c in enumerate(classes.ids)}
-    images_dir = spec.images or os.path.join(root, "JPEGImages")
-    ann_dir = spec.annotations or os.path.join(root, "Annotations")
-    role = spec.role or "train"
-    images = _listing(images_dir, "image", f"data.{role}_images")
-    xmls = _listing(ann_dir, "annotation", f"data.{role}_annotations")
+    images_dir, images, ann_dir, xmls = split_folders(spec, root)
     problems: list[Problem] = []
     records: list[Sample] = []
     ids_seen: set[str] = set()

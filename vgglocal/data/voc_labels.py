@@ -37,10 +37,9 @@ from vgglocal.data.annotations import (
 )
 from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.images import IMAGE_EXTENSIONS
-from vgglocal.data.labelled import LabelledSet
 from vgglocal.data.records import Sample
 from vgglocal.data.spec import SplitSpec
-from vgglocal.data.voc import VOC_CLASSES, _listing, _voc_root
+from vgglocal.data.voc import VOC_CLASSES, split_folders, voc_root
 
 __all__ = ["VOC_ACTIONS", "SCORED_ACTIONS", "read_voc_labels", "read_voc_actions"]
 
@@ -49,6 +48,10 @@ VOC_ACTIONS = ("other", "jumping", "phoning", "playinginstrument", "reading", "r
                "running", "takingphoto", "usingcomputer", "walking")
 SCORED_ACTIONS = VOC_ACTIONS[1:]  # 'other' is not scored (devkit: "skip this when training classifiers")
 
+# What the readers return, the fields of vgglocal.data.labelled.LabelledSet: (records, targets,
+# class ids, problems).
+Labelled = tuple[list[Sample], np.ndarray, list[str], list[Problem]]
+
 
 def _image_ids(spec: SplitSpec, root: str, task: str) -> tuple[list[str], str]:
     ids_file = os.path.join(root, "ImageSets", task, f"{spec.name}.txt")
@@ -56,14 +59,6 @@ def _image_ids(spec: SplitSpec, root: str, task: str) -> tuple[list[str], str]:
         raise DataError(f"{ids_file}: no such image set (split {spec.name!r})")
     ids = [line.split()[0] for line in open(ids_file, encoding="utf-8").read().splitlines() if line.split()]
     return list(dict.fromkeys(ids)), ids_file
-
-
-def _folders(spec: SplitSpec, root: str) -> tuple[str, dict[str, str], str, dict[str, str]]:
-    images_dir = spec.images or os.path.join(root, "JPEGImages")
-    ann_dir = spec.annotations or os.path.join(root, "Annotations")
-    role = spec.role or "train"
-    return (images_dir, _listing(images_dir, "image", f"data.{role}_images"),
-            ann_dir, _listing(ann_dir, "annotation", f"data.{role}_annotations"))
 
 
 def _located(image_id: str, images_dir: str, images: dict[str, str], ann_dir: str, xmls: dict[str, str],
@@ -83,7 +78,7 @@ def _annotated(spec: SplitSpec, root: str, task: str, parse, problems: list[Prob
     """Yield (image id, image path, XML path, parse(XML)) of each listed image of
     ``ImageSets/<task>/<split>.txt``; missing files and unreadable XML are reported and skipped."""
     ids, ids_file = _image_ids(spec, root, task)
-    images_dir, images, ann_dir, xmls = _folders(spec, root)
+    images_dir, images, ann_dir, xmls = split_folders(spec, root)
     for image_id in tqdm(ids, desc=f"read {spec.name}", disable=not progress, unit="img", mininterval=1.0):
         found = _located(image_id, images_dir, images, ann_dir, xmls, ids_file, problems)
         if found is None:
@@ -97,9 +92,10 @@ def _annotated(spec: SplitSpec, root: str, task: str, parse, problems: list[Prob
         yield image_id, path, xml, ann
 
 
-def read_voc_labels(spec: SplitSpec, progress: bool = False) -> LabelledSet:
-    """Multi-label VOC classification targets of one ``ImageSets/Main`` split (module doc)."""
-    root = _voc_root(spec.root)
+def read_voc_labels(spec: SplitSpec, progress: bool = False) -> Labelled:
+    """Multi-label VOC classification targets of one ``ImageSets/Main`` split (module doc):
+    (records, targets ``ndarray[N, C] int8`` in 1 / 0 / -1, class ids, problems)."""
+    root = voc_root(spec.root)
     classes = list(VOC_CLASSES)
     if spec.classes:
         from vgglocal.data.annotations import read_class_file
@@ -123,12 +119,13 @@ def read_voc_labels(spec: SplitSpec, progress: bool = False) -> LabelledSet:
         records.append(make_sample(path, -1, size=ann.size, source_id=image_id))
         rows.append(row)
     targets = np.stack(rows) if rows else np.zeros((0, len(classes)), np.int8)
-    return LabelledSet(records, targets, classes, problems)
+    return records, targets, classes, problems
 
 
-def read_voc_actions(spec: SplitSpec, progress: bool = False) -> LabelledSet:
-    """VOC-2012 action items (one per annotated person) of one ``ImageSets/Action`` split."""
-    root = _voc_root(spec.root)
+def read_voc_actions(spec: SplitSpec, progress: bool = False) -> Labelled:
+    """VOC-2012 action items (one per annotated person) of one ``ImageSets/Action`` split:
+    (records, targets ``ndarray[N, 11] int8`` in 1 / -1, :data:`VOC_ACTIONS`, problems)."""
+    root = voc_root(spec.root)
     problems: list[Problem] = []
     records: list[Sample] = []
     rows: list[np.ndarray] = []
@@ -148,7 +145,7 @@ def read_voc_actions(spec: SplitSpec, progress: bool = False) -> LabelledSet:
             records.append(make_sample(path, -1, cleaned[k:k + 1], np.zeros(1, np.int64), size, f"{image_id}/{number}"))
             rows.append(flags)
     targets = np.stack(rows) if rows else np.zeros((0, len(VOC_ACTIONS)), np.int8)
-    return LabelledSet(records, targets, list(VOC_ACTIONS), problems)
+    return records, targets, list(VOC_ACTIONS), problems
 
 
 def _people(root, xml: str, problems: list[Problem]) -> list[tuple[int, list[float], np.ndarray]]:

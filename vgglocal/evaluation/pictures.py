@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vgglocal.data.chunks import ImageChunk
 from vgglocal.data.records import ClassList, Sample
 from vgglocal.evaluation.ilsvrc import whole_pixels
-from vgglocal.evaluation.images import ImageChunk
 from vgglocal.inference.results import ImageResult
 
 __all__ = ["PictureGrid", "TILE"]

@@ -7,18 +7,16 @@ picture per image on request (MMDetection's ``DetInferencer`` does the same for 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from vgglocal.data.chunks import chunked_images
 from vgglocal.data.images import ImageLimits
 from vgglocal.data.records import Sample
-from vgglocal.evaluation.images import image_chunks
 from vgglocal.evaluation.writers import write_kaggle_csv
 from vgglocal.inference.predictor import Prediction, Predictor
 
@@ -71,10 +69,8 @@ def predict_files(
     keys = [k for _, k in items]
     rows: list[tuple[str, list[tuple[str, list[float]]]]] = []
     n_failed = done = 0
-    bar = tqdm(total=len(records), desc="predict", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)
-    for chunk in image_chunks(records, batch_size, workers, limits):
-        good = chunk.good
-        outputs = chunk.spread(predictor.predict_arrays([chunk.images[i] for i in good]))  # type: ignore[misc]
+    for chunk, images, _ in chunked_images(records, batch_size, workers, limits, desc="predict", progress=progress):
+        outputs = chunk.spread(predictor.predict_arrays(images))
         for k, (rec, img, err, pred) in enumerate(zip(chunk.records, chunk.images, chunk.errors, outputs, strict=True)):
             key = keys[done + k]
             if pred is None:
@@ -93,8 +89,6 @@ def predict_files(
         if jsonl is not None:
             jsonl.flush()
         done += len(chunk)
-        bar.update(len(chunk))
-    bar.close()
     if csv is not None:
         write_kaggle_csv(csv, rows)
     return {"n_images": len(records), "n_failed": n_failed}

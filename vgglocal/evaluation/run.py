@@ -3,7 +3,7 @@
 Protocols (section 3.2, Appendix A): ``cls-dense``, ``cls-multicrop``, ``cls-both``
 (classification; several checkpoints are fused), ``center-crop`` (localisation protocol 1) and
 ``full`` (protocol 2). The loop is short on purpose: decode a chunk of images
-(:mod:`~vgglocal.evaluation.images`), run the protocol on it
+(:func:`~vgglocal.data.chunks.chunked_images`), run the protocol on it
 (:func:`~vgglocal.inference.protocols.run_protocol`, one
 :class:`~vgglocal.inference.results.ImageResult` per image), and feed every evaluator that
 applies and the submission writer. Output folder:
@@ -32,22 +32,20 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from vgglocal.config import Config
+from vgglocal.data.chunks import ImageChunk, chunked_images
 from vgglocal.data.images import ImageLimits, unreadable_reason
 from vgglocal.evaluation.base import Evaluator, EvaluatorList
 from vgglocal.evaluation.classification import ClassificationEvaluator
 from vgglocal.evaluation.coco import COCO_KEYS, COCOEvaluator
 from vgglocal.evaluation.ilsvrc import CenterCropEvaluator, LocalizationEvaluator
-from vgglocal.evaluation.images import ImageChunk, image_chunks
 from vgglocal.evaluation.job import EvalJob, EvalRequest, Log, prepare
 from vgglocal.evaluation.pictures import PictureGrid
 from vgglocal.evaluation.voc import VOCDetectionEvaluator
@@ -116,7 +114,6 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
                               score_floor=cfg.eval.score_floor, native_ids=_native_coco(cfg, job))
     pictures = PictureGrid(req.draw, job.classes) if req.draw else None
     unreadable: Counter[str] = Counter()
-    bar = tqdm(total=len(job.records), desc=f"eval {job.protocol}", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)
 
     def finish(chunk: ImageChunk, results: list) -> None:
         outputs = chunk.spread(results)
@@ -124,7 +121,6 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
         writer.process(chunk.records, outputs)
         if pictures is not None:
             pictures.process(chunk, outputs)
-        bar.update(len(chunk))
 
     # Protocol 2: the greedy merge of chunk k (CPU, compiled, releases the GIL) runs in a thread
     # while the network computes chunk k+1's boxes on the device.
@@ -132,12 +128,12 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
     pending: tuple[ImageChunk, Future] | None = None
     workers = cfg.data.workers if cfg.eval.workers < 0 else cfg.eval.workers
     try:
-        for chunk in image_chunks(job.records, cfg.eval.batch_size, workers, ImageLimits.of(cfg.data)):
-            for err in filter(None, chunk.errors):
+        for chunk, images, bad in chunked_images(job.records, cfg.eval.batch_size, workers, ImageLimits.of(cfg.data),
+                                                 desc=f"eval {job.protocol}", progress=progress):
+            for err in bad:
                 unreadable[unreadable_reason(err)] += 1
                 log(f"unreadable, counted as wrong: {err}")
             good = chunk.good
-            images = [chunk.images[i] for i in good]
             if merger is None:
                 results = []
                 if good:
@@ -156,7 +152,6 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
     finally:
         if merger is not None:
             merger.shutdown(wait=True, cancel_futures=True)
-    bar.close()
 
     n_bad = sum(unreadable.values())
     if n_bad:

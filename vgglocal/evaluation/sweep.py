@@ -3,16 +3,13 @@ image: how ``eval.merge_threshold`` is chosen (``bin/choose-merge-threshold``)."
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tqdm import tqdm
-
 from vgglocal.config import Config
+from vgglocal.data.chunks import chunked_images
 from vgglocal.data.images import ImageLimits
 from vgglocal.evaluation.ilsvrc import LocalizationEvaluator
-from vgglocal.evaluation.images import image_chunks
 from vgglocal.evaluation.job import EvalRequest, Log, prepare
 from vgglocal.inference.localize import box_candidates, merge_candidates
 from vgglocal.inference.nets import EvalError
@@ -31,15 +28,12 @@ def sweep_merge_threshold(cfg: Config, req: EvalRequest, thresholds: Sequence[fl
     opts = job.options
     cls_nets = job.cls_nets or job.nets
     evaluators = [LocalizationEvaluator() for _ in thresholds]
-    bar = tqdm(total=len(job.records), desc="sweep", unit="img", disable=not progress or not sys.stderr.isatty(), file=sys.stderr)
-    for chunk in image_chunks(job.records, cfg.eval.batch_size, cfg.data.workers, ImageLimits.of(cfg.data)):
-        good = chunk.good
+    for chunk, images, _ in chunked_images(job.records, cfg.eval.batch_size, cfg.data.workers, ImageLimits.of(cfg.data),
+                                           desc="sweep", progress=progress):
         cands = []
-        if good:
-            _, cands = box_candidates([chunk.images[i] for i in good], cls_nets, job.nets, opts,  # type: ignore[misc]
+        if images:
+            _, cands = box_candidates(images, cls_nets, job.nets, opts,  # type: ignore[misc]
                                       labels_per_image=opts.topk, cls_method=opts.cls_method)
         for t, evaluator in zip(thresholds, evaluators, strict=True):
             evaluator.process(chunk.records, chunk.spread([merge_candidates(c, t, opts.topk) for c in cands]))
-        bar.update(len(chunk))
-    bar.close()
     return [{"merge_threshold": t, **e.summarize()} for t, e in zip(thresholds, evaluators, strict=True)]

@@ -4,7 +4,7 @@ recall, linear SVMs one-vs-rest, and C chosen on held-out training data."""
 import numpy as np
 import pytest
 
-from vgglocal.evaluation.transfer import (
+from vgglocal.transfer.svm import (
     choose_c,
     fit_svms,
     holdout_split,

@@ -1,20 +1,28 @@
-"""The evaluation split's images, decoded in record order in chunks; a file that cannot be
-decoded gives its message instead of stopping the run (it is scored as wrong)."""
+"""A split's images decoded by loader workers and handed out in record order, a chunk at a time;
+a file that cannot be decoded gives its message instead of stopping the run (``eval`` scores it
+as wrong, ``predict`` writes the error, ``features`` skips it and counts it).
+
+:func:`chunked_images` is the loop every image pass runs (``eval``, ``predict``, the
+merge-threshold sweep, ``features``): chunks with their decoded images and unreadable messages,
+and the progress bar. :func:`image_chunks` is the bare decoding generator under it.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from vgglocal.data import DataError, Sample
 from vgglocal.data.images import ImageLimits, load_rgb
 
-__all__ = ["ImageChunk", "image_chunks"]
+__all__ = ["ImageChunk", "image_chunks", "chunked_images"]
 
 
 @dataclass
@@ -89,3 +97,24 @@ def image_chunks(records: Sequence[Sample], size: int, workers: int = 0, limits:
             chunk = []
     if chunk:
         yield emit()
+
+
+def chunked_images(records: Sequence[Sample], size: int, workers: int = 0, limits: ImageLimits | None = None, *,
+                   desc: str, progress: bool = True, tty_only: bool = True,
+                   mininterval: float = 0.1) -> Iterator[tuple[ImageChunk, list[np.ndarray], list[str]]]:
+    """:func:`image_chunks` with a progress bar: yield ``(chunk, images, unreadable)`` per chunk of
+    ``size`` records, in order, where ``images`` are the decoded images (``chunk.good`` order) and
+    ``unreadable`` the messages of the records that could not be decoded (record order).
+
+    The bar (``desc``, on stderr, ``len(records)`` images) advances by a chunk when the caller
+    asks for the next one, so it counts the chunks the caller has finished with; it is shown when
+    ``progress`` and, with ``tty_only``, only when stderr is a terminal.
+    """
+    disable = not progress or (tty_only and not sys.stderr.isatty())
+    bar = tqdm(total=len(records), desc=desc, unit="img", disable=disable, file=sys.stderr, mininterval=mininterval)
+    try:
+        for chunk in image_chunks(records, size, workers, limits):
+            yield chunk, [chunk.images[i] for i in chunk.good], [err for err in chunk.errors if err]
+            bar.update(len(chunk))
+    finally:
+        bar.close()

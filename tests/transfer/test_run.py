@@ -13,9 +13,9 @@ from PIL import Image
 from vgglocal.cli import cli
 from vgglocal.data.synth import SynthSpec, synthesize
 from vgglocal.data.voc_labels import VOC_ACTIONS
-from vgglocal.engine.transfer import FeatureSet
 from vgglocal.models.io import save_model
 from vgglocal.models.vgg import build_vgg
+from vgglocal.transfer.features import FeatureSet
 
 TRANSFER = {"scales": [32, 48], "train_per_class": 6, "test_per_class": 0, "splits": 2, "workers": 0, "batch_size": 4,
             "device": "cpu"}
