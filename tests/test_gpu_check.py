@@ -1,4 +1,4 @@
-"""bin/gpu-check: the wheel list it prepares, and the whole check at tiny sizes on the CPU."""
+"""tools/gpu-check: the wheel list it prepares, and the whole check at tiny sizes on the CPU."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bin" / "gpu-check"
+SCRIPT = ROOT / "tools" / "gpu-check"
 
 
 def load_script():

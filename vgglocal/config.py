@@ -180,7 +180,7 @@ class EvalConfig:
     flip: bool = True  # also the mirror image (dense, multi-crop, full)
     batch_size: int = 32  # images per chunk (dense: per forward pass of one size group)
     # Greedy-merge threshold (match score, vgglocal.inference.merge). Provisional: chosen by
-    # `bin/choose-merge-threshold` on the generated set's validation split once a demo model
+    # `tools/choose-merge-threshold` on the generated set's validation split once a demo model
     # is trained (README "Greedy merge threshold").
     merge_threshold: float = 1.0
     score_floor: float = 0.01  # COCO detections below this score are not written

@@ -89,7 +89,7 @@ def head_on_crop(head: FCHead, f: Tensor) -> Tensor:
     FC6 is a k x k convolution over a k x k map, FC7/FC8 are 1x1 convolutions over a 1x1 map:
     each is a matrix product in disguise, and computing it as one (``F.linear`` on the same
     weights, viewed ``[out, C*k*k]`` in the conv's (C, kh, kw) order) gives the same result with
-    the same parameters about twice as fast on the CPU, backward included (bin/bench-train).
+    the same parameters about twice as fast on the CPU, backward included (tools/bench-train).
     Any other map size (a dense input) takes the convolutional path.
     """
     if tuple(f.shape[-2:]) != tuple(head.fc6.kernel_size):

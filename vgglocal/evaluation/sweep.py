@@ -1,5 +1,5 @@
 """The ``full`` protocol at several greedy-merge thresholds, the dense maps computed once per
-image: how ``eval.merge_threshold`` is chosen (``bin/choose-merge-threshold``)."""
+image: how ``eval.merge_threshold`` is chosen (``tools/choose-merge-threshold``)."""
 
 from __future__ import annotations
 

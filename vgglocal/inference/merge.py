@@ -18,7 +18,7 @@ merged parts keeps its old score as a lower bound and searches again only when t
 could be the next pair's score. A pair is scored in full only when its centre distance can
 pass the threshold. Each merge is O(live boxes) work, so N boxes take O(N^2) time at most
 and O(N) memory (no N x N matrix): 5,000 clustered boxes in about 0.3 s on one core
-(``bin/bench-eval``), 1.4 s for the earlier vectorised-numpy version of the same procedure.
+(``tools/bench-eval``), 1.4 s for the earlier vectorised-numpy version of the same procedure.
 
 The loop is sequential (each merge changes the next), so it is compiled with numba: no
 library offers agglomerative merging under a custom, changing match score (scipy's
