@@ -385,3 +385,26 @@ def test_every_metric_eval_reports_is_what_score_gives_on_the_files_it_wrote(set
         reported |= set(scored)
     assert {"top1_loc_error", "top5_loc_error", "top1_cls_error", "top5_cls_error", "coco_ap", "voc07_map", "voc_map", "voc_ap_per_class"} <= reported
     assert reported >= {k for k in metrics if k.startswith(("coco_", "voc", "top"))}  # every metric recomputed
+
+
+def test_no_detection_without_area_is_written_or_returned(setup, tmp_path):
+    """A localiser whose every box lies nearly a window to the right of its window (to the left
+    in the mirror image): near the border the boxes fall outside the image and clip to zero
+    width. None of them is a detection, in detections.json or from the Predictor."""
+    import vgglocal
+
+    root, _ = setup
+    torch.manual_seed(0)
+    model = build_vgg("A", num_classes=CLASSES, width=0.0625, crop=32, box_head="pcr", init="kaiming")
+    with torch.no_grad():
+        model.box_head.fc8.weight.zero_()
+        model.box_head.fc8.bias.copy_(torch.tensor([1.4, 0.5, 0.5, 0.5]).repeat(CLASSES))
+    ckpt = str(save_model(model, tmp_path / "right.pt", NORM, classes=[wnid(c) for c in range(CLASSES)]))
+    evaluate(config(root, score_floor=0.0), EvalRequest("full", [ckpt]), tmp_path / "out", progress=False)
+    dets = json.loads((tmp_path / "out" / "detections.json").read_text())
+    images = sorted((root / "synth" / "ILSVRC" / "Data" / "CLS-LOC" / "val").glob("*.JPEG"))
+    preds = vgglocal.Predictor(ckpt, scales=(32, 48), device="cpu").predict([str(p) for p in images])
+    b = torch.cat([p.detections.boxes for p in preds])
+    written = [d["bbox"] for d in dets if min(d["bbox"][2:]) <= 0]
+    returned = b[(b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])].tolist()
+    assert dets and len(b) and (written, returned) == ([], []), (written[:3], returned[:3])
