@@ -17,6 +17,7 @@ __all__ = [
     "box_convert",
     "ilsvrc_iou",
     "clip_boxes",
+    "has_area",
     "encode",
     "decode",
 ]
@@ -50,6 +51,13 @@ def clip_boxes(boxes: Tensor, size: tuple[int, int] | Tensor) -> Tensor:
     hw = size.to(boxes.device, boxes.dtype)
     upper = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], dim=1)  # [N, 4]: w, h, w, h
     return torch.minimum(boxes.clamp(min=0), upper)
+
+
+def has_area(boxes: Tensor) -> Tensor:
+    """``Tensor[...] bool``: True where ``boxes (Tensor[..., 4])`` x1y1x2y2 has positive width
+    and height. torchvision's ``remove_small_boxes(boxes, min_size)`` keeps ``w >= min_size``,
+    so no ``min_size`` of it drops exactly the empty boxes and keeps every other."""
+    return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
 
 
 def encode(boxes: Tensor, origin: Tensor | tuple[float, float], scale: float | Tensor = 1.0, side: float = 224.0) -> Tensor:

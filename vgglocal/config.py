@@ -183,7 +183,7 @@ class EvalConfig:
     # `tools/choose-merge-threshold` on the generated set's validation split once a demo model
     # is trained (README "Greedy merge threshold").
     merge_threshold: float = 1.0
-    score_floor: float = 0.01  # COCO detections below this score are not written
+    score_floor: float = 0.01  # detections below this score are neither written nor scored
     topk: int = 5  # guesses per image (ILSVRC: 5)
     det_topk: int = 5  # labels per image whose merged boxes become detections (full protocol)
     cls_method: str = "dense"  # classification system of the full protocol: dense | multicrop | both

@@ -308,3 +308,103 @@ def test_score_reads_every_format_and_a_data_root_equals_its_solution_csv(setup,
     assert r.exit_code == 2 and "data root" in r.output and len(r.output.strip().splitlines()) == 1
     r = runner.invoke(cli, ["score", str(tmp_path / "detections.json"), str(data), "--format", "ilsvrc-kaggle", "--split", "val"])
     assert r.exit_code == 0 and json.loads(r.output)["coco_ap"] == pytest.approx(m["coco_ap"])
+
+
+def _voc_layout(root, tmp_path):
+    """The synth's validation images as a VOC2007 folder (its XMLs are VOC's format) with
+    class i renamed to VOC's class i and one object marked difficult, and a localiser of VOC's
+    20 classes (its first three the synth's)."""
+    import shutil
+
+    from vgglocal.data.voc import VOC_CLASSES
+
+    synth, voc = root / "synth", tmp_path / "VOC2007"
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    shutil.copytree(synth / "ILSVRC" / "Data" / "CLS-LOC" / "val", voc / "JPEGImages")
+    (voc / "Annotations").mkdir()
+    for i, xml in enumerate(sorted((synth / "ILSVRC" / "Annotations" / "CLS-LOC" / "val").iterdir())):
+        text = xml.read_text()
+        for c in range(CLASSES):
+            text = text.replace(f"<name>{wnid(c)}</name>", f"<name>{VOC_CLASSES[c]}</name>")
+        if i == 0:
+            text = text.replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1)
+        (voc / "Annotations" / xml.name).write_text(text)
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("".join(f"{p.stem}\n" for p in sorted((voc / "JPEGImages").iterdir())))
+    return {"format": "voc", "root": str(voc)}, _window_net(list(VOC_CLASSES), tmp_path / "voc.pt", likely=CLASSES)
+
+
+def _window_net(classes, path, likely=None):
+    """A localiser whose every window predicts itself (at Q = 32 some hit the large objects);
+    with ``likely``, classes from that index on are all but never predicted."""
+    torch.manual_seed(0)
+    model = build_vgg("A", num_classes=len(classes), width=0.0625, crop=32, box_head="pcr", init="kaiming")
+    with torch.no_grad():
+        model.box_head.fc8.weight.zero_()
+        model.box_head.fc8.bias.copy_(torch.tensor([0.5, 0.5, 1.0, 1.0]).repeat(len(classes)))
+        if likely is not None:
+            model.cls_head.fc8.bias[likely:] -= 20.0
+    return str(save_model(model, path, NORM, classes=classes))
+
+
+@pytest.mark.parametrize("fmt", ["ilsvrc-kaggle", "voc", "coco"])
+def test_every_metric_eval_reports_is_what_score_gives_on_the_files_it_wrote(setup, tmp_path, fmt):
+    """With the default-style score floor at work (nine in ten detections below it), `vgglocal
+    score` on each file `eval` wrote gives metrics.json's numbers exactly: the devkit errors from
+    predictions.csv / predictions.txt, the COCO statistics and the VOC mAP from detections.json,
+    against the data root and, where written, against ground_truth.json."""
+    root, paths = setup
+    if fmt == "voc":
+        data, ckpt = _voc_layout(root, tmp_path)
+    else:
+        ckpt = paths["coco"] if fmt == "coco" else _window_net([wnid(c) for c in range(CLASSES)], tmp_path / "loc.pt")
+        data = {"format": fmt, "root": str(root / "synth")}
+        if fmt == "coco":
+            data["val_annotations"] = "annotations/instances_val.json"
+
+    def run(out, floor):
+        cfg = from_dict({"data": {**data, "workers": 0}, "eval": {"batch_size": 4, "scales": [32, 48], "score_floor": floor}})
+        evaluate(cfg, EvalRequest("full", [ckpt]), out, progress=False)
+        return json.loads((out / "metrics.json").read_text()), json.loads((out / "detections.json").read_text())
+
+    _, everything = run(tmp_path / "all", 0.0)
+    floor = sorted(d["score"] for d in everything)[len(everything) * 9 // 10]
+    metrics, written = run(tmp_path / "out", floor)
+    assert 0 < len(written) < len(everything) and min(d["score"] for d in written) >= floor  # the floor is at work
+    out = tmp_path / "out"
+    files = [(name, data["root"], "--format", fmt) for name in ("detections.json", "predictions.csv", "predictions.txt")]
+    if fmt != "coco":
+        files.append(("detections.json", str(out / "ground_truth.json")))
+    if fmt == "ilsvrc-kaggle":
+        files.append(("predictions.csv", str(root / "synth" / "LOC_val_solution.csv")))
+    reported = set()
+    for name, truth, *options in files:
+        r = CliRunner().invoke(cli, ["score", str(out / name), truth, *options])
+        assert r.exit_code == 0, r.output
+        scored = json.loads(r.output)
+        assert scored and {k: metrics[k] for k in scored} == scored, (name, truth)
+        reported |= set(scored)
+    assert {"top1_loc_error", "top5_loc_error", "top1_cls_error", "top5_cls_error", "coco_ap", "voc07_map", "voc_map", "voc_ap_per_class"} <= reported
+    assert reported >= {k for k in metrics if k.startswith(("coco_", "voc", "top"))}  # every metric recomputed
+
+
+def test_no_detection_without_area_is_written_or_returned(setup, tmp_path):
+    """A localiser whose every box lies nearly a window to the right of its window (to the left
+    in the mirror image): near the border the boxes fall outside the image and clip to zero
+    width. None of them is a detection, in detections.json or from the Predictor."""
+    import vgglocal
+
+    root, _ = setup
+    torch.manual_seed(0)
+    model = build_vgg("A", num_classes=CLASSES, width=0.0625, crop=32, box_head="pcr", init="kaiming")
+    with torch.no_grad():
+        model.box_head.fc8.weight.zero_()
+        model.box_head.fc8.bias.copy_(torch.tensor([1.4, 0.5, 0.5, 0.5]).repeat(CLASSES))
+    ckpt = str(save_model(model, tmp_path / "right.pt", NORM, classes=[wnid(c) for c in range(CLASSES)]))
+    evaluate(config(root, score_floor=0.0), EvalRequest("full", [ckpt]), tmp_path / "out", progress=False)
+    dets = json.loads((tmp_path / "out" / "detections.json").read_text())
+    images = sorted((root / "synth" / "ILSVRC" / "Data" / "CLS-LOC" / "val").glob("*.JPEG"))
+    preds = vgglocal.Predictor(ckpt, scales=(32, 48), device="cpu").predict([str(p) for p in images])
+    b = torch.cat([p.detections.boxes for p in preds])
+    written = [d["bbox"] for d in dets if min(d["bbox"][2:]) <= 0]
+    returned = b[(b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])].tolist()
+    assert dets and len(b) and (written, returned) == ([], []), (written[:3], returned[:3])

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vgglocal.data.records import ClassList, Sample
-from vgglocal.evaluation.voc import VOCDetectionEvaluator, match_detections, voc_metrics
+from vgglocal.evaluation.detection import DetectionEvaluator
+from vgglocal.evaluation.voc import match_detections, voc_metrics
 from vgglocal.inference.results import Detections, ImageResult
 
 A, B, C, FAR, OTHER = [0, 0, 9, 9], [20, 20, 29, 29], [0, 0, 9, 9], [60, 60, 69, 69], [50, 50, 59, 59]
@@ -62,7 +63,7 @@ def test_evaluator_reads_records_and_results():
     di, db, dl, ds = dets
     outputs = [ImageResult(torch.zeros(0, dtype=torch.int64), torch.zeros(0), detections=Detections(db[di == i].float(), ds[di == i].float(), dl[di == i]))
                for i in (0, 1)] + [None]
-    ev = VOCDetectionEvaluator(ClassList(ids=CLASSES, names=CLASSES))
+    ev = DetectionEvaluator(ClassList(ids=CLASSES, names=CLASSES))
     ev.process(records[:1], outputs[:1])
     ev.process(records[1:], outputs[1:])
     m = ev.summarize()

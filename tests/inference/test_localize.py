@@ -126,3 +126,25 @@ def test_center_crop_clips_boxes_to_the_image():
     img = image(40, 60)  # as above: window x 20..52, y 8..40 rescaled; the box x -4..60, y -24..72
     (res,) = run_protocol("center-crop", [img], [Net(model, (48,))], RunOptions(), labels=torch.tensor([1]))
     assert_close(res.boxes[0], torch.tensor([0.0, 0.0, 60 / 1.2, 40.0]), atol=1e-4, rtol=0)
+
+
+def test_boxes_without_area_once_clipped_are_no_detections_and_do_not_enter_the_merge():
+    from vgglocal.boxes import has_area
+    from vgglocal.inference.localize import Candidates, merge_candidates
+
+    size = (48, 52)  # height, width
+    inside = [[10.0, 10.0, 30.0, 30.0], [11.0, 10.0, 30.0, 31.0]]
+    right = [60.0, 5.0, 80.0, 20.0]  # clipped: [52, 5, 52, 20], no width
+    above = [-20.0, -20.0, -5.0, -5.0]  # clipped: [0, 0, 0, 0]
+    cand = Candidates(labels=torch.tensor([2, 0]), scores=torch.tensor([0.7, 0.2]),
+                      boxes=torch.tensor([[*inside, right], [above, above, right]]),
+                      weights=torch.tensor([[0.3, 0.3, 0.4], [0.5, 0.2, 0.3]], dtype=torch.float64), size=size)
+    res = merge_candidates(cand, threshold=0.5)
+    d = res.detections
+    assert len(d) > 0 and bool(has_area(d.boxes).all()), d.boxes
+    assert d.labels.tolist() == [2] * len(d)  # label 0 predicted only outside: no detection ...
+    assert res.boxes.shape == (2, 4) and res.labels.tolist() == [2, 0]  # ... but still its guess
+    # The outside box's weight is not counted: the label's detections share all of its posterior.
+    assert float(d.scores.sum()) == pytest.approx(0.7)
+    assert bool(((d.boxes[:, 2] <= 30.0) & (d.boxes[:, 0] >= 10.0)).all())  # nothing merged with the outside box
+    assert has_area(torch.tensor([[0.0, 26.05, 0.0, 48.0], [52.0, 24.97, 52.0, 48.0], [1.0, 1.0, 2.0, 2.0]])).tolist() == [False, False, True]

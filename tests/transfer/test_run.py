@@ -157,3 +157,11 @@ def test_voc_cls_and_action_transfer(tiny, tmp_path):
     assert 0 <= m["voc_action_map_image"] <= 1 and 0 <= m["voc_action_map"] <= 1
     rows = (tmp_path / "act" / "per_class.csv").read_text().splitlines()
     assert rows[0] == "action,ap_image,ap_image_box" and len(rows) == 11 and rows[1].startswith("jumping,")
+
+
+def test_too_few_training_images_per_class_to_hold_out_is_one_line(tiny):
+    root, ckpt, config = tiny
+    res = invoke("transfer", "-c", config, "--checkpoint", ckpt, "--set", "transfer.train_per_class=2", "--out", root / "few", "--quiet")
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and "Traceback" not in res.output and len(lines) == 1, res.output
+    assert lines[0].startswith("error: transfer.train_per_class 2:") and "transfer.val_fraction 0.2" in lines[0] and "at least 4" in lines[0]

@@ -88,3 +88,16 @@ def test_c_is_chosen_on_the_held_out_part():
     assert scores[best] == max(scores.values())
     assert best == min(c for c in cs if scores[c] == max(scores.values()))  # ties go to the smaller C
     assert len(set(scores.values())) > 1  # the candidates really differ here
+
+
+@pytest.mark.parametrize("n_classes,fraction", [(3, 0.2), (3, 0.5), (4, 0.9), (102, 0.2), (7, 0.33)])
+def test_min_per_class_is_the_least_that_holdout_split_accepts(n_classes, fraction):
+    from vgglocal.transfer.svm import holdout_split, min_per_class
+
+    need = min_per_class(n_classes, fraction)
+    y = np.repeat(np.arange(n_classes), need)
+    fit, held = holdout_split(y, fraction, 0, "multiclass")
+    assert set(y[fit]) == set(y[held]) == set(range(n_classes))  # every class on both sides
+    if need > 2:  # one fewer per class: scikit-learn refuses the stratified split
+        with pytest.raises(ValueError):
+            holdout_split(np.repeat(np.arange(n_classes), need - 1), fraction, 0, "multiclass")

@@ -44,11 +44,11 @@ from vgglocal.data.chunks import ImageChunk, chunked_images
 from vgglocal.data.images import ImageLimits, unreadable_reason
 from vgglocal.evaluation.base import Evaluator, EvaluatorList
 from vgglocal.evaluation.classification import ClassificationEvaluator
-from vgglocal.evaluation.coco import COCO_KEYS, COCOEvaluator
+from vgglocal.evaluation.coco import COCO_KEYS
+from vgglocal.evaluation.detection import DetectionEvaluator
 from vgglocal.evaluation.ilsvrc import CenterCropEvaluator, LocalizationEvaluator
 from vgglocal.evaluation.job import EvalJob, EvalRequest, Log, prepare
 from vgglocal.evaluation.pictures import PictureGrid
-from vgglocal.evaluation.voc import VOCDetectionEvaluator
 from vgglocal.evaluation.writers import SubmissionWriter
 from vgglocal.inference.nets import EvalError, scales_desc
 from vgglocal.inference.protocols import full_candidates, full_merge, run_protocol
@@ -76,12 +76,13 @@ def evaluators_for(job: EvalJob, cfg: Config) -> list[Evaluator]:
     """The evaluators that apply to the job's protocol and data: classification error
     (classification protocols, and beside protocol 1's localisation error), the devkit's
     localisation error (protocol 2), and the detection metrics, COCO's and VOC's, only where
-    the protocol makes detections (protocol 2), on every data format."""
+    the protocol makes detections (protocol 2), on every data format, from the results as
+    ``detections.json`` receives them (so ``vgglocal score`` on it gives the same numbers)."""
     if job.protocol == "center-crop":
         return [ClassificationEvaluator(), CenterCropEvaluator()]
     if job.protocol == "full":
-        coco = COCOEvaluator(job.classes, _coco_annotations(cfg) if _native_coco(cfg, job) else None, cfg.eval.score_floor)
-        return [LocalizationEvaluator(), coco, VOCDetectionEvaluator(job.classes)]
+        annotations = _coco_annotations(cfg) if _native_coco(cfg, job) else None
+        return [LocalizationEvaluator(), DetectionEvaluator(job.classes, annotations, cfg.eval.score_floor)]
     return [ClassificationEvaluator()]
 
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from vgglocal.config import DataConfig
 from vgglocal.data import ClassList, Sample, detect_format, read_split
-from vgglocal.evaluation.coco import coco_eval, load_coco
+from vgglocal.evaluation.coco import load_coco
+from vgglocal.evaluation.detection import detection_metrics
 from vgglocal.evaluation.ilsvrc import (
     Submission,
     SubmissionError,
@@ -35,7 +35,7 @@ from vgglocal.evaluation.ilsvrc import (
     read_kaggle_csv,
     score_kaggle,
 )
-from vgglocal.evaluation.voc import voc_metrics
+from vgglocal.evaluation.voc import voc_from_coco
 from vgglocal.evaluation.writers import CocoIds, coco_instances, image_id
 
 __all__ = ["score", "kaggle_truth", "voc_from_coco"]
@@ -60,29 +60,6 @@ def _devkit_as_kaggle(path: str, records: list[Sample], classes: ClassList) -> S
         raise SubmissionError(f"{path}: {len(rows)} lines for the {len(records)} images of the split (one line per image, in order)")
     by_devkit = {int(d): classes.ids[i] for i, d in enumerate(classes.devkit_ids or range(1, len(classes) + 1))}
     return {image_id(r): [(by_devkit.get(lab, f"unknown-{lab}"), box) for lab, box in row] for r, row in zip(records, rows, strict=True)}
-
-
-def voc_from_coco(instances: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
-    """VOC mAP of COCO results against a COCO instances dict (boxes xywh → x1y1x2y2; objects
-    marked ``difficult`` or ``iscrowd`` are ignored, as VOC ignores difficult ones)."""
-    cats = [c["id"] for c in instances.get("categories", [])]
-    index = {c: i for i, c in enumerate(cats)}
-    names = [str(c.get("name", c["id"])) for c in instances.get("categories", [])]
-    anns = [a for a in instances.get("annotations", []) if a.get("category_id") in index]
-
-    def xyxy(b: list[float]) -> list[float]:
-        return [b[0], b[1], b[0] + b[2], b[1] + b[3]]
-
-    gts = (torch.tensor([int(a["image_id"]) for a in anns], dtype=torch.int64),
-           torch.tensor([xyxy(a["bbox"]) for a in anns], dtype=torch.float64).reshape(-1, 4),
-           torch.tensor([index[a["category_id"]] for a in anns], dtype=torch.int64),
-           torch.tensor([bool(a.get("difficult") or a.get("iscrowd")) for a in anns], dtype=torch.bool))
-    dets_in = [d for d in results if d.get("category_id") in index]
-    dets = (torch.tensor([int(d["image_id"]) for d in dets_in], dtype=torch.int64),
-            torch.tensor([xyxy(d["bbox"]) for d in dets_in], dtype=torch.float64).reshape(-1, 4),
-            torch.tensor([index[d["category_id"]] for d in dets_in], dtype=torch.int64),
-            torch.tensor([float(d["score"]) for d in dets_in], dtype=torch.float64))
-    return voc_metrics(dets, gts, names)
 
 
 def _read_results(path: str) -> list[dict[str, Any]]:
@@ -118,7 +95,7 @@ def score(predictions: str, ground_truth: str, *, fmt: str | None = None, split:
         results = _read_results(predictions)
         instances = _instances_of(ground_truth, fmt, split)
         scope = [int(i["id"]) for i in instances.get("images", [])]
-        return {**coco_eval(instances, results, scope), **voc_from_coco(instances, results)}
+        return detection_metrics(instances, results, scope)
     if kind not in (".csv", ".txt"):
         raise SubmissionError(f"{predictions}: expected a Kaggle .csv, a devkit .txt or a COCO results .json")
     if os.path.isdir(ground_truth):

@@ -35,12 +35,10 @@ from torch import Tensor
 from torch.func import vmap
 
 from vgglocal.boxes import ilsvrc_iou
-from vgglocal.data.records import ClassList, Sample
 from vgglocal.evaluation.ap import ranked_average_precision
 from vgglocal.evaluation.ilsvrc import pad_ragged
-from vgglocal.inference.results import Detections, ImageResult
 
-__all__ = ["VOC_IOU", "match_detections", "voc_class_ap", "voc_metrics", "VOCDetectionEvaluator"]
+__all__ = ["VOC_IOU", "match_detections", "voc_class_ap", "voc_metrics", "voc_from_coco"]
 
 VOC_IOU = 0.5  # VOCopts.minoverlap
 _CHUNK = 65536  # detections per block of the overlap computation (bounds [D, G] memory)
@@ -135,34 +133,30 @@ def voc_metrics(dets: tuple[Tensor, Tensor, Tensor, Tensor], gts: tuple[Tensor, 
     return {k: out[k] for k in ("voc07_map", "voc_map", "voc07_ap_per_class", "voc_ap_per_class")}
 
 
-class VOCDetectionEvaluator:
-    """Collects the detections and the ground truth (with ``difficult`` flags) of every
-    processed record; ``summarize`` gives :func:`voc_metrics`. An unreadable image (``None``
-    output) has no detections, so its objects count as missed."""
+def voc_from_coco(instances: dict[str, Any], results: list[dict[str, Any]], image_ids: Sequence[int] | None = None) -> dict[str, Any]:
+    """:func:`voc_metrics` of COCO results against a COCO instances dict, over ``image_ids``
+    (default: every image). Boxes go from ``[x, y, w, h]`` to x1y1x2y2; objects marked
+    ``difficult`` or ``iscrowd`` are ignored (VOC ignores difficult ones; a crowd region is not
+    one object to find); the per-class tables are keyed by category name."""
+    cats = [c["id"] for c in instances.get("categories", [])]
+    index = {c: i for i, c in enumerate(cats)}
+    names = [str(c.get("name", c["id"])) for c in instances.get("categories", [])]
+    scope = None if image_ids is None else {int(i) for i in image_ids}
 
-    def __init__(self, classes: ClassList) -> None:
-        self.classes = classes
-        self.reset()
+    def wanted(d: dict[str, Any]) -> bool:
+        return d.get("category_id") in index and (scope is None or int(d["image_id"]) in scope)
 
-    def reset(self) -> None:
-        self._dets: list[tuple[int, Detections]] = []
-        self._gts: list[tuple[int, Sample]] = []
-        self._n = 0
+    def xyxy(b: list[float]) -> list[float]:
+        return [b[0], b[1], b[0] + b[2], b[1] + b[3]]
 
-    def process(self, records: Sequence[Sample], outputs: Sequence[ImageResult | None]) -> None:
-        for r, out in zip(records, outputs, strict=True):
-            if out is not None and out.detections is not None and len(out.detections):
-                self._dets.append((self._n, out.detections))
-            self._gts.append((self._n, r))
-            self._n += 1
-
-    def summarize(self) -> dict[str, Any]:
-        det_image = torch.cat([torch.full((len(d),), i, dtype=torch.int64) for i, d in self._dets]) if self._dets else torch.zeros(0, dtype=torch.int64)
-        d = Detections.cat([d for _, d in self._dets])
-        counts = [len(r.boxes) for _, r in self._gts]
-        gt_image = torch.repeat_interleave(torch.tensor([i for i, _ in self._gts], dtype=torch.int64), torch.tensor(counts, dtype=torch.int64))
-        boxes = [np.asarray(r.boxes, np.float64).reshape(-1, 4) for _, r in self._gts]
-        gt_boxes = torch.from_numpy(np.concatenate(boxes)) if boxes else torch.zeros(0, 4, dtype=torch.float64)
-        gt_labels = torch.from_numpy(np.concatenate([np.asarray(r.box_labels, np.int64) for _, r in self._gts] or [np.zeros(0, np.int64)]))
-        gt_difficult = torch.from_numpy(np.concatenate([r.difficult_mask() for _, r in self._gts] or [np.zeros(0, bool)]))
-        return voc_metrics((det_image, d.boxes, d.labels, d.scores), (gt_image, gt_boxes, gt_labels, gt_difficult), self.classes.ids)
+    anns = [a for a in instances.get("annotations", []) if wanted(a)]
+    gts = (torch.tensor([int(a["image_id"]) for a in anns], dtype=torch.int64),
+           torch.tensor([xyxy(a["bbox"]) for a in anns], dtype=torch.float64).reshape(-1, 4),
+           torch.tensor([index[a["category_id"]] for a in anns], dtype=torch.int64),
+           torch.tensor([bool(a.get("difficult") or a.get("iscrowd")) for a in anns], dtype=torch.bool))
+    dets_in = [d for d in results if wanted(d)]
+    dets = (torch.tensor([int(d["image_id"]) for d in dets_in], dtype=torch.int64),
+            torch.tensor([xyxy(d["bbox"]) for d in dets_in], dtype=torch.float64).reshape(-1, 4),
+            torch.tensor([index[d["category_id"]] for d in dets_in], dtype=torch.int64),
+            torch.tensor([float(d["score"]) for d in dets_in], dtype=torch.float64))
+    return voc_metrics(dets, gts, names)

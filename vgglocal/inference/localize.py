@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vgglocal.boxes import clip_boxes
+from vgglocal.boxes import clip_boxes, has_area
 from vgglocal.config import CLS_METHODS
 from vgglocal.data.transforms import EvalTransform
 from vgglocal.inference.dense import (
@@ -188,15 +188,30 @@ def box_candidates(
 def merge_candidates(cand: Candidates, threshold: float, topk: int = 5) -> ImageResult:
     """The merge half of protocol 2: greedy-merge each label's boxes; the label's box is the
     heaviest merged box; every merged box (clipped to the image) becomes a detection, in label
-    order, each label's best first."""
+    order, each label's best first. Boxes without area once clipped to the image are left out
+    before the merge."""
     best, detections = [], []
+    # A box predicted wholly outside the image has no area once clipped: it is no detection, and
+    # neither its weight nor its coordinates enter the merge (torchvision's detectors drop such
+    # boxes after clipping too: ``clip_boxes_to_image`` then ``remove_small_boxes``). The others
+    # merge unclipped, as OverFeat merges them; a weighted mean of boxes that each overlap the
+    # image overlaps it too, so the clipped merged boxes keep an area (float32 aside: checked).
+    inside = has_area(clip_boxes(cand.boxes, cand.size))  # [L, B]
     for li in range(len(cand.labels)):
-        merged, mw = greedy_merge(cand.boxes[li].double(), cand.weights[li], threshold)
+        keep = inside[li]
+        if not bool(keep.any()):  # every box outside: the label keeps its guess, with no detection
+            merged, _ = greedy_merge(cand.boxes[li].double(), cand.weights[li], threshold)
+            best.append(clip_boxes(merged, cand.size)[0])
+            continue
+        weights = cand.weights[li][keep]
+        merged, mw = greedy_merge(cand.boxes[li][keep].double(), weights, threshold)
         merged = clip_boxes(merged, cand.size)
         best.append(merged[0])
-        share = mw / cand.weights[li].sum()
-        label = torch.full((len(merged),), int(cand.labels[li]), dtype=torch.int64)
-        detections.append(Detections(merged.float(), (cand.scores[li].double() * share).float(), label))
+        share = mw / weights.sum()
+        boxes = merged.float()
+        ok = has_area(boxes)
+        label = torch.full((int(ok.sum()),), int(cand.labels[li]), dtype=torch.int64)
+        detections.append(Detections(boxes[ok], (cand.scores[li].double() * share).float()[ok], label))
     labels = cand.labels[:topk].clone()
     return ImageResult(labels=labels, scores=cand.scores[:topk].clone(), boxes=torch.stack(best[:topk]).float(),
                        box_labels=labels.clone(), detections=Detections.cat(detections), size=cand.size)

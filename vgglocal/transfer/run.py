@@ -31,7 +31,7 @@ from vgglocal.config import Config
 from vgglocal.data.caltech import caltech_splits
 from vgglocal.data.voc_labels import SCORED_ACTIONS
 from vgglocal.transfer.features import FeatureSet, Log, TransferError, cached_features
-from vgglocal.transfer.svm import choose_c, fit_svms, mean_class_recall, voc_cls_aps
+from vgglocal.transfer.svm import choose_c, fit_svms, mean_class_recall, min_per_class, voc_cls_aps
 
 __all__ = ["TransferRequest", "run_transfer", "TransferError"]
 
@@ -101,6 +101,11 @@ def _caltech(cfg: Config, fs: FeatureSet, how: str, log: Log) -> tuple[dict[str,
     if len(np.unique(y)) != n_classes:
         missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
         raise TransferError(f"class {fs.classes[missing[0]]!r} has no usable image ({len(missing)} classes empty)")
+    need = min_per_class(n_classes, t.val_fraction)
+    if t.train_per_class < need:  # C is chosen on a stratified hold-out of each split's training images
+        raise TransferError(f"transfer.train_per_class {t.train_per_class}: too few training images per class to hold out "
+                            f"transfer.val_fraction {t.val_fraction:g} of them over {n_classes} classes for choosing C; "
+                            f"use at least {need}")
     splits = caltech_splits(y, t.train_per_class, t.test_per_class, t.splits, cfg.seed, fs.classes)
     means, recalls, chosen, held_scores = [], [], [], []
     for k, (train, test) in enumerate(splits):

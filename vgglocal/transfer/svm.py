@@ -21,6 +21,7 @@ them.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import numpy as np
 
 from vgglocal.evaluation.ap import ranked_average_precision
 
-__all__ = ["KINDS", "LinearSVMs", "fit_svms", "choose_c", "voc_cls_aps", "mean_class_recall", "holdout_split"]
+__all__ = ["KINDS", "LinearSVMs", "fit_svms", "choose_c", "voc_cls_aps", "mean_class_recall", "holdout_split", "min_per_class"]
 
 KINDS = ("multiclass", "multilabel")
 _MAX_ITER = 10_000
@@ -107,6 +108,20 @@ def mean_class_recall(labels: np.ndarray, predicted: np.ndarray, n_classes: int)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(total > 0, hits / total, np.nan)
     return float(np.nanmean(recall)), recall
+
+
+def min_per_class(n_classes: int, fraction: float) -> int:
+    """The fewest training items per class (the same number in every class) from which
+    :func:`holdout_split` can hold out ``fraction`` stratified: every class needs an item on
+    each side, and scikit-learn's ``train_test_split`` wants at least ``n_classes`` items on
+    each side (it holds out ``ceil(fraction * n)``, computed in floating point as here)."""
+    per_class = 2
+    while True:
+        n = per_class * n_classes
+        held = math.ceil(fraction * n)
+        if held >= n_classes and n - held >= n_classes:
+            return per_class
+        per_class += 1
 
 
 def holdout_split(targets: np.ndarray, fraction: float, seed: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
