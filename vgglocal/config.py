@@ -181,7 +181,7 @@ class EvalConfig:
     batch_size: int = 32  # images per chunk (dense: per forward pass of one size group)
     # Greedy-merge threshold (match score, vgglocal.inference.merge). Provisional: chosen by
     # `tools/choose-merge-threshold` on the generated set's validation split once a demo model
-    # is trained (README "Greedy merge threshold").
+    # is trained (docs/metrics.md, "Greedy merge").
     merge_threshold: float = 1.0
     score_floor: float = 0.01  # detections below this score are neither written nor scored
     topk: int = 5  # guesses per image (ILSVRC: 5)
@@ -571,7 +571,7 @@ def validate(cfg: Config) -> None:
 
 
 def fields_reference() -> list[tuple[str, str, Any]]:
-    """(dotted key, type, default) for every key: the README's configuration reference."""
+    """(dotted key, type, default) for every key: docs/configuration.md's table."""
     rows: list[tuple[str, str, Any]] = []
 
     def walk(cls: type, prefix: str) -> None:
