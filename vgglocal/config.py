@@ -48,6 +48,7 @@ HEAD_BIASES = ("zero", "mean")  # loc.head_bias: the new box layer's bias
 TRANSFER_PROTOCOLS = ("voc-cls", "caltech", "voc-action")  # transfer.protocol (Appendix B)
 AGGREGATES = ("average", "stack")  # transfer.aggregate: combining per-scale descriptors (Appendix B)
 EXPORT_FORMATS = ("onnx", "torchscript")  # `vgglocal export --format`
+WEIGHT_FORMATS = ("torchvision", "caffe")  # `vgglocal import-weights --format`
 SYNTH_LAYOUTS = ("ilsvrc", "caltech")  # `vgglocal data synth --layout`
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from vgglocal.cli import cli
-from vgglocal.config import EXPORT_FORMATS
+from vgglocal.config import EXPORT_FORMATS, WEIGHT_FORMATS
 from vgglocal.models.specs import TORCHVISION_ARCHS, VGG_SPECS  # plain data: no torch at --help
 
 
@@ -49,15 +49,28 @@ def info_cmd(target: str, classes: int | None, crop: int | None, width: float | 
 
 @cli.command("import-weights")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["torchvision"]), default="torchvision", show_default=True, help="Layout of the weights file.")
+@click.option("--format", "fmt", type=click.Choice(WEIGHT_FORMATS), default="torchvision", show_default=True,
+              help="torchvision: a state dict (torch.save(model.state_dict())); caffe: the authors' .caffemodel (V1 or V2 layers).")
 @click.option("--arch", type=click.Choice(tuple(TORCHVISION_ARCHS)), required=True, help="Table 1 config: A=vgg11, B=vgg13, D=vgg16, E=vgg19 (the _bn files too).")
+@click.option("--prototxt", type=click.Path(dir_okay=False), default=None,
+              help="caffe only: the deploy .prototxt; its convolution and inner-product layers must match the model's.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Where to write the vgglocal checkpoint.")
-def import_weights_cmd(path: str, fmt: str, arch: str, out: str) -> None:
-    """Convert a torchvision VGG state dict (torch.save(model.state_dict()), e.g. the published
-    ImageNet weights) into a vgglocal checkpoint, recording the input normalisation it expects."""
-    from vgglocal.models.io import import_torchvision
+def import_weights_cmd(path: str, fmt: str, arch: str, prototxt: str | None, out: str) -> None:
+    """Convert published VGG weights into a vgglocal checkpoint, recording the input
+    normalisation they expect: a torchvision state dict (ImageNet weights), or the paper's own
+    Caffe models (VGG_ILSVRC_16_layers.caffemodel, VGG_ILSVRC_19_layers.caffemodel; no Caffe
+    install needed). Caffe's BGR, 0..255, mean-pixel input is kept exactly: the first
+    convolution is reordered to RGB and the mean pixel stored as the normalisation."""
+    if prototxt is not None and fmt != "caffe":
+        raise click.BadParameter("only with --format caffe", param_hint="--prototxt")
+    if fmt == "caffe":
+        from vgglocal.models.caffe import import_caffe
 
-    model = import_torchvision(path, arch, out)
+        model = import_caffe(path, arch, out, prototxt)
+    else:
+        from vgglocal.models.io import import_torchvision
+
+        model = import_torchvision(path, arch, out)
     n = sum(p.numel() for p in model.parameters())
     click.echo(f"wrote {out}: {model.meta['source']} as arch {arch}, {model.num_classes} classes, {n:,} params")
 
