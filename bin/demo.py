@@ -44,6 +44,8 @@ class Demo:
             ["eval", "-c", LOC_CONFIG, *root, "--protocol", "full", "--checkpoint", f"{runs}/loc/model.pt",
              "--cls-checkpoint", f"{runs}/cls/model.pt", "--out", f"{runs}/eval-full", "--draw", "16", "--overwrite"],
         )
+        # The evaluation report (one HTML page over both protocols' folders; matplotlib from the plot extra)
+        self.stages.stage("report", ["report", runs, "--data", data, "--out", f"{runs}/report.html"])
         self.report()
 
     def report(self) -> None:
@@ -68,7 +70,7 @@ class Demo:
         print()
         print(table)
         print()
-        self.stages.log(f"wrote {self.runs}/report.md and {self.runs}/predictions.png")
+        self.stages.log(f"wrote {self.runs}/report.md, {self.runs}/report.html and {self.runs}/predictions.png")
 
 
 def table_markdown(rows: list[tuple[str, dict]]) -> str:

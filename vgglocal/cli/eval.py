@@ -116,6 +116,28 @@ def score_cmd(predictions: str, ground_truth: str, fmt: str | None, split: str |
     click.echo(json.dumps(score(predictions, ground_truth, fmt=fmt, split=split)))
 
 
+@cli.command("report")
+@click.argument("eval_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--data", "data_root", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Data root the evaluation ran on (default: the one recorded in metrics.json).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Layout of the data root (default: as recorded, else detected).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file to write. [default: EVAL_DIR/report.html]")
+def report_cmd(eval_dir: str, data_root: str | None, fmt: str | None, out: str | None) -> None:
+    """Write one self-contained HTML page (pictures embedded) for an evaluation: EVAL_DIR is
+    `vgglocal eval`'s --out folder, or a folder holding several (one section per protocol).
+
+    Each section: the metrics table; for the localisation protocols the ILSVRC view
+    (localisation error per class, top-1 and top-5; the confusion matrix of the top-1 labels;
+    the best and the worst localised images with the top-1 box and the true boxes); for
+    detections (protocol full) the VOC precision-recall curve and AP of every class; for the
+    classification protocols the confusion matrix. Needs matplotlib (the plot extra).
+    """
+    from vgglocal.evaluation.report import write_report
+
+    path = write_report(eval_dir, out, data_root=data_root, fmt=fmt, log=_log)
+    click.echo(f"wrote {path}")
+
+
 @cli.command("predict")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(dir_okay=False),

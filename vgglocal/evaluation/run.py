@@ -162,6 +162,7 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
     summary = evaluators.summarize() if job.has_truth else {"n_images": len(job.records)}
     metrics: dict[str, Any] = {k: summary[k] for k in METRIC_KEYS if k in summary}
     metrics.update(_description(job, n_bad), unreadable=dict(sorted(unreadable.items())))
+    metrics["data"] = {"root": str(Path(cfg.data.root).resolve()), "format": cfg.data.format}  # for `vgglocal report`
     writer.write(out)
     if pictures is not None:
         pictures.write(out / "predictions.png")

@@ -135,9 +135,16 @@ def voc_metrics(dets: tuple[Tensor, Tensor, Tensor, Tensor], gts: tuple[Tensor, 
 
 def voc_from_coco(instances: dict[str, Any], results: list[dict[str, Any]], image_ids: Sequence[int] | None = None) -> dict[str, Any]:
     """:func:`voc_metrics` of COCO results against a COCO instances dict, over ``image_ids``
-    (default: every image). Boxes go from ``[x, y, w, h]`` to x1y1x2y2; objects marked
-    ``difficult`` or ``iscrowd`` are ignored (VOC ignores difficult ones; a crowd region is not
-    one object to find); the per-class tables are keyed by category name."""
+    (default: every image); the inputs as :func:`voc_inputs` builds them."""
+    return voc_metrics(*voc_inputs(instances, results, image_ids))
+
+
+def voc_inputs(instances: dict[str, Any], results: list[dict[str, Any]], image_ids: Sequence[int] | None = None
+               ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], list[str]]:
+    """(dets, gts, class names) of :func:`voc_metrics` from COCO results and instances. Boxes go
+    from ``[x, y, w, h]`` to x1y1x2y2; objects marked ``difficult`` or ``iscrowd`` are ignored
+    (VOC ignores difficult ones; a crowd region is not one object to find); classes are the
+    categories in file order, named by their ``name``."""
     cats = [c["id"] for c in instances.get("categories", [])]
     index = {c: i for i, c in enumerate(cats)}
     names = [str(c.get("name", c["id"])) for c in instances.get("categories", [])]
@@ -159,4 +166,4 @@ def voc_from_coco(instances: dict[str, Any], results: list[dict[str, Any]], imag
             torch.tensor([xyxy(d["bbox"]) for d in dets_in], dtype=torch.float64).reshape(-1, 4),
             torch.tensor([index[d["category_id"]] for d in dets_in], dtype=torch.int64),
             torch.tensor([float(d["score"]) for d in dets_in], dtype=torch.float64))
-    return voc_metrics(dets, gts, names)
+    return dets, gts, names
