@@ -52,8 +52,9 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
             try:
                 torch.save(obj, out)
             except RuntimeError:
-                # torch's zip writer (PyTorchStreamWriter) swallows a failed write of a record and
-                # then fails its own position check ("unexpected pos"): report the write's error
+                # torch's zip writer (PyTorchStreamWriter) swallows a failed write of a record (a
+                # full disk, a Ctrl-C) and then fails its own position check ("unexpected pos"):
+                # raise what stopped the write instead
                 if out.error is None:
                     raise
                 raise out.error from None
@@ -73,16 +74,16 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
 
 
 class _Writes:
-    """A binary file for ``torch.save`` that remembers the first ``OSError`` of its writes."""
+    """A binary file for ``torch.save`` that remembers the first exception of its writes."""
 
     def __init__(self, f: Any):
         self._f = f
-        self.error: OSError | None = None
+        self.error: BaseException | None = None
 
     def write(self, data: Any) -> int:
         try:
             return self._f.write(data)
-        except OSError as e:
+        except BaseException as e:
             self.error = self.error or e
             raise
 
