@@ -282,11 +282,18 @@ def run_training(cfg: Config, task: str, out: str | Path | None = None, resume: 
     and :class:`~vgglocal.engine.train.NonFiniteLossError` when the loss diverges.
     """
     check_arch(cfg.model)  # before any data is read
-    env = distributed.setup(cfg.train.device)
+    env = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
     root = Path(out) if out else Path("runs") / (cfg.name or "run")
+    # torchelastic restarted the group after a lost process: continue from last.pt by itself
+    restart = distributed.restart_count() if not resume else 0
     try:
         with _run_lock(root, env):
-            return _run(cfg, task, root, resume, log or _quiet, env)
+            return _run(cfg, task, root, resume or restart > 0, log or _quiet, env, restart)
+    except (RuntimeError, distributed.dist.DistError) as e:
+        lost = distributed.peer_lost(e, env)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         distributed.teardown()
 
@@ -309,7 +316,7 @@ def _run_lock(root: Path, env: DistEnv) -> Iterator[None]:
         lock.release()
 
 
-def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEnv) -> Path:
+def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEnv, restart: int = 0) -> Path:
     """One training run in ``root``, in the order that fixes its random streams: seed, model
     init (:func:`_build_net`), then the per-process streams of :func:`_start_position`."""
     from vgglocal.data.loader import BadSampleTracker
@@ -317,7 +324,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
 
     log = log if env.is_main else _quiet
     micro = micro_batch_size(cfg.train.batch_size, env.world_size, cfg.train.grad_accum)
-    run, last = _open_run(cfg, task, root, resume, env, log)
+    run, last = _open_run(cfg, task, root, resume, env, log, restart)
     if env.device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
     _seed_all(cfg.seed)  # the model's random init is the same on every process
@@ -359,12 +366,17 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     return run.root
 
 
-def _open_run(cfg: Config, task: str, root: Path, resume: bool, env: DistEnv, log: Log) -> tuple[RunDir, dict[str, Any] | None]:
-    """The run folder and, for ``--resume`` with a checkpoint there, its checked last.pt."""
+def _open_run(cfg: Config, task: str, root: Path, resume: bool, env: DistEnv, log: Log,
+              restart: int = 0) -> tuple[RunDir, dict[str, Any] | None]:
+    """The run folder and, for ``--resume`` (or torchelastic's ``restart``) with a checkpoint
+    there, its checked last.pt."""
     run = RunDir.prepare(root, resume)
+    why = f"torchelastic restart {restart}" if restart else "--resume"
     if resume and not run.resumable:
-        log(f"--resume: no checkpoint at {run.last} yet; starting the run fresh")
+        log(f"{why}: no checkpoint at {run.last} yet; starting the run fresh")
         resume = False
+    elif restart:
+        log(f"{why}: resuming from {run.last}")
     last = check_training_checkpoint(load_model_checkpoint(run.last), str(run.last)) if resume else None
     if last is not None:
         _check_resume(cfg, task, last, run.last, env.world_size)
