@@ -117,3 +117,21 @@ def test_dist_timeout_is_checked_and_reaches_the_process_group(monkeypatch, tmp_
         monkeypatch.setenv(key, value)
     env = distributed.setup("cpu", 2.5)
     assert (env.rank, env.world_size) == (1, 2) and seen["timeout"].total_seconds() == 150
+
+
+def test_every_rank_names_its_bad_files(tmp_path):
+    data = tmp_path / "synth"
+    synthesize(data, SynthSpec(classes=4, train=6, val=2, size=48, seed=1))
+    broken = sorted((data / "ILSVRC" / "Data" / "CLS-LOC" / "train").rglob("*.JPEG"))[::6]  # 4 of 24
+    for path in broken:
+        path.write_bytes(b"not a JPEG")
+    sets = ["--set", f"data.root={data}", "--set", "data.limit=0", "--set", "model.batch_norm=false", "--set", "train.epochs=1",
+            "--set", "train.batch_size=8", "--set", "data.max_bad_fraction=0.5"]
+    res = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "vgglocal", "train-cls", "-c", CLS, *sets,
+                          "--out", str(tmp_path / "run")], env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    named = [t for t in res.stderr.splitlines() if "skipped bad sample:" in t]
+    for path in broken:  # each rank skips the files of its own shard; each file is named once
+        assert sum(str(path) in t for t in named) == 1, (path, named)
+    assert any(t.startswith("rank 1: skipped bad sample:") for t in named), named
+    assert any(t.startswith("skipped bad sample:") for t in named), named

@@ -277,7 +277,8 @@ def _build_net(cfg: Config, task: str, last: dict[str, Any] | None, init: dict[s
 def run_training(cfg: Config, task: str, out: str | Path | None = None, resume: bool = False, log: Log | None = None) -> Path:
     """Train ``task`` ("cls" or "loc") as ``cfg`` says into ``out`` (default ``runs/<cfg.name>``).
 
-    Under ``torchrun`` every process calls this; only rank 0 writes files and logs. Returns the
+    Under ``torchrun`` every process calls this; only rank 0 writes files and logs (the others
+    name only their own bad files, as "rank R: ..."). Returns the
     run directory. Raises a :class:`~vgglocal.errors.UserError` for bad configs, data or runs,
     and :class:`~vgglocal.engine.train.NonFiniteLossError` when the loss diverges.
     """
@@ -322,6 +323,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     from vgglocal.data.loader import BadSampleTracker
     from vgglocal.data.transforms import normalization_of
 
+    rank_log = _rank_log(log, env)  # every rank names its own bad files
     log = log if env.is_main else _quiet
     micro = micro_batch_size(cfg.train.batch_size, env.world_size, cfg.train.grad_accum)
     run, last = _open_run(cfg, task, root, resume, env, log, restart)
@@ -335,7 +337,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     data = _read_data(cfg, task, cfg.model.crop, log)
     net = sync_batch_norm(_build_net(cfg, task, last, init, data, str(run.last), env), cfg, env, log)
     optimizer = build_optimizer(net, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.nesterov)
-    tracker = BadSampleTracker(cfg.data.max_bad_fraction, on_new=lambda message: log(f"skipped bad sample: {message}"))
+    tracker = BadSampleTracker(cfg.data.max_bad_fraction, on_new=lambda message: rank_log(f"skipped bad sample: {message}"))
     loader, val_loader, steps = _loaders(cfg, data, micro, env)
     schedule = _schedule(cfg, steps)
     describe = {"normalization": norm, "classes": list(data.classes.ids), "class_names": list(data.classes.names),
@@ -353,7 +355,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
 
     log(_summary(cfg, task, data, env, micro, steps, run, start))
     try:
-        fit(model, LOSSES[task], optimizer, schedule, train_loader, steps, _validator(net, task, data, val_loader, opts, log),
+        fit(model, LOSSES[task], optimizer, schedule, train_loader, steps, _validator(net, task, data, val_loader, opts, rank_log),
             epochs=cfg.train.epochs, metric="loc_error" if task == "loc" else "top1_cls_error", opts=opts, env=env,
             checkpoints=checkpoints, start=start, tracker=tracker, log=log)
     finally:
@@ -364,6 +366,13 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     distributed.barrier()
     log(f"wrote {run.model}")
     return run.root
+
+
+def _rank_log(log: Log, env: DistEnv) -> Log:
+    """The log for lines every process writes (rank 0 plain, the others prefixed "rank R: ")."""
+    if env.is_main:
+        return log
+    return lambda message: log(f"rank {env.rank}: {message}")
 
 
 def _open_run(cfg: Config, task: str, root: Path, resume: bool, env: DistEnv, log: Log,
