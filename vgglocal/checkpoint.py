@@ -48,7 +48,16 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
         if hasattr(os, "fchmod"):  # POSIX
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            out = _Writes(f)
+            try:
+                torch.save(obj, out)
+            except RuntimeError:
+                # torch's zip writer (PyTorchStreamWriter) swallows a failed write of a record (a
+                # full disk, a Ctrl-C) and then fails its own position check ("unexpected pos"):
+                # raise what stopped the write instead
+                if out.error is None:
+                    raise
+                raise out.error from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,6 +71,24 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
             Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class _Writes:
+    """A binary file for ``torch.save`` that remembers the first exception of its writes."""
+
+    def __init__(self, f: Any):
+        self._f = f
+        self.error: BaseException | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except BaseException as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 def _free_space(folder: Path) -> str:

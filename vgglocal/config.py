@@ -157,6 +157,9 @@ class TrainConfig:
     tensorboard: bool = False  # also write metrics.jsonl's scalars as TensorBoard events (RUN/tensorboard/)
     quiet: bool = False  # no progress bar (also without a terminal): plain log lines
     device: str = "auto"  # auto | cpu | cuda
+    # Minutes a process waits in a collective (and in process-group setup) for its peers before
+    # it fails: how long a stopped peer can block the others under torchrun.
+    dist_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -505,6 +508,7 @@ RANGES: dict[str, Range] = {
     "train.grad_accum": AT_LEAST_1,
     "train.checkpoint_every": NON_NEGATIVE,
     "train.log_every": NON_NEGATIVE,
+    "train.dist_timeout": POSITIVE,
     "loc.head_init_std": POSITIVE,
     "eval.scales": AT_LEAST_1,
     "eval.batch_size": AT_LEAST_1,

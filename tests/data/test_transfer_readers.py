@@ -149,3 +149,15 @@ def test_voc_action_people(tmp_path):
     np.testing.assert_array_equal(items.records[1].boxes, [[5, 5, 40, 25]])
     kinds = sorted(p.kind for p in items.problems)
     assert kinds == ["bad-box", "clipped-box"]  # the inverted box (dropped, with its item), the clipped one
+
+
+@pytest.mark.parametrize("task, kind", [("Main", "voc-cls"), ("Action", "voc-action")])
+def test_a_voc_image_set_that_is_not_utf8_is_one_line_naming_it(tmp_path, task, kind):
+    root = tmp_path / "VOC2012"
+    make_voc(root, ["a"], task=task)
+    ids_file = root / "ImageSets" / task / "train.txt"
+    ids_file.write_bytes(b"a\n\xe9t\xe9\n")  # Latin-1
+    with pytest.raises(DataError) as e:
+        read_labelled(DataConfig(format="voc", root=str(tmp_path)), "train", kind)
+    msg = str(e.value)
+    assert msg.startswith(f"{ids_file} line 2: not UTF-8 text (byte 0xe9)") and "\n" not in msg, msg

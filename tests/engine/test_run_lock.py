@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,45 @@ def test_kill_9_leaves_no_stale_lock(holder):
     finally:
         lock.release()
     RunLock(run).acquire().release()
+
+
+def test_resume_at_once_after_kill_9_of_a_trainer_with_loader_workers(tmp_path):
+    # The OOM killer or a scheduler kills the trainer, not its process group: its DataLoader
+    # workers live on for a few seconds (until they notice their parent is gone). They must not
+    # hold the run's lock, so --resume at once works.
+    from vgglocal.data.synth import SynthSpec, synthesize
+
+    data, run = tmp_path / "synth", tmp_path / "run"
+    synthesize(data, SynthSpec(classes=4, train=4, val=2, size=48, seed=1))
+    sets = ["--set", f"data.root={data}", "--set", "data.limit=0", "--set", "data.workers=2", "--set", "train.epochs=2",
+            "--set", "train.batch_size=4", "--set", "train.checkpoint_every=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "vgglocal", "train-cls", "-c", CLS, *sets, "--out", str(run)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    workers = _children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    assert workers and any(_alive(pid) for pid in workers)  # orphaned workers still running
+    res = CliRunner().invoke(cli, ["train-cls", "-c", CLS, *sets, "--out", str(run), "--resume"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert (run / "model.pt").is_file()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(t) for t in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
+    except (OSError, IndexError):
+        return False

@@ -4,6 +4,8 @@ last good checkpoint stays."""
 from __future__ import annotations
 
 import errno
+import io
+import os
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,46 @@ def test_training_on_a_full_disk_stops_with_one_line(tmp_path, monkeypatch):
     errors = [t for t in res.output.splitlines() if t.startswith("error:")]
     assert len(errors) == 1 and "last.pt" in errors[0] and "free" in errors[0], res.output
     assert load_checkpoint(out / "checkpoints" / "last.pt")["global_step"] == before
+
+
+class _FillsUp(io.RawIOBase):
+    """The temporary file on a disk that fills after ``room`` bytes: writes beyond fail with ENOSPC."""
+
+    def __init__(self, fd, room):
+        self._f, self._room = io.FileIO(fd, "wb"), room
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        if len(b) > self._room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= len(b)
+        return self._f.write(b)
+
+    def fileno(self):
+        return self._f.fileno()
+
+    def close(self):
+        self._f.close()
+        super().close()
+
+
+@pytest.mark.parametrize("room", [100, 1000])
+def test_a_disk_filling_inside_torch_save_zip_writer_is_the_same_one_line(tmp_path, monkeypatch, room):
+    # torch.save's zip writer turns a failed write into "RuntimeError: [enforce fail at
+    # inline_container.cc] . unexpected pos ..." when the disk fills after its first record
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # the fault, as torch gives it
+        torch.save({"x": torch.zeros(1000)}, _FillsUp(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT), room))
+    (tmp_path / "probe").unlink()
+    path = save_checkpoint({"x": torch.ones(2)}, tmp_path / "last.pt")
+    fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: _FillsUp(fd, room) if mode == "wb" else fdopen(fd, mode, *a, **k))
+    with pytest.raises(CheckpointError) as e:
+        save_checkpoint({"x": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    msg = str(e.value)
+    assert msg.startswith(f"cannot write {path}: No space left on device (") and "free" in msg, msg
+    assert msg.endswith("the previous last.pt is unchanged") and "\n" not in msg, msg
+    assert torch.equal(load_checkpoint(path)["x"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -75,4 +75,7 @@ _register()
 
 
 def main() -> None:
+    from vgglocal.interrupts import quiet_interrupts
+
+    quiet_interrupts()
     cli(prog_name="vgglocal")

@@ -287,6 +287,9 @@ def _worker_init(worker_id: int) -> None:
     # the loader's generator) for any third-party code that uses them; our augmentation does not.
     import cv2
 
+    from vgglocal.interrupts import quiet_worker
+
+    quiet_worker()
     cv2.setNumThreads(1)
     seed = torch.initial_seed() % (1 << 32)
     random.seed(seed)

@@ -39,6 +39,7 @@ from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.images import IMAGE_EXTENSIONS
 from vgglocal.data.records import Sample
 from vgglocal.data.spec import SplitSpec
+from vgglocal.data.text import read_utf8
 from vgglocal.data.voc import VOC_CLASSES, split_folders, voc_root
 
 __all__ = ["VOC_ACTIONS", "SCORED_ACTIONS", "read_voc_labels", "read_voc_actions"]
@@ -57,7 +58,7 @@ def _image_ids(spec: SplitSpec, root: str, task: str) -> tuple[list[str], str]:
     ids_file = os.path.join(root, "ImageSets", task, f"{spec.name}.txt")
     if not os.path.isfile(ids_file):
         raise DataError(f"{ids_file}: no such image set (split {spec.name!r})")
-    ids = [line.split()[0] for line in open(ids_file, encoding="utf-8").read().splitlines() if line.split()]
+    ids = [line.split()[0] for line in read_utf8(ids_file, "image id list").splitlines() if line.split()]
     return list(dict.fromkeys(ids)), ids_file
 
 

@@ -6,6 +6,7 @@ environment) everything is a no-op on a world of one.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -13,9 +14,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from vgglocal.errors import UserError
 from vgglocal.runtime import resolve_device
 
-__all__ = ["DistEnv", "setup", "teardown", "all_reduce_sum", "all_reduce_max", "all_gather_objects", "barrier"]
+__all__ = ["DistEnv", "PeerLostError", "setup", "restart_count", "peer_lost", "teardown", "all_reduce_sum", "all_reduce_max", "all_gather_objects", "barrier"]
 
 
 @dataclass(frozen=True)
@@ -36,18 +38,64 @@ class DistEnv:
         return self.world_size > 1
 
 
-def setup(device: str = "auto") -> DistEnv:
+def setup(device: str = "auto", timeout_minutes: float = 30.0) -> DistEnv:
     """Join the process group that ``torchrun`` describes (``RANK``, ``WORLD_SIZE``,
-    ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``): NCCL on GPUs, gloo on the CPU."""
+    ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``): NCCL on GPUs, gloo on the CPU. A process that
+    waits longer than ``timeout_minutes`` (``train.dist_timeout``) for its peers, in setup or
+    in a collective, fails."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, "train.device", local_rank=local)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
+        timeout = timedelta(minutes=timeout_minutes)
         kwargs: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(minutes=30), **kwargs)
+        store = _attempt_store(world, timeout)
+        if store is not None:
+            kwargs["store"] = store
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout, **kwargs)
     return DistEnv(rank, world, local, dev)
+
+
+def restart_count() -> int:
+    """How many times torchelastic has restarted this worker group (0 outside torchrun)."""
+    try:
+        return max(0, int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
+    except ValueError:
+        return 0
+
+
+def _attempt_store(world: int, timeout: timedelta) -> dist.Store | None:
+    """Under torchelastic the workers share the agent's TCPStore (``TORCHELASTIC_USE_AGENT_STORE``),
+    and that store lives through every restart of the group. Left as it is, a restarted group
+    reads the dead group's process-group keys (its peers' old addresses) and gloo fails with
+    "connectFullMesh failed ... Connection refused". Each attempt gets its own key prefix, as
+    ``torch.distributed.rendezvous`` did before the store was shared across rounds
+    (``/worker/attempt_N``)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                          timeout=timeout)
+    return dist.PrefixStore(f"/vgglocal/attempt_{restart_count()}", store)
+
+
+class PeerLostError(UserError):
+    """Another training process stopped (killed, crashed, unreachable) while this one waited on it."""
+
+
+def peer_lost(error: BaseException, env: DistEnv) -> PeerLostError | None:
+    """A backend error meaning a peer is gone (gloo: connection reset or closed, a timeout;
+    NCCL: a remote error or watchdog timeout), as one line; None for any other error."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    first = re.sub(r"^\[[^\]]*\] ", "", first).split(". This is typically")[0]  # gloo's source position, advice
+    peer = isinstance(error, dist.DistError) or any(
+        k in text for k in ("gloo", "Gloo", "NCCL", "Connection reset", "Connection closed", "Broken pipe"))
+    if not env.distributed or not peer:
+        return None
+    return PeerLostError(f"rank {env.rank}: lost contact with another training process ({first[:200]}); "
+                         "under torchrun --max-restarts the group restarts and resumes from last.pt")
 
 
 def teardown() -> None:

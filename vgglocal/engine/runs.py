@@ -14,6 +14,7 @@ Only rank 0 writes; every rank checks the same rules, so all fail alike on a use
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -33,46 +34,73 @@ class RunError(UserError):
 
 
 class RunLock:
-    """An exclusive OS lock (``flock``) on ``<run>/.lock`` while a process trains into the folder.
+    """An exclusive OS lock on ``<run>/.lock`` while a process trains into the folder.
 
-    The kernel drops the lock when the process dies, however it dies (kill -9 included), so there
-    is never a stale lock to clean up; the file itself stays and records the holder's pid for the
-    message. Under ``torchrun`` only rank 0 takes it (:func:`vgglocal.engine.tasks.run_training`).
+    A POSIX record lock (``fcntl.lockf``, F_SETLK): it belongs to the process that took it, so
+    the forked DataLoader workers do not inherit it (an ``flock`` lives on the open file
+    description, which a fork shares, and would outlive a killed trainer until its orphaned
+    workers exit), and the kernel drops it when that process dies, however it dies (kill -9
+    included): there is never a stale lock to clean up. The file itself stays and records the
+    holder's pid for the message. POSIX drops a process's record locks when it closes *any*
+    descriptor of the file (fcntl(2), "Advisory record locking"), and lets the holder lock again,
+    so within one process the lock is also kept in :data:`_HELD` and a second ``acquire`` is refused
+    without opening the file. Under ``torchrun`` only rank 0 takes it
+    (:func:`vgglocal.engine.tasks.run_training`).
     """
 
     def __init__(self, root: str | Path):
         self.path = Path(root) / ".lock"
         self._fd: int | None = None
+        self._key: tuple[int, int] | None = None
 
     def acquire(self) -> RunLock:
         """Take the lock, or raise :class:`RunError` naming the folder and the holder's pid."""
         if self.path.parent.exists() and not self.path.parent.is_dir():
             raise RunError(f"--out {self.path.parent}: exists and is not a directory")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if self.path.exists() and _key(self.path) in _HELD:
+            raise self._busy(str(os.getpid()))
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:  # EACCES or EAGAIN: held by another process
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise RunError(f"{self.path.parent} is in use by another vgglocal process (pid {holder}); wait for it to "
-                           "finish (or stop it) before --resume, or use --out DIR for a new run") from None
+            raise self._busy(holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        self._fd, self._key = fd, _key(self.path)
+        _HELD.add(self._key)
         return self
+
+    def _busy(self, holder: str) -> RunError:
+        return RunError(f"{self.path.parent} is in use by another vgglocal process (pid {holder}); wait for it to "
+                        "finish (or stop it) before --resume, or use --out DIR for a new run")
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
-            self._fd = None
+            _HELD.discard(self._key)
+            self._fd = self._key = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# (device, inode) of the lock files this process holds.
+_HELD: set[tuple[int, int]] = set()
+
+
+def _key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
 
 
 def _json_safe(value: Any) -> Any:

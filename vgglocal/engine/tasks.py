@@ -277,16 +277,24 @@ def _build_net(cfg: Config, task: str, last: dict[str, Any] | None, init: dict[s
 def run_training(cfg: Config, task: str, out: str | Path | None = None, resume: bool = False, log: Log | None = None) -> Path:
     """Train ``task`` ("cls" or "loc") as ``cfg`` says into ``out`` (default ``runs/<cfg.name>``).
 
-    Under ``torchrun`` every process calls this; only rank 0 writes files and logs. Returns the
+    Under ``torchrun`` every process calls this; only rank 0 writes files and logs (the others
+    name only their own bad files, as "rank R: ..."). Returns the
     run directory. Raises a :class:`~vgglocal.errors.UserError` for bad configs, data or runs,
     and :class:`~vgglocal.engine.train.NonFiniteLossError` when the loss diverges.
     """
     check_arch(cfg.model)  # before any data is read
-    env = distributed.setup(cfg.train.device)
+    env = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
     root = Path(out) if out else Path("runs") / (cfg.name or "run")
+    # torchelastic restarted the group after a lost process: continue from last.pt by itself
+    restart = distributed.restart_count() if not resume else 0
     try:
         with _run_lock(root, env):
-            return _run(cfg, task, root, resume, log or _quiet, env)
+            return _run(cfg, task, root, resume or restart > 0, log or _quiet, env, restart)
+    except (RuntimeError, distributed.dist.DistError) as e:
+        lost = distributed.peer_lost(e, env)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         distributed.teardown()
 
@@ -309,15 +317,16 @@ def _run_lock(root: Path, env: DistEnv) -> Iterator[None]:
         lock.release()
 
 
-def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEnv) -> Path:
+def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEnv, restart: int = 0) -> Path:
     """One training run in ``root``, in the order that fixes its random streams: seed, model
     init (:func:`_build_net`), then the per-process streams of :func:`_start_position`."""
     from vgglocal.data.loader import BadSampleTracker
     from vgglocal.data.transforms import normalization_of
 
+    rank_log = _rank_log(log, env)  # every rank names its own bad files
     log = log if env.is_main else _quiet
     micro = micro_batch_size(cfg.train.batch_size, env.world_size, cfg.train.grad_accum)
-    run, last = _open_run(cfg, task, root, resume, env, log)
+    run, last = _open_run(cfg, task, root, resume, env, log, restart)
     if env.device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
     _seed_all(cfg.seed)  # the model's random init is the same on every process
@@ -328,7 +337,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     data = _read_data(cfg, task, cfg.model.crop, log)
     net = sync_batch_norm(_build_net(cfg, task, last, init, data, str(run.last), env), cfg, env, log)
     optimizer = build_optimizer(net, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.nesterov)
-    tracker = BadSampleTracker(cfg.data.max_bad_fraction, on_new=lambda message: log(f"skipped bad sample: {message}"))
+    tracker = BadSampleTracker(cfg.data.max_bad_fraction, on_new=lambda message: rank_log(f"skipped bad sample: {message}"))
     loader, val_loader, steps = _loaders(cfg, data, micro, env)
     schedule = _schedule(cfg, steps)
     describe = {"normalization": norm, "classes": list(data.classes.ids), "class_names": list(data.classes.names),
@@ -346,7 +355,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
 
     log(_summary(cfg, task, data, env, micro, steps, run, start))
     try:
-        fit(model, LOSSES[task], optimizer, schedule, train_loader, steps, _validator(net, task, data, val_loader, opts, log),
+        fit(model, LOSSES[task], optimizer, schedule, train_loader, steps, _validator(net, task, data, val_loader, opts, rank_log),
             epochs=cfg.train.epochs, metric="loc_error" if task == "loc" else "top1_cls_error", opts=opts, env=env,
             checkpoints=checkpoints, start=start, tracker=tracker, log=log)
     finally:
@@ -359,12 +368,24 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
     return run.root
 
 
-def _open_run(cfg: Config, task: str, root: Path, resume: bool, env: DistEnv, log: Log) -> tuple[RunDir, dict[str, Any] | None]:
-    """The run folder and, for ``--resume`` with a checkpoint there, its checked last.pt."""
+def _rank_log(log: Log, env: DistEnv) -> Log:
+    """The log for lines every process writes (rank 0 plain, the others prefixed "rank R: ")."""
+    if env.is_main:
+        return log
+    return lambda message: log(f"rank {env.rank}: {message}")
+
+
+def _open_run(cfg: Config, task: str, root: Path, resume: bool, env: DistEnv, log: Log,
+              restart: int = 0) -> tuple[RunDir, dict[str, Any] | None]:
+    """The run folder and, for ``--resume`` (or torchelastic's ``restart``) with a checkpoint
+    there, its checked last.pt."""
     run = RunDir.prepare(root, resume)
+    why = f"torchelastic restart {restart}" if restart else "--resume"
     if resume and not run.resumable:
-        log(f"--resume: no checkpoint at {run.last} yet; starting the run fresh")
+        log(f"{why}: no checkpoint at {run.last} yet; starting the run fresh")
         resume = False
+    elif restart:
+        log(f"{why}: resuming from {run.last}")
     last = check_training_checkpoint(load_model_checkpoint(run.last), str(run.last)) if resume else None
     if last is not None:
         _check_resume(cfg, task, last, run.last, env.world_size)

@@ -1,0 +1,86 @@
+"""Ctrl-C as one line ("Aborted!", from click). Python delivers SIGINT as a ``KeyboardInterrupt`` in the main thread at
+whatever bytecode runs next; when that is a finaliser (a DataLoader iterator's ``__del__``, a
+weakref callback) the interrupt cannot propagate: Python prints "Exception ignored in ..." with
+a traceback through ``sys.unraisablehook`` and the program carries on (Python docs, "Note on
+Signal Handlers and Exceptions" in the ``signal`` module). And a DataLoader worker whose parent
+was interrupted while taking a batch's shared-memory descriptor prints the failed hand-over from
+``multiprocessing.resource_sharer``'s server thread through ``sys.excepthook``. Standard library
+only (the command line imports this before torch).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import TracebackType
+from typing import Any
+
+__all__ = ["quiet_interrupts", "quiet_worker"]
+
+
+def quiet_interrupts() -> None:
+    """In the command's process: an interrupt swallowed by a finaliser is raised again, once the
+    finaliser is done, where it can stop the program; nothing is printed for it."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _again()
+            return
+        if isinstance(unraisable.exc_value, AttributeError) and _half_built_loader(unraisable.object):
+            return  # an interrupt inside DataLoader.__iter__ left its iterator half built
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    # Ctrl-C reaches the whole foreground process group, DataLoader workers included, maybe
+    # before their worker_init_fn runs: each forked child ignores it from the fork on.
+    os.register_at_fork(after_in_child=quiet_worker)
+
+
+def _again() -> None:
+    """Raise KeyboardInterrupt in the main thread once the finaliser that swallowed one has run:
+    a one-shot timer whose SIGALRM handler raises it (a syscall, nothing to wait for here)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        os.kill(os.getpid(), signal.SIGINT)
+        return
+    signal.signal(signal.SIGALRM, _interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.01)
+
+
+def _half_built_loader(obj: Any) -> bool:
+    return getattr(obj, "__qualname__", "") == "_MultiProcessingDataLoaderIter.__del__"
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    raise KeyboardInterrupt
+
+
+def quiet_worker() -> None:
+    """In a DataLoader worker: Ctrl-C (sent to the whole foreground process group) is the main
+    process's to handle, which then stops the workers; and a descriptor hand-over that fails
+    because the main process went away is not reported (the main process reports its own end)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = sys.excepthook
+    if getattr(previous, "_vgglocal_quiet", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if isinstance(value, (OSError, EOFError, KeyError)) and _from_resource_sharer(tb):
+            return
+        previous(kind, value, tb)
+
+    hook._vgglocal_quiet = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+def _from_resource_sharer(tb: TracebackType | None) -> bool:
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "_serve" and os.path.basename(code.co_filename) == "resource_sharer.py":
+            return True
+        tb = tb.tb_next
+    return False
