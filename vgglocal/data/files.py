@@ -5,6 +5,7 @@ features``). No torch: a mistyped path is reported at once."""
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def _list_entries(path: Path) -> list[tuple[Path, str]]:
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
-        q = Path(entry) if Path(entry).is_absolute() else path.parent / entry
+        q = Path(os.path.normpath(entry if os.path.isabs(entry) else path.parent / entry))  # "../x.jpg" named once
         if not q.is_file():
             raise UserError(f"{path}:{number}: image not found: {entry}")
         if q.suffix.lower() in LIST_EXTENSIONS:
