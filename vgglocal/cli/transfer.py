@@ -93,8 +93,9 @@ def features_cmd(images, config, checkpoints, protocol, scales, aggregate, rando
 
     IMAGES: files, folders (searched recursively for image files), glob patterns
     ("photos/**/*.jpg") and .txt/.lst file lists (one path per line), as for predict. A split
-    (-c, --split) of any data.format: voc and caltech by --protocol's reader (Appendix B's
-    targets); ilsvrc, ilsvrc-kaggle, coco, or another protocol's layout: every image of the split.
+    (-c, --split) of any data.format: by the transfer protocol's reader (Appendix B's targets)
+    when data.format is its layout (voc-cls, voc-action: voc; caltech: caltech), else every
+    image of the split with its class index (ilsvrc, ilsvrc-kaggle, coco, ...).
 
     OUT.npz holds `features` [N, D] float32 (and `box_features` with --boxes), `ids` (image
     files: their names), `paths`, `targets` (class index [N], -1 where unknown and for IMAGES;
