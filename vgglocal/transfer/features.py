@@ -6,9 +6,9 @@ or of any other ``data.format`` (:func:`vgglocal.data.labelled.read_any_split`);
 Both decode the images in worker processes (:func:`vgglocal.data.chunks.chunked_images`) and
 compute per-scale FC7 descriptors with every net through :class:`vgglocal.FeatureExtractor`
 (so Python callers get the same numbers), plus (``boxes``) the descriptor of each item's box
-region. Images are visited in order of aspect
-ratio so that dense application can batch images that rescale to the same size. An image that
-cannot be decoded is named in the log, skipped with its items, and counted (``bad``).
+region. Images are visited in order of aspect ratio so that dense application can batch images
+that rescale to the same size. An image that cannot be decoded is named in the log, skipped
+with its items, and counted (``bad``).
 
 :func:`cached_features` reuses an earlier extraction from a cache folder when its settings
 match; :class:`FeatureSet` is what both return and what ``vgglocal features`` writes.
