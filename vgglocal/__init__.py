@@ -3,7 +3,7 @@
 Reproduces Appendix A of Simonyan & Zisserman, "Very Deep Convolutional Networks for
 Large-Scale Image Recognition" (ICLR 2015), with the paper's classification stack under it.
 
-``load_model`` and ``Predictor`` are imported on first use (PEP 562 module ``__getattr__``),
+``load_model``, ``Predictor`` and ``FeatureExtractor`` are imported on first use (PEP 562 module ``__getattr__``),
 so ``import vgglocal`` and the command line's ``--help`` do not pay for importing torch.
 """
 
@@ -13,15 +13,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["load_model", "Predictor", "__version__"]
+__all__ = ["load_model", "Predictor", "FeatureExtractor", "__version__"]
 
 # public name -> module that defines it
 _LAZY = {
     "load_model": "vgglocal.models.io",
     "Predictor": "vgglocal.inference.predictor",
+    "FeatureExtractor": "vgglocal.inference.extractor",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; not executed
+    from vgglocal.inference.extractor import FeatureExtractor
     from vgglocal.inference.predictor import Predictor
     from vgglocal.models.io import load_model
 

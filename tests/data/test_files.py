@@ -21,3 +21,19 @@ def test_expand_images_reads_files_folders_recursively_and_globs(tmp_path):
                          (tmp_path / "empty", "no image files")):
         with pytest.raises(UserError, match=message):
             expand_images([str(bad)])
+
+
+def test_expand_images_reads_a_text_file_list_relative_to_its_folder(tmp_path):
+    for rel in ("photos/b.jpg", "photos/a.png", "other/c.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    listing = tmp_path / "photos" / "list.txt"
+    listing.write_text(f"# my photos\nb.jpg\n\na.png\n{tmp_path / 'other' / 'c.jpg'}\nb.jpg\n")
+    items = expand_images([str(listing), str(tmp_path / "other" / "c.jpg")])
+    assert [(Path(p).relative_to(tmp_path).as_posix(), k) for p, k in items] == [
+        ("photos/b.jpg", "b"), ("photos/a.png", "a"), ("other/c.jpg", "c")]  # list order, each file once
+    for text, message in (("b.jpg\nmissing.jpg\n", r"list.txt:2: image not found: missing.jpg"),
+                          ("# nothing\n", "names no image"), ("list.txt\n", "lists do not nest")):
+        listing.write_text(text)
+        with pytest.raises(UserError, match=message):
+            expand_images([str(listing)])

@@ -141,3 +141,14 @@ def test_predict_a_folder_writes_one_line_per_image_a_kaggle_csv_and_pictures(tr
         assert [w for w, _ in guesses] == [p["label"] for p in by_stem[stem]["predictions"]]
     res = runner.invoke(cli, ["predict", "--checkpoint", str(loc), str(tmp_path / "none*.jpg")])
     assert res.exit_code == 2 and res.output.strip() == f"error: {tmp_path / 'none*.jpg'}: no file matches this pattern"
+
+
+def test_predict_reads_a_file_list_in_its_order(trained, tmp_path):
+    root, cfg = trained
+    images = _val_images(root)[:2]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{images[1]}\n# skipped\n{images[0]}\n")
+    res = CliRunner().invoke(cli, ["predict", "--checkpoint", str(root / "loc" / "model.pt"), "--cls-checkpoint",
+                                   str(root / "cls" / "model.pt"), "--scales", "32", str(listing), "--workers", "0", "-q"])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(t)["image"] for t in res.output.splitlines()] == [str(images[1]), str(images[0])]

@@ -165,8 +165,9 @@ def report_cmd(eval_dir: str, data_root: str | None, fmt: str | None, out: str |
 def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config, overrides, merge_threshold, flip, batch_size,
                 workers, out, fmt, draw, quiet) -> None:
     """Top-5 labels with their boxes and scores, and the detections, for IMAGES: files, folders
-    (searched recursively for image files) and glob patterns ("photos/**/*.jpg"), by protocol
-    2 ("full": dense boxes, greedy merge) in batches. Writes JSON Lines, one object per image
+    (searched recursively for image files), glob patterns ("photos/**/*.jpg") and .txt/.lst file
+    lists (one path per line, relative to the list's folder), by protocol 2 ("full": dense
+    boxes, greedy merge) in batches. Writes JSON Lines, one object per image
     ({"image", "height", "width", "predictions": [{"label", "name", "index", "score", "box"}],
     "detections": [...]}; boxes x1 y1 x2 y2 in image pixels), or a Kaggle CSV. Exit status 1
     when an image could not be read (its line has "error")."""

@@ -42,9 +42,11 @@ def _config(config: str | None, overrides: tuple[str, ...], protocol: str | None
     return load_config(config, [*overrides, *extra])
 
 
+def _config_option(required: bool, help: str):
+    return click.option("-c", "--config", "config", required=required, type=click.Path(dir_okay=False), help=help)
+
+
 _COMMON = [
-    click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
-                 help="YAML config: data (format voc or caltech, root, splits) and transfer sections."),
     click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(dir_okay=False),
                  help="Classification checkpoint whose FC7 activations are the features; repeat for late fusion "
                       "(the nets' descriptors are stacked, as Appendix B fuses D and E)."),
@@ -71,35 +73,61 @@ def _common(fn):
 
 
 @cli.command("features")
+@click.argument("images", nargs=-1)
+@_config_option(False, "YAML config: the data section (any data.format) of the split to describe, and the transfer "
+                       "section. Optional with IMAGES (then transfer's defaults and --set apply).")
 @_common
 @click.option("--split", default=None, metavar="NAME",
-              help="Split to describe: train / val (data.train_split / data.val_split) or a literal name such as "
-                   "trainval or test. Caltech has no splits: any name reads every image. Default: train.")
+              help="Split of -c's data to describe: train / val (data.train_split / data.val_split) or a literal name "
+                   "such as trainval or test. Caltech has no splits: any name reads every image. Default: train.")
 @click.option("--boxes", is_flag=True, help="Also describe each item's box region (voc-action: the person box).")
 @click.option("--per-scale", is_flag=True,
               help="Also store the per-scale descriptors (before aggregation), so transfer can re-aggregate them.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .npz file.")
-def features_cmd(config, checkpoints, protocol, scales, aggregate, random_weights, overrides, quiet, split, boxes,
+def features_cmd(images, config, checkpoints, protocol, scales, aggregate, random_weights, overrides, quiet, split, boxes,
                  per_scale, out) -> None:
-    """Appendix B image descriptors of every item of a split: FC7 of the net applied densely at
-    each Q, global-average-pooled, averaged with the mirror image, averaged or stacked over the
-    scales, L2-normalised; several --checkpoint are stacked (late fusion).
+    """Appendix B image descriptors of IMAGES, or of every item of a split of -c's data: FC7 of
+    the net applied densely at each Q, global-average-pooled, averaged with the mirror image,
+    averaged or stacked over the scales, L2-normalised; several --checkpoint are stacked (late
+    fusion). The nets' own input normalisation is used.
 
-    OUT.npz holds `features` [N, D] float32 (and `box_features` with --boxes), `ids`, `paths`,
-    `targets` (class index [N], or VOC labels [N, C] in 1/0/-1), `classes`, `bad` (images that
-    could not be decoded, skipped) and `settings` (JSON).
+    IMAGES: files, folders (searched recursively for image files), glob patterns
+    ("photos/**/*.jpg") and .txt/.lst file lists (one path per line), as for predict. A split
+    (-c, --split) of any data.format: by the transfer protocol's reader (Appendix B's targets)
+    when data.format is its layout (voc-cls, voc-action: voc; caltech: caltech), else every
+    image of the split with its class index (ilsvrc, ilsvrc-kaggle, coco, ...).
+
+    OUT.npz holds `features` [N, D] float32 (and `box_features` with --boxes), `ids` (image
+    files: their names), `paths`, `targets` (class index [N], -1 where unknown and for IMAGES;
+    or VOC labels [N, C] in 1/0/-1), `classes` (empty for IMAGES), `bad` (images that could not
+    be decoded, skipped) and `settings` (JSON).
     """
-    from vgglocal.transfer.features import extract_features
+    if not images and config is None:
+        raise click.UsageError("give IMAGES (files, folders, globs, file lists) or -c CONFIG with the data to describe")
+    if images and (split is not None or boxes or protocol is not None):
+        flag = "--split" if split is not None else "--boxes" if boxes else "--protocol"
+        raise click.UsageError(f"{flag} reads -c's data; IMAGES are described as they are (give one or the other)")
+    if images:
+        from vgglocal.data.files import expand_images
 
-    cfg = _config(config, overrides, protocol, aggregate)
-    fs = extract_features(cfg, list(checkpoints), split or "train", scales=_scales(scales), boxes=boxes,
-                          random_weights=random_weights, progress=not quiet, log=None if quiet else _log)
+        items = expand_images(images)  # path errors before torch is imported
+    cfg = _config(config, overrides, None, aggregate)
+    from vgglocal.transfer.features import extract_features, extract_image_features
+
+    log = None if quiet else _log
+    if images:
+        fs = extract_image_features(cfg, list(checkpoints), items, scales=_scales(scales), random_weights=random_weights,
+                                    progress=not quiet, log=log)
+    else:
+        fs = extract_features(cfg, list(checkpoints), split or "train", protocol=protocol, scales=_scales(scales), boxes=boxes,
+                              random_weights=random_weights, progress=not quiet, log=log)
     path = fs.save(out, cfg.transfer.aggregate, keep_scales=per_scale)
     dim = fs.descriptors(cfg.transfer.aggregate).shape[1]
     click.echo(json.dumps({"out": str(path), "items": len(fs), "dim": int(dim), "n_unreadable": len(fs.bad)}))
 
 
 @cli.command("transfer")
+@_config_option(True, "YAML config: data (format voc or caltech, root, splits) and transfer sections.")
 @_common
 @click.option("--cache", type=click.Path(file_okay=False), default=None,
               help="Folder of cached per-scale features, reused when checkpoints, data and scales match "

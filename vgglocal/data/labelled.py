@@ -3,6 +3,8 @@
 ``voc-cls`` reads a VOC ``ImageSets/Main`` split with multi-label targets, ``voc-action`` a
 VOC-2012 ``ImageSets/Action`` split with one item per person, ``caltech`` a Caltech-101/256
 folder with one class per image (:mod:`vgglocal.data.voc_labels`, :mod:`vgglocal.data.caltech`).
+``read_any_split`` reads a split of any ``data.format`` as the other commands do, one item per
+image with its class index (descriptors of ILSVRC or COCO images, ``vgglocal features``).
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from vgglocal.config import DataConfig
 from vgglocal.data.errors import DataError, Problem
 from vgglocal.data.records import Sample
 from vgglocal.data.spec import split_spec
-from vgglocal.data.splits import scan_split
+from vgglocal.data.splits import read_split, scan_split
 from vgglocal.data.voc_labels import read_voc_actions, read_voc_labels
 
-__all__ = ["PROTOCOLS", "PROTOCOL_FORMATS", "LabelledSet", "read_labelled"]
+__all__ = ["PROTOCOLS", "PROTOCOL_FORMATS", "LabelledSet", "read_labelled", "read_any_split"]
 
 PROTOCOL_FORMATS = {"voc-cls": "voc", "caltech": "caltech", "voc-action": "voc"}
 
@@ -68,3 +70,16 @@ def read_labelled(cfg: DataConfig, split: str, protocol: str, progress: bool = F
         raise DataError(f"split {split!r} of {cfg.root} has no usable items for {protocol} "
                         f"({len(items.problems)} problems; run `vgglocal data check {cfg.root}`)")
     return items
+
+
+def read_any_split(cfg: DataConfig, split: str, progress: bool = False) -> LabelledSet:
+    """Every image of ``split`` of any ``data.format`` (task ``all`` of
+    :func:`vgglocal.data.read_split`): targets ``ndarray[N] int64``, the image's class index
+    (ILSVRC: its class; VOC/COCO: its largest box's), -1 where unknown (a test split).
+
+    Raises:
+        DataError: the split cannot be read or has no images.
+    """
+    problems: list[Problem] = []
+    records, classes = read_split(cfg, split, "all", progress=progress, problems=problems)
+    return LabelledSet(records, np.asarray([r.label for r in records], np.int64), list(classes.ids), problems)

@@ -1,11 +1,14 @@
-"""``vgglocal features``: Appendix B descriptors of a transfer split, from files on disk.
+"""``vgglocal features``: Appendix B descriptors of a split or of any image files.
 
-:func:`extract_features` reads a split of a transfer data set (:func:`vgglocal.data.labelled.read_labelled`),
-decodes its images in worker processes (:func:`vgglocal.data.chunks.chunked_images`), and
-computes per-scale FC7 descriptors with every net (:mod:`vgglocal.inference.features`), plus
-(``boxes``) the descriptor of each item's box region. Images are visited in order of aspect
-ratio so that dense application can batch images that rescale to the same size. An image that
-cannot be decoded is named in the log, skipped with its items, and counted (``bad``).
+:func:`extract_features` reads a split of a transfer data set (:func:`vgglocal.data.labelled.read_labelled`)
+or of any other ``data.format`` (:func:`vgglocal.data.labelled.read_any_split`);
+:func:`extract_image_features` takes image files (:func:`vgglocal.data.files.expand_images`).
+Both decode the images in worker processes (:func:`vgglocal.data.chunks.chunked_images`) and
+compute per-scale FC7 descriptors with every net through :class:`vgglocal.FeatureExtractor`
+(so Python callers get the same numbers), plus (``boxes``) the descriptor of each item's box
+region. Images are visited in order of aspect ratio so that dense application can batch images
+that rescale to the same size. An image that cannot be decoded is named in the log, skipped
+with its items, and counted (``bad``).
 
 :func:`cached_features` reuses an earlier extraction from a cache folder when its settings
 match; :class:`FeatureSet` is what both return and what ``vgglocal features`` writes.
@@ -29,15 +32,17 @@ from vgglocal.config import Config
 from vgglocal.data import DataError
 from vgglocal.data.chunks import chunked_images
 from vgglocal.data.images import ImageLimits, image_size
-from vgglocal.data.labelled import LabelledSet, read_labelled
+from vgglocal.data.labelled import PROTOCOL_FORMATS, LabelledSet, read_any_split, read_labelled
+from vgglocal.data.records import Sample
 from vgglocal.errors import UserError
-from vgglocal.inference.features import aggregate, box_region, fuse, scale_descriptors
-from vgglocal.inference.options import InferenceOptions
+from vgglocal.inference.extractor import FeatureExtractor
+from vgglocal.inference.features import aggregate, box_region, fuse
 from vgglocal.models.io import load_model
 from vgglocal.models.vgg import VGG, init_weights
 from vgglocal.runtime import resolve_device
 
-__all__ = ["FeatureSet", "load_feature_nets", "extract_features", "cached_features", "TransferError"]
+__all__ = ["FeatureSet", "load_feature_nets", "feature_extractor", "extract_features", "extract_image_features",
+           "cached_features", "TransferError"]
 
 Log = Callable[[str], None]
 FEATURES_VERSION = 1
@@ -52,9 +57,10 @@ class FeatureSet:
     """Descriptors of the items of one split, with what is needed to train and score on them.
 
     Attributes:
-        ids, paths: per item (VOC action: ``<image id>/<person number>``).
-        targets: as :class:`~vgglocal.data.labelled.LabelledSet`.
-        classes: class ids.
+        ids, paths: per item (VOC action: ``<image id>/<person number>``; image files: the
+            picture's name, :func:`~vgglocal.data.files.expand_images`'s key).
+        targets: as :class:`~vgglocal.data.labelled.LabelledSet`; image files: -1 each.
+        classes: class ids (image files: none).
         per_scale: per net, ``ndarray[N, S, D] float32``: flip-averaged, globally pooled FC7
             per scale, before aggregation; empty when only ``features`` was stored.
         box_per_scale: the same for each item's box region, or empty.
@@ -172,6 +178,15 @@ def load_feature_nets(cfg: Config, checkpoints: Sequence[str], random_weights: b
     return nets
 
 
+def feature_extractor(cfg: Config, checkpoints: Sequence[str], scales: Sequence[int], random_weights: bool) -> FeatureExtractor:
+    """The :class:`FeatureExtractor` of the ``transfer`` section (device, flip, batch size, precision)."""
+    t = cfg.transfer
+    device = resolve_device(t.device, key="transfer.device")
+    nets = load_feature_nets(cfg, checkpoints, random_weights, device)
+    return FeatureExtractor(nets, tuple(scales), t.aggregate, flip=t.flip, device=device, precision=t.precision,
+                            batch_size=t.batch_size)
+
+
 # ----------------------------------------------------------------------------- extraction
 
 
@@ -193,56 +208,58 @@ def _header_size(path: str) -> tuple[int, int]:
         return (0, 0)  # reported when it fails to decode
 
 
-def _settings(cfg: Config, checkpoints: Sequence[str], split: str, protocol: str, scales: Sequence[int], boxes: bool,
+def _settings(cfg: Config, checkpoints: Sequence[str], source: dict[str, Any], scales: Sequence[int], boxes: bool,
               random_weights: bool) -> dict[str, Any]:
     def identity(path: str) -> dict[str, Any]:
         st = os.stat(path)
         return {"path": os.path.abspath(path), "bytes": st.st_size, "mtime": int(st.st_mtime)}
 
-    return {"version": FEATURES_VERSION, "protocol": protocol, "split": split, "data_root": os.path.abspath(cfg.data.root),
-            "data_format": cfg.data.format, "limit": cfg.data.limit, "checkpoints": [identity(p) for p in checkpoints],
+    return {"version": FEATURES_VERSION, **source, "checkpoints": [identity(p) for p in checkpoints],
             "random_weights": random_weights, "seed": cfg.seed if random_weights else None, "scales": [int(q) for q in scales],
             "flip": cfg.transfer.flip, "boxes": boxes}
 
 
-def extract_features(cfg: Config, checkpoints: Sequence[str], split: str, *, protocol: str | None = None,
-                     scales: Sequence[int] | None = None, boxes: bool = False, random_weights: bool = False,
-                     progress: bool = True, log: Log | None = None) -> FeatureSet:
-    """Per-scale descriptors of every item of ``split`` with every net (module doc)."""
+def _split_source(cfg: Config, split: str, protocol: str | None) -> dict[str, Any]:
+    return {"protocol": protocol, "split": split, "data_root": os.path.abspath(cfg.data.root), "data_format": cfg.data.format,
+            "limit": cfg.data.limit}
+
+
+def _read(cfg: Config, split: str, protocol: str | None, progress: bool) -> tuple[LabelledSet, str | None]:
+    """The items of ``split`` and the protocol that read them. ``protocol`` None: the config's
+    ``transfer.protocol`` when ``data.format`` is its layout, else every image of the split as
+    the format's reader gives it (ILSVRC, COCO, ...; protocol None)."""
+    if protocol is None and cfg.data.format == PROTOCOL_FORMATS[cfg.transfer.protocol]:
+        protocol = cfg.transfer.protocol
+    if protocol is None:
+        return read_any_split(cfg.data, split, progress=progress), None
+    return read_labelled(cfg.data, split, protocol, progress=progress), protocol
+
+
+def _describe(cfg: Config, fx: FeatureExtractor, items: LabelledSet, boxes: bool, desc: str, progress: bool,
+              log: Log) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[str]]:
+    """Per-scale descriptors of every item: ``(kept item indices, per_scale per net, box_per_scale
+    per net, unreadable messages)``; an image that cannot be decoded is skipped with its items."""
     t = cfg.transfer
-    protocol = protocol or t.protocol
-    scales = tuple(scales or t.scales)
-    if boxes and protocol != "voc-action":
-        raise TransferError(f"--boxes: protocol {protocol} has no item boxes (voc-action has the person boxes)")
-    log = log or (lambda _msg: None)
-    device = resolve_device(t.device, key="transfer.device")
-    opts = InferenceOptions(flip=t.flip, device=device, batch_size=t.batch_size, precision=t.precision)
-    items = read_labelled(cfg.data, split, protocol, progress=progress)
-    if items.problems:
-        log(f"{split}: {len(items.problems)} annotation problems (skipped; `vgglocal data check` lists them), e.g. {items.problems[0]}")
-    nets = load_feature_nets(cfg, checkpoints, random_weights, device)
     paths = list(dict.fromkeys(r.path for r in items.records))
     items_of: dict[str, list[int]] = {}
     for i, r in enumerate(items.records):
         items_of.setdefault(r.path, []).append(i)
     order = _aspect_order(items, paths)
     n = len(items.records)
-    per_scale = [np.zeros((n, len(scales), m.cls_head.fc7.out_channels), np.float32) for m in nets]
+    per_scale = [np.zeros((n, len(fx.scales), d), np.float32) for d in fx.dims]
     box_per_scale = [np.zeros_like(p) for p in per_scale] if boxes else []
     ok = np.zeros(n, bool)
     bad: list[str] = []
     # one record per image file, in aspect order (the first item of each file stands for it)
     by_file = [items.records[items_of[paths[i]][0]] for i in order]
     for chunk, images, unreadable in chunked_images(by_file, 4 * t.batch_size, t.workers, ImageLimits.of(cfg.data),
-                                                    desc=f"features {split}", progress=progress, tty_only=False,
-                                                    mininterval=1.0):
+                                                    desc=desc, progress=progress, tty_only=False, mininterval=1.0):
         for err in unreadable:
             bad.append(err)
             log(f"skipped: {err}")
         if images:
             rows = [items_of[chunk.records[k].path] for k in chunk.good]
-            for net, store in zip(nets, per_scale, strict=True):
-                d = scale_descriptors(net, images, scales, opts).numpy()
+            for d, store in zip(fx.per_scale(images), per_scale, strict=True):
                 for r, members in enumerate(rows):
                     store[members] = d[r]
             if boxes:
@@ -251,22 +268,58 @@ def extract_features(cfg: Config, checkpoints: Sequence[str], split: str, *, pro
                     for i in members:
                         crops.append(box_region(img, items.records[i].boxes[0]))
                         targets_idx.append(i)
-                for net, store in zip(nets, box_per_scale, strict=True):
-                    store[targets_idx] = scale_descriptors(net, crops, scales, opts).numpy()
+                for d, store in zip(fx.per_scale(crops), box_per_scale, strict=True):
+                    store[targets_idx] = d
             for members in rows:
                 ok[members] = True
     keep = np.flatnonzero(ok)
+    return keep, [p[keep] for p in per_scale], [p[keep] for p in box_per_scale], bad
+
+
+def extract_features(cfg: Config, checkpoints: Sequence[str], split: str, *, protocol: str | None = None,
+                     scales: Sequence[int] | None = None, boxes: bool = False, random_weights: bool = False,
+                     progress: bool = True, log: Log | None = None) -> FeatureSet:
+    """Per-scale descriptors of every item of ``split`` with every net (module doc);
+    ``protocol`` None: as :func:`_read` chooses."""
+    scales = tuple(scales or cfg.transfer.scales)
+    log = log or (lambda _msg: None)
+    items, protocol = _read(cfg, split, protocol, progress)
+    if boxes and protocol != "voc-action":
+        what = f"protocol {protocol}" if protocol else f"data.format {cfg.data.format} read as a plain split"
+        raise TransferError(f"--boxes: {what} has no item boxes (voc-action has the person boxes)")
+    if items.problems:
+        log(f"{split}: {len(items.problems)} annotation problems (skipped; `vgglocal data check` lists them), e.g. {items.problems[0]}")
+    fx = feature_extractor(cfg, checkpoints, scales, random_weights)
+    keep, per_scale, box_per_scale, bad = _describe(cfg, fx, items, boxes, f"features {split}", progress, log)
     records = [items.records[i] for i in keep]
     return FeatureSet(ids=[r.source_id for r in records], paths=[r.path for r in records], targets=items.targets[keep],
-                      classes=list(items.classes), per_scale=[p[keep] for p in per_scale],
-                      box_per_scale=[p[keep] for p in box_per_scale], bad=bad,
-                      settings=_settings(cfg, checkpoints, split, protocol, scales, boxes, random_weights))
+                      classes=list(items.classes), per_scale=per_scale, box_per_scale=box_per_scale, bad=bad,
+                      settings=_settings(cfg, checkpoints, _split_source(cfg, split, protocol), scales, boxes, random_weights))
+
+
+def extract_image_features(cfg: Config, checkpoints: Sequence[str], images: Sequence[tuple[str, str]], *,
+                           scales: Sequence[int] | None = None, random_weights: bool = False, progress: bool = True,
+                           log: Log | None = None) -> FeatureSet:
+    """Per-scale descriptors of image files without labels: ``images`` as ``(path, key)`` pairs
+    (:func:`vgglocal.data.files.expand_images`); ids are the keys, targets -1, no classes."""
+    scales = tuple(scales or cfg.transfer.scales)
+    log = log or (lambda _msg: None)
+    if not images:
+        raise TransferError("no images to describe")
+    records = [Sample(path=p, label=-1, source_id=key) for p, key in images]
+    items = LabelledSet(records, np.full(len(records), -1, np.int64), [])
+    fx = feature_extractor(cfg, checkpoints, scales, random_weights)
+    keep, per_scale, _, bad = _describe(cfg, fx, items, False, "features", progress, log)
+    source = {"protocol": None, "split": None, "images": len(records), "data_format": "images"}
+    return FeatureSet(ids=[records[i].source_id for i in keep], paths=[records[i].path for i in keep],
+                      targets=items.targets[keep], classes=[], per_scale=per_scale, box_per_scale=[], bad=bad,
+                      settings=_settings(cfg, checkpoints, source, scales, False, random_weights))
 
 
 def cached_features(cfg: Config, checkpoints: Sequence[str], split: str, cache: Path, *, protocol: str,
                     scales: Sequence[int], boxes: bool, random_weights: bool, progress: bool, log: Log) -> FeatureSet:
     """:func:`extract_features`, or the file in ``cache`` made with the same settings."""
-    settings = _settings(cfg, checkpoints, split, protocol, scales, boxes, random_weights)
+    settings = _settings(cfg, checkpoints, _split_source(cfg, split, protocol), scales, boxes, random_weights)
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     path = cache / f"{split}-{key}.npz"
     if path.exists():
