@@ -172,6 +172,11 @@ class LocConfig:
     # training target (cx, cy, w, h), so regression starts at the mean box instead of a point
     # at the window corner (not in the paper; helps small nets, see configs/demo/loc.yaml).
     head_bias: str = "zero"
+    # Joint training (not in the paper, which trains localisation apart from classification):
+    # the class head trains too, on the crop's ground-truth class, with loss
+    # box_loss + cls_weight * cross-entropy, so an all-layers localiser keeps a usable class head.
+    joint: bool = False
+    cls_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -510,6 +515,7 @@ RANGES: dict[str, Range] = {
     "train.log_every": NON_NEGATIVE,
     "train.dist_timeout": POSITIVE,
     "loc.head_init_std": POSITIVE,
+    "loc.cls_weight": POSITIVE,
     "eval.scales": AT_LEAST_1,
     "eval.batch_size": AT_LEAST_1,
     "eval.merge_threshold": NON_NEGATIVE,

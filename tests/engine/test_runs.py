@@ -112,6 +112,47 @@ def test_train_loc_fc_leaves_every_conv_weight_bit_identical(cls_run, data, tmp_
     assert load_model(out / "model.pt").meta["cls_scores_valid"]
 
 
+def test_train_loc_joint_trains_the_class_head_and_full_needs_no_classifier(cls_run, data, tmp_path):
+    out = tmp_path / "loc-joint"
+    ok("train-loc", "-c", LOC, "--regression", "pcr", "--finetune", "all", "--joint", "--init", cls_run / "model.pt",
+       "--set", f"data.root={data}", "--set", "loc.cls_weight=0.5", "--out", out)
+    init, new = _states(cls_run / "model.pt"), _states(out / "model.pt")
+    assert all(not torch.equal(v, new[k]) for k, v in init.items())  # every layer, the class head too, trained
+    meta = load_model(out / "model.pt").meta
+    assert meta["joint"] and meta["cls_weight"] == 0.5 and meta["cls_scores_valid"]
+    # the net's own class head ranks the boxes: protocol 2 without --cls-checkpoint
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"data: {{format: ilsvrc-kaggle, root: {data}, workers: 0}}\neval: {{batch_size: 4, scales: [32]}}\n")
+    res = ok("eval", "-c", cfg, "--protocol", "full", "--checkpoint", out / "model.pt", "--out", tmp_path / "ev")
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_images"] == 16
+    # the separately trained localiser of the same recipe is refused there
+    sep = tmp_path / "loc-sep"
+    ok("train-loc", "-c", LOC, "--regression", "pcr", "--finetune", "all", "--init", cls_run / "model.pt",
+       "--set", f"data.root={data}", "--set", "train.epochs=1", "--out", sep)
+    res = invoke("eval", "-c", cfg, "--protocol", "full", "--checkpoint", sep / "model.pt", "--out", tmp_path / "ev2")
+    assert res.exit_code != 0 and "--cls-checkpoint" in res.output
+
+
+def test_joint_loss_is_the_box_loss_plus_weighted_cross_entropy():
+    from vgglocal.engine.losses import JointLoss, box_loss, classification_loss
+
+    g = torch.Generator().manual_seed(0)
+    boxes, logits = torch.randn(6, 16, generator=g), torch.randn(6, 4, generator=g)
+    batch = {"target": torch.rand(6, 4, generator=g), "target_label": torch.tensor([0, 1, 2, 3, 0, 1])}
+    got = JointLoss(16, 0.25)(torch.cat([boxes, logits], 1), batch)
+    want = box_loss(boxes, batch["target"], batch["target_label"]) + 0.25 * classification_loss(logits, batch["target_label"])
+    assert_close(got, want)
+
+
+def test_resume_refuses_switching_joint_training(cls_run, data, tmp_path):
+    out = tmp_path / "loc"
+    ok("train-loc", "-c", LOC, "--init", cls_run / "model.pt", "--set", f"data.root={data}", "--set", "train.epochs=1",
+       "--out", out)
+    res = invoke("train-loc", "-c", LOC, "--init", cls_run / "model.pt", "--joint", "--set", f"data.root={data}",
+                 "--set", "train.epochs=2", "--out", out, "--resume")
+    assert res.exit_code != 0 and "loc.joint" in res.output
+
+
 @pytest.mark.parametrize("pipeline", ["cpu", "gpu"])
 def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(data, tmp_path, pipeline):
     # dropout on: the resumed run must restore the RNG state, not just weights and sampler.

@@ -71,21 +71,25 @@ def train_cls_cmd(config: str, overrides: tuple[str, ...], resume: bool, out: st
                    "except the (frozen) classification head. " + config_default("loc.finetune"))
 @click.option("--init", "init", type=click.Path(dir_okay=False), default=None,
               help="Classification checkpoint trained at the same scale (model.pt, best.pt or last.pt). " + config_default("loc.init"))
+@click.option("--joint", is_flag=True, default=None,
+              help="Train the classification head too (loss: box + loc.cls_weight x cross-entropy), so the net's own "
+                   "class scores stay valid and `eval --protocol full` needs no --cls-checkpoint. " + config_default("loc.joint"))
 @_SET
 @_RESUME
 @_OUT
-def train_loc_cmd(config: str, regression: str | None, finetune: str | None, init: str | None,
+def train_loc_cmd(config: str, regression: str | None, finetune: str | None, init: str | None, joint: bool | None,
                   overrides: tuple[str, ...], resume: bool, out: str | None) -> None:
     """Train a localisation net (paper Appendix A): the classifier's FC layers regress the box
     (cx, cy, w, h)/crop with a Euclidean loss; validation is the centre-crop error with the
-    ground-truth class (protocol 1). The classification head is kept, frozen, in the checkpoint.
+    ground-truth class (protocol 1). The classification head is kept, frozen, in the checkpoint;
+    with --joint it trains too (beyond the paper), on the same crops.
 
-    --regression, --finetune and --init override the config's loc.* keys.
+    --regression, --finetune, --init and --joint override the config's loc.* keys.
     """
     from vgglocal.config import load_config, replace
 
     cfg = load_config(config, overrides)  # config errors before torch is imported
-    options = {"loc.regression": regression, "loc.finetune": finetune, "loc.init": init}
+    options = {"loc.regression": regression, "loc.finetune": finetune, "loc.init": init, "loc.joint": True if joint else None}
     cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
     from vgglocal.engine.tasks import train_localizer
 

@@ -13,7 +13,8 @@ from torch import Tensor
 
 from vgglocal.models.heads import select_class_boxes
 
-__all__ = ["classification_loss", "box_loss", "box_errors", "cls_batch_loss", "loc_batch_loss", "LOSSES"]
+__all__ = ["classification_loss", "box_loss", "box_errors", "cls_batch_loss", "loc_batch_loss", "JointLoss", "training_loss",
+           "LOSSES"]
 
 
 def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -63,5 +64,26 @@ def loc_batch_loss(outputs: Tensor, batch: dict) -> Tensor:
     return box_loss(outputs, batch["target"], batch["target_label"])
 
 
+class JointLoss:
+    """``loc.joint``: the box loss plus ``cls_weight`` times the cross-entropy of the class head
+    on the crop's ground-truth class (``target_label``). The training forward returns both heads'
+    outputs side by side, ``[N, box_outputs + C]`` (:class:`~vgglocal.engine.train.TrainForward`)."""
+
+    def __init__(self, box_outputs: int, cls_weight: float) -> None:
+        self.box_outputs, self.cls_weight = box_outputs, cls_weight
+
+    def __call__(self, outputs: Tensor, batch: dict) -> Tensor:
+        boxes, logits = outputs[:, : self.box_outputs], outputs[:, self.box_outputs:]
+        labels = batch["target_label"]
+        return box_loss(boxes, batch["target"], labels) + self.cls_weight * classification_loss(logits, labels)
+
+
 # task -> loss on (training forward output, batch)
 LOSSES = {"cls": cls_batch_loss, "loc": loc_batch_loss}
+
+
+def training_loss(task: str, cfg, net) -> object:
+    """The loss a run of ``task`` trains with: :data:`LOSSES`, or :class:`JointLoss` under ``loc.joint``."""
+    if task == "loc" and cfg.loc.joint:
+        return JointLoss(net.box_head.fc8.out_channels, cfg.loc.cls_weight)
+    return LOSSES[task]

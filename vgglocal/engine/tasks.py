@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from vgglocal.config import FINETUNE_MODES, Config, ConfigError, replace, to_dict
 from vgglocal.engine import distributed
 from vgglocal.engine.distributed import DistEnv
-from vgglocal.engine.losses import LOSSES
+from vgglocal.engine.losses import training_loss
 from vgglocal.engine.resume import (
     Checkpointer,
     check_training_checkpoint,
@@ -73,13 +73,14 @@ def eval_scale(cfg: Config) -> int:
     return (d.scale_min + d.scale_max) // 2 if d.scale_max else d.scale
 
 
-def freeze_for_finetune(net: VGG, finetune: str) -> None:
-    """Appendix A fine-tuning modes. The classification head is always frozen (kept so one model
-    gives class scores and boxes). ``fc``: the convs are frozen too, so only the box head's
-    FC6, FC7 and its new last layer train; ``all``: convs and box head train."""
+def freeze_for_finetune(net: VGG, finetune: str, joint: bool = False) -> None:
+    """Appendix A fine-tuning modes. The classification head is frozen (kept so one model
+    gives class scores and boxes) unless ``joint`` (``loc.joint``: it trains with the box
+    head). ``fc``: the convs are frozen too, so only the heads' FC layers train; ``all``: convs
+    and heads train."""
     if finetune not in FINETUNE_MODES:
         raise ConfigError(f"loc.finetune: {finetune!r} is not one of {', '.join(FINETUNE_MODES)}")
-    net.cls_head.requires_grad_(False)
+    net.cls_head.requires_grad_(joint)
     net.features.requires_grad_(finetune == "all")
     if net.box_head is not None:
         net.box_head.requires_grad_(True)
@@ -230,8 +231,8 @@ def _check_resume(cfg: Config, task: str, last: dict[str, Any], path: Path, worl
                 raise RunError(f"--resume: model.{key} is {getattr(cfg.model, key)!r}, the run in {path} has {last['model'][key]!r}")
     else:
         meta = last.get("meta") or {}
-        for key in ("regression", "finetune"):
-            if key in meta and getattr(cfg.loc, key) != meta[key]:
+        for key in ("regression", "finetune", "joint"):
+            if getattr(cfg.loc, key) != meta.get(key, False if key == "joint" else getattr(cfg.loc, key)):
                 raise RunError(f"--resume: loc.{key} is {getattr(cfg.loc, key)!r}, the run in {path} has {meta[key]!r}")
 
 
@@ -267,7 +268,7 @@ def _build_net(cfg: Config, task: str, last: dict[str, Any] | None, init: dict[s
         _seed_all(cfg.seed)
         add_box_head(net, cfg.loc.regression, std=cfg.loc.head_init_std, bias=bias)
     if task == "loc":
-        freeze_for_finetune(net, cfg.loc.finetune)
+        freeze_for_finetune(net, cfg.loc.finetune, cfg.loc.joint)
     net.to(env.device)
     if cfg.train.channels_last:
         channels_last(net)
@@ -355,7 +356,7 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
 
     log(_summary(cfg, task, data, env, micro, steps, run, start))
     try:
-        fit(model, LOSSES[task], optimizer, schedule, train_loader, steps, _validator(net, task, data, val_loader, opts, rank_log),
+        fit(model, training_loss(task, cfg, net), optimizer, schedule, train_loader, steps, _validator(net, task, data, val_loader, opts, rank_log),
             epochs=cfg.train.epochs, metric="loc_error" if task == "loc" else "top1_cls_error", opts=opts, env=env,
             checkpoints=checkpoints, start=start, tracker=tracker, log=log)
     finally:
@@ -451,9 +452,12 @@ def _run_meta(cfg: Config, task: str, last: dict[str, Any] | None, log: Log) -> 
     if task == "loc":
         # The frozen classification head reads the features: with `fc` they are the classifier's
         # own, so the model's class scores are exactly the classifier's; with `all` the features
-        # moved and the scores are stale: use the classification net's (Appendix A does).
-        meta.update(regression=cfg.loc.regression, finetune=cfg.loc.finetune, init=cfg.loc.init,
-                    cls_scores_valid=cfg.loc.finetune == "fc")
+        # moved and the scores are stale: use the classification net's (Appendix A does). Joint
+        # training (loc.joint) trains the class head on the moving features, so it stays valid.
+        meta.update(regression=cfg.loc.regression, finetune=cfg.loc.finetune, init=cfg.loc.init, joint=cfg.loc.joint,
+                    cls_scores_valid=cfg.loc.finetune == "fc" or cfg.loc.joint)
+        if cfg.loc.joint:
+            meta["cls_weight"] = cfg.loc.cls_weight
     return meta
 
 
@@ -481,7 +485,7 @@ def _start_position(cfg: Config, run: RunDir, last: dict[str, Any] | None, check
 
 def _training_forward(net: VGG, task: str, cfg: Config, env: DistEnv) -> torch.nn.Module:
     """:class:`TrainForward` of ``net``, DDP-wrapped under ``torchrun``, compiled if ``train.compile``."""
-    model: torch.nn.Module = TrainForward(net, task)
+    model: torch.nn.Module = TrainForward(net, task, joint=task == "loc" and cfg.loc.joint)
     if env.distributed:
         model = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     if cfg.train.compile:

@@ -56,10 +56,12 @@ class TrainForward(nn.Module):
 
     ``task="cls"``: class logits ``[N, C]``. ``task="loc"``: the box head's outputs
     ``[N, 4]`` (SCR) or ``[N, 4C]`` (PCR); the classification head is not run (it is frozen
-    during localisation training, Appendix A). Inputs are crops ``[N, 3, crop, crop]``.
+    during localisation training, Appendix A) unless ``joint``, where both heads run on the same
+    features and their outputs come side by side, ``[N, 4 or 4C + C]``. Inputs are crops
+    ``[N, 3, crop, crop]``.
     """
 
-    def __init__(self, net: VGG, task: str) -> None:
+    def __init__(self, net: VGG, task: str, joint: bool = False) -> None:
         super().__init__()
         if task not in TRAIN_TASKS:
             raise ValueError(f"task {task!r}: choose from {', '.join(TRAIN_TASKS)}")
@@ -67,10 +69,14 @@ class TrainForward(nn.Module):
             raise ValueError("a localisation forward needs a model with a box head")
         self.net = net
         self.task = task
+        self.joint = joint and task == "loc"
 
     def forward(self, x: Tensor) -> Tensor:
+        f = self.net.features(x)
+        if self.joint:
+            return torch.cat([head_on_crop(self.net.box_head, f), head_on_crop(self.net.cls_head, f)], dim=1)
         head = self.net.cls_head if self.task == "cls" else self.net.box_head
-        return head_on_crop(head, self.net.features(x))
+        return head_on_crop(head, f)
 
 
 def channels_last(net: VGG) -> VGG:
