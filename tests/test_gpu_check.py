@@ -126,6 +126,7 @@ def test_gpu_check_on_the_cpu_passes_every_stage(tmp_path):
     assert list(stages) == STAGES
     eq = stages["equality"]["figures"]
     assert eq["same_windows_and_targets"] and eq["same_bad_samples"] and eq["decode_counts"]["worker"] >= 1
+    assert eq["all_decoded_on_device"] and stages["environment"]["figures"]["decode_444_mean_diff"] < 2
     bench = stages["bench-pipeline"]["figures"]
     for key in ("peer_loader_img_s", "peer_e2e_img_s", "cpu_loader_img_s", "cpu_e2e_img_s", "gpu_loader_img_s",
                 "gpu_e2e_img_s", "ceiling_img_s"):
@@ -138,3 +139,24 @@ def test_gpu_check_on_the_cpu_passes_every_stage(tmp_path):
     assert stages["bench-eval"]["figures"]["projected_full_50k_s"] > 0
     assert summary["torch"] and summary["date"]
     assert not (tmp_path / "check" / "data").exists()  # the work files stay out of --out
+
+
+def test_equality_fails_when_the_device_decoder_was_not_used(tmp_path, monkeypatch, capsys):
+    # A device decoder that fails every call sends every JPEG to the host fall-back (Pillow):
+    # the pipelines then agree trivially, and the stage must say so rather than pass.
+    import vgglocal.data.device as device
+
+    script = load_script()
+    assert script.stage_equality("cpu", tmp_path / "ok") == 0
+    ok = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert ok["all_decoded_on_device"] and ok["decode_counts"]["device"] == ok["jpegs"] > 0
+    assert ok["mean_pixel_diff"] < 2
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("nvJPEG unavailable")
+
+    monkeypatch.setattr(device, "decode_jpeg", broken)
+    assert script.stage_equality("cpu", tmp_path / "fallback") == 1
+    fell = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not fell["all_decoded_on_device"] and fell["decode_counts"]["host_fallback"] == fell["jpegs"]
+    assert fell["same_windows_and_targets"]  # everything else agrees: only the decode count tells
