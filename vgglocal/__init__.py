@@ -10,7 +10,14 @@ so ``import vgglocal`` and the command line's ``--help`` do not pay for importin
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
+
+# albumentations asks PyPI for its latest version when imported (a network call whose DNS
+# lookup its 2 s timeout does not cover) unless this is set (albumentations/__init__.py,
+# check_version.py). Set before any vgglocal module imports it; inherited by the loader
+# workers and every subprocess. A user's own setting wins.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __version__ = "0.1.0"
 __all__ = ["load_model", "Predictor", "FeatureExtractor", "__version__"]

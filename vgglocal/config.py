@@ -198,7 +198,7 @@ class EvalConfig:
     cls_method: str = "dense"  # classification system of the full protocol: dense | multicrop | both
     precision: str = "fp32"
     channels_last: bool = False  # channels_last memory format for the convolutions
-    compile: bool = False  # torch.compile the dense engine's forward (dynamic shapes: one graph for all sizes)
+    compile: bool = False  # torch.compile the nets' conv trunks (dynamic shapes: one graph for all sizes; heads eager)
     # Loader processes that decode the validation images ahead of the network (0: in the main
     # process; -1: data.workers). With CUDA the batches reach the device from pinned memory.
     workers: int = -1

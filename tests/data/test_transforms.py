@@ -224,3 +224,24 @@ def test_same_generator_same_output():
     c = t(image, np.random.default_rng(12))
     assert torch.equal(a.image, b.image) and a.geometry == b.geometry
     assert not torch.equal(a.image, c.image)
+
+
+def test_importing_the_transforms_makes_no_albumentations_update_check():
+    # albumentations asks PyPI for its latest version on import unless NO_ALBUMENTATIONS_UPDATE
+    # is set (albumentations/__init__.py); vgglocal sets it, so no process of ours (the spawned
+    # loader workers included) makes that network call. The audit hook sees any attempt.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "seen = []\n"
+        "sys.addaudithook(lambda e, a: seen.append(e) if e.startswith(('urllib.', 'socket.')) else None)\n"
+        "import vgglocal.data.transforms\n"
+        "print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'), seen)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "[]"], out.stdout

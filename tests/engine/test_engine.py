@@ -227,3 +227,24 @@ def test_mean_box_target_averages_evenly_spaced_items(items):
     assert_close(got, data.targets[[0, 3, 6, 9]].mean(0))
     net = add_box_head(tiny(), "pcr", bias=got)
     assert_close(net.box_head.fc8.bias, got.repeat(3))
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_an_all_bad_micro_batch_steps_through_the_model_with_zero_loss(items, compiled):
+    # Every sample of the second micro-batch was bad: the step still runs the model on an
+    # empty [0, 3, crop, crop] batch (keeping DDP ranks in step) and counts only the good ones.
+    net = tiny()
+    data = items(8)
+    good = {k: torch.stack([data[i][k] for i in range(4)]) for k in data[0]}
+    good["bad"] = []
+    empty = {"bad": [("a.jpg", "broken"), ("b.jpg", "broken")]}
+    model = TrainForward(net, "cls")
+    if compiled:
+        torch._dynamo.reset()
+        model = torch.compile(model)
+    opt = build_optimizer(net, 0.01)
+    before = net.features.conv1_1.weight.detach().clone()
+    out = train_one_epoch(model, LOSSES["cls"], [good, empty], opt, PlateauSchedule(0.01), epoch=0, steps=1,
+                          opts=StepOptions(grad_accum=2, progress=False))
+    assert np.isfinite(out["loss"]) and out["samples"] == 4 and out["bad"] == 2
+    assert not torch.equal(before, net.features.conv1_1.weight)

@@ -117,6 +117,23 @@ def test_rescale_on_the_device_matches_opencv_and_gives_the_same_maps():
             assert_close(a.boxes, b.boxes, atol=0.01, rtol=0)
 
 
+def test_device_resize_builds_the_normalisation_once_per_call(monkeypatch):
+    # On a GPU every torch.tensor(mean/std, device=) is a pageable host-to-device copy that
+    # waits for the device: one (mean, std) pair per dense_maps call, not per image and scale.
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(1) or real(*a, **k))
+    imgs = [image(40, 56, 1), image(75, 61, 2), image(32, 48, 3)]
+    maps = dense_maps(tiny(crop=32), imgs, [32, 48, 64], InferenceOptions(batch_size=2), resize_on_device=True)
+    assert len(made) == 2 and len(maps) == 3
+    # and the result is that of rescale_on_device with the plain lists, bit for bit
+    monkeypatch.setattr(torch, "tensor", real)
+    want, _, _ = rescale_on_device(torch.from_numpy(imgs[1]).permute(2, 0, 1), 48, NORM)
+    x = torch.stack([want, want.flip(-1)])
+    model = tiny(crop=32)
+    assert torch.equal(maps[1][1].scores, model.maps(x)["scores"])
+
+
 def test_posteriors_average_spatial_logits_then_softmax_then_flips_and_scales():
     logits = torch.tensor([[[[0.0, 2.0]], [[1.0, 1.0]]]])  # F=1, C=2, 1 x 2 map
     a = ScaleMaps(256, 1.0, (32, 64), 32, logits, None)

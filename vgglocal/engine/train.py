@@ -100,7 +100,7 @@ def head_on_crop(head: FCHead, f: Tensor) -> Tensor:
     """
     if tuple(f.shape[-2:]) != tuple(head.fc6.kernel_size):
         return head(f).flatten(1)
-    x = f.reshape(f.shape[0], -1)
+    x = f.flatten(1)  # not reshape(n, -1): an empty micro-batch (n = 0) leaves -1 ambiguous
     x = head.drop6(head.relu6(F.linear(x, head.fc6.weight.flatten(1), head.fc6.bias)))
     x = head.drop7(head.relu7(F.linear(x, head.fc7.weight.flatten(1), head.fc7.bias)))
     return F.linear(x, head.fc8.weight.flatten(1), head.fc8.bias)
@@ -242,9 +242,13 @@ def _micro_step(model: nn.Module, loss_fn: Callable[[Tensor, dict[str, Any]], Te
             loss = loss_fn(out.float(), batch)
         else:
             # Every sample of this micro-batch was bad: a zero loss through the model
-            # keeps this process in step with the others' gradient all-reduce.
+            # keeps this process in step with the others' gradient all-reduce. The eager
+            # module (under torch.compile's wrapper) runs it: compiling a batch of 0 would
+            # cost a recompile, and inductor's convolution backward rejects it on the CPU
+            # (a fake-tensor stride mismatch in aten.convolution_backward, seen with torch 2.14).
+            eager = getattr(model, "_orig_mod", model)
             with opts.autocast():
-                out = model(_empty_like_input(model, opts))
+                out = eager(_empty_like_input(model, opts))
             loss = out.float().sum() * 0.0
         (loss / opts.grad_accum).backward()
     return loss.detach().double() * n, n

@@ -102,9 +102,31 @@ def rescale_on_device(image: Tensor, scale: int, normalization: dict[str, Sequen
     x = image[None].to(torch.float32)
     if size != (h, w):
         x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
-    mean = torch.tensor(normalization["mean"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(normalization["std"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    mean, std = _norm_tensors(normalization, x.device)
     return x.sub_(mean).div_(std)[0], float(factor), size
+
+
+def _norm_tensors(normalization: dict[str, Sequence[float] | Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    """(mean, std) as float32 ``Tensor[1, 3, 1, 1]`` on ``device``; tensors already there are
+    used as they are (:func:`dense_maps` builds them once per call: a new tensor on a GPU is a
+    pageable host-to-device copy, which waits for the device)."""
+    out = []
+    for key in ("mean", "std"):
+        v = normalization[key]
+        if not (isinstance(v, Tensor) and v.device == device):
+            v = torch.tensor(v, dtype=torch.float32).to(device)
+        out.append(v.view(1, 3, 1, 1))
+    return out[0], out[1]
+
+
+def _to_host(t: Tensor) -> Tensor:
+    """``t`` as float32 on the host. From CUDA: a non-blocking copy into pinned memory, valid once
+    the current stream has been synchronised (:func:`dense_maps` does so once, at its end), so
+    that each size group does not wait for its forward pass before the next is queued."""
+    t = t.float()
+    if t.device.type != "cuda":
+        return t.cpu()
+    return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
 
 
 def decode_box_map(params: Tensor, factor: float, crop: int, flipped: bool = False, width: int | None = None) -> Tensor:
@@ -183,6 +205,8 @@ def dense_maps(
     on_device = device.type == "cuda" if resize_on_device is None else resize_on_device
     uploaded = []
     if on_device:
+        mean, std = _norm_tensors(norm, device)
+        norm = {"mean": mean, "std": std}
         for img in images:
             u = torch.from_numpy(np.ascontiguousarray(img))
             if device.type == "cuda":
@@ -204,8 +228,8 @@ def dense_maps(
                     x = torch.cat([x, x.flip(-1)])
                 with opts.autocast():
                     maps = model.maps(x)
-                scores = maps["scores"].float().cpu()
-                box_maps = maps["boxes"].float().cpu() if want_boxes else None
+                scores = _to_host(maps["scores"])
+                box_maps = _to_host(maps["boxes"]) if want_boxes else None
                 n = len(chunk)
                 for r, k in enumerate(chunk):
                     rows = [r, r + n] if flip else [r]
@@ -217,6 +241,8 @@ def dense_maps(
                         scores=scores[rows],
                         boxes=box_maps[rows] if box_maps is not None else None,
                     )
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()  # the pinned result copies (_to_host)
     return out  # type: ignore[return-value]
 
 

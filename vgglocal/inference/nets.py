@@ -117,12 +117,18 @@ def speed_up(model: VGG, opts: InferenceOptions) -> VGG:
     loaded net (in place; returned).
 
     channels_last: the weights in that memory format, so every convolution runs in it (the
-    input follows the first conv's weights). compile: ``forward`` and ``maps`` through
-    ``torch.compile`` with dynamic shapes, since dense evaluation feeds many image sizes.
+    input follows the first conv's weights). compile: the convolutional trunk
+    (``model.features``, in place) through ``torch.compile`` with dynamic shapes, since dense
+    evaluation feeds many image sizes; the FC heads run eagerly. Compiling ``maps`` whole
+    specialised a graph whenever a head map side was 1 (a side of exactly Q = crop, or the
+    batch of one): dynamo treats sizes 0 and 1 as constants even with ``dynamic=True``
+    ("0/1 specialization", torch.compiler dynamic-shapes docs), so three scales and a few
+    image sizes made about four graphs per net, and the nets together ran into the
+    recompile limit (``torch._dynamo.config.recompile_limit``, 8). The trunk's input is
+    padded to at least the crop, so its map sides are never below crop/32 (7 for 224).
     """
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
     if opts.compile:
-        model.maps = torch.compile(model.maps, dynamic=True)  # type: ignore[method-assign]
-        model.forward = torch.compile(model.forward, dynamic=True)  # type: ignore[method-assign]
+        model.features.compile(dynamic=True)
     return model
