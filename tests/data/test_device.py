@@ -195,3 +195,59 @@ def test_large_jpegs_take_the_cpu_pipelines_reduced_geometry(tmp_path):
         assert torch.equal(got[key], ref[key]), key
     diff = (got["image"] - ref["image"]) * torch.tensor(STD)[None, :, None, None]
     assert diff.abs().mean() < 2.0 and diff.abs().max() < 40  # DCT-domain scaling vs a box mean, at edges
+
+
+def test_a_batch_travels_as_one_byte_buffer_plus_offsets(tmp_path):
+    records = make_records(tmp_path, n=5, kinds={2: "png"})
+    ds = EncodedDataset(records, transform(), "cls", seed=0)
+    items = [ds[(0, i)] for i in range(5)]
+    batch = collate_encoded(items)
+    jpeg = batch["jpeg"]
+    assert isinstance(jpeg.data, torch.Tensor) and jpeg.data.dtype == torch.uint8 and jpeg.data.ndim == 1
+    assert jpeg.at == [0, 1, 3, 4] and jpeg.offsets.tolist()[0] == 0 and len(jpeg.offsets) == 5
+    for view, i in zip(jpeg.views(), (0, 1, 3, 4), strict=True):
+        assert view.untyped_storage().data_ptr() == jpeg.data.untyped_storage().data_ptr()  # a view, no copy
+        assert view.numpy().tobytes() == open(records[i].path, "rb").read()
+    # Every tensor of the batch is one shared-memory segment on its way from a worker: their
+    # number does not depend on the batch size.
+    big = collate_encoded([ds[(0, i % 5)] for i in range(40)])
+    tensors = lambda b: [v for v in (*b.values(), b["jpeg"].data, b["jpeg"].offsets) if isinstance(v, torch.Tensor)]  # noqa: E731
+    assert len(tensors(big)) == len(tensors(batch))
+
+
+def _shared_memory_fds() -> int:
+    """Open descriptors of this process that are PyTorch shared-memory segments."""
+    import os
+
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += "torch_" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            pass
+    return n
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_gpu_pipeline_open_descriptors_do_not_grow_with_the_batch(tmp_path):
+    # Each tensor a worker sends holds one file descriptor in the main process while it lives
+    # (torch.multiprocessing's file_descriptor strategy): one tensor per JPEG meant 64 more per
+    # batch of 64, and a ulimit -n of 1024 ended the loader after a few batches.
+    records = make_records(tmp_path, n=16)
+    extra = {}
+    for batch in (16, 64):
+        ds = EncodedDataset([records[i % 16] for i in range(4 * batch)], transform(), "cls", seed=0)
+        loader = build_loader(ds, batch, shuffle=False, seed=0, workers=2, collate_fn=collate_encoded,
+                              persistent_workers=False)
+        pipeline = DevicePrefetcher(loader, DeviceWindows("cpu", CROP), "cpu")
+        base, peak, sizes = _shared_memory_fds(), 0, []
+        for b in pipeline:
+            peak = max(peak, _shared_memory_fds())
+            sizes.append(b["size"])
+        assert sizes == [batch] * 4
+        extra[batch] = peak - base
+    # At most three batches are alive at a time (the one training, the one prepared, one that
+    # arrived out of order), each a fixed number of tensors (17): the count holds for any size.
+    one = collate_encoded([ds[(0, 0)]])
+    per_batch = sum(isinstance(v, torch.Tensor) for v in one.values()) + 2  # + the jpeg buffer, offsets
+    assert max(extra.values()) <= 3 * per_batch and extra[64] <= extra[16] + 4, extra

@@ -183,14 +183,15 @@ class DeviceWindows:
             # stream has run, and the caching allocator may hand it memory such work still reads
             # (pytorch/vision#9606): let this stream's queue drain first.
             torch.cuda.current_stream(self.device).synchronize()
+        files = jpeg.views()
         try:
-            images: list[Tensor | None] = list(_decode_jpeg(jpeg.data, self.device))
+            images: list[Tensor | None] = list(_decode_jpeg(files, self.device))
             self.counts["device"] += len(images)
             return images, []
         except RuntimeError:
             pass  # one bad file fails the whole batched call: find it
         images, bad = [], []
-        for data, path in zip(jpeg.data, jpeg.paths, strict=True):
+        for data, path in zip(files, jpeg.paths, strict=True):
             try:
                 images.append(_decode_jpeg(data, self.device))
                 self.counts["device"] += 1

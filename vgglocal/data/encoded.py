@@ -43,25 +43,49 @@ _EOI = b"\xff\xd9"
 
 
 class EncodedImages:
-    """The JPEG files of a batch, as CPU byte tensors, with their positions and paths.
+    """The JPEG files of a batch: one CPU byte tensor holding them all, with their offsets,
+    positions and paths.
+
+    One buffer per batch, not one tensor per file: a worker hands every tensor of a batch to the
+    main process as its own shared-memory segment, each with a file descriptor kept open while
+    the tensor lives (PyTorch's default ``file_descriptor`` sharing strategy, "Multiprocessing
+    best practices" / ``torch.multiprocessing``), and passes each over a socket in its own
+    exchange. A tensor per file costs a descriptor and a hand-shake per image, and a few batches
+    in flight exhaust a ``ulimit -n`` of 1024. :meth:`views` cuts the files back out without a copy.
 
     A plain container (not a tensor) so the loader's pin-memory step leaves the bytes alone:
     ``torchvision.io.decode_jpeg`` takes host tensors and copies them itself.
 
     Attributes:
-        data: one uint8 ``Tensor[bytes]`` per file.
+        data: uint8 ``Tensor[total]``, the files one after another.
+        offsets: int64 ``Tensor[k + 1]``: file i is ``data[offsets[i]:offsets[i + 1]]``.
         at: row of each file in the batch.
         paths: the files, for messages and the decode fallback.
     """
 
-    def __init__(self, data: list[Tensor], at: list[int], paths: list[str]):
-        self.data, self.at, self.paths = data, at, paths
+    def __init__(self, data: Tensor, offsets: Tensor, at: list[int], paths: list[str]):
+        self.data, self.offsets, self.at, self.paths = data, offsets, at, paths
+
+    @classmethod
+    def of(cls, files: Sequence[Tensor], at: list[int], paths: list[str]) -> EncodedImages:
+        """Concatenate ``files`` (uint8 byte tensors) into one buffer."""
+        lengths = torch.tensor([len(f) for f in files], dtype=torch.int64)
+        offsets = torch.zeros(len(files) + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        data = torch.cat(list(files)) if files else torch.zeros(0, dtype=torch.uint8)
+        return cls(data, offsets, at, paths)
+
+    def views(self) -> list[Tensor]:
+        """One 1-D uint8 tensor per file, views into :attr:`data` (no copy)."""
+        if not len(self):
+            return []
+        return list(self.data.split(self.offsets.diff().tolist()))
 
     def pin_memory(self) -> EncodedImages:
         return self
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.at)
 
 
 class JpegHeader(NamedTuple):
@@ -184,10 +208,14 @@ def _read_jpeg(path: str | os.PathLike, min_side: int) -> tuple[bytearray | None
 
 
 def collate_encoded(items: list[dict[str, Any] | BadSample]) -> dict[str, Any]:
-    """Stack the fixed-size keys; keep the variable-size files and pixels in batch order.
+    """Stack the fixed-size keys; concatenate the variable-size files and pixels in batch order.
+
+    Runs in the loader's workers. Every tensor of the batch is one shared-memory segment on its
+    way to the main process, so their number is fixed, whatever the batch size.
 
     Returns a batch with the keys of :func:`vgglocal.data.loader.collate` (``bad``, ``size``)
-    and, instead of ``image``: ``jpeg`` (:class:`EncodedImages`), ``pixels`` (Tensor[P] uint8,
+    and, instead of ``image``: ``jpeg`` (:class:`EncodedImages`: all files in one byte tensor
+    plus offsets), ``pixels`` (Tensor[P] uint8,
     the worker-decoded images flattened and concatenated) and ``pixels_at`` (Tensor[k] int64,
     their rows).
     """
@@ -195,7 +223,7 @@ def collate_encoded(items: list[dict[str, Any] | BadSample]) -> dict[str, Any]:
     ragged = ("jpeg", "path", "pixels")
     batch: dict[str, Any] = default_collate([{k: v for k, v in x.items() if k not in ragged} for x in good]) if good else {}
     at = [i for i, x in enumerate(good) if "jpeg" in x]
-    batch["jpeg"] = EncodedImages([good[i]["jpeg"] for i in at], at, [good[i]["path"] for i in at])
+    batch["jpeg"] = EncodedImages.of([good[i]["jpeg"] for i in at], at, [good[i]["path"] for i in at])
     decoded = [i for i, x in enumerate(good) if "pixels" in x]
     batch["pixels"] = (torch.cat([good[i]["pixels"].reshape(-1) for i in decoded]) if decoded
                        else torch.zeros(0, dtype=torch.uint8))
