@@ -53,6 +53,8 @@ def make_records(folder, n=10, kinds=None):
             Image.fromarray(img[..., 0]).save(path, format="JPEG", quality=90)
         elif kind == "cmyk":
             Image.fromarray(img).convert("CMYK").save(path, format="JPEG", quality=90)
+        elif kind == "progressive":
+            Image.fromarray(img).save(path, format="JPEG", quality=90, progressive=True)
         else:
             Image.fromarray(img).save(path, format="JPEG", quality=90)
         if kind == "truncated":
@@ -251,3 +253,23 @@ def test_gpu_pipeline_open_descriptors_do_not_grow_with_the_batch(tmp_path):
     one = collate_encoded([ds[(0, 0)]])
     per_batch = sum(isinstance(v, torch.Tensor) for v in one.values()) + 2  # + the jpeg buffer, offsets
     assert max(extra.values()) <= 3 * per_batch and extra[64] <= extra[16] + 4, extra
+
+
+def test_progressive_jpegs_are_decoded_in_the_workers(tmp_path):
+    # nvJPEG would Huffman-decode them on the host in the main process; the workers do it instead,
+    # as the cpu pipeline would, and the device receives pixels.
+    records = make_records(tmp_path, n=4, kinds={1: "progressive", 3: "progressive"})
+    assert Image.open(records[1].path).info.get("progressive")
+    assert jpeg_header(open(records[1].path, "rb").read()) is None
+    assert jpeg_header(open(records[0].path, "rb").read()) is not None
+    ds = EncodedDataset(records, transform(), "loc", seed=4)
+    items = [ds[(0, i)] for i in range(4)]
+    assert ["pixels" in x for x in items] == [False, True, False, True]
+    got, windows = device_batch(records, range(4), epoch=0, seed=4)
+    assert windows.counts == {"device": 2, "worker": 2, "host_fallback": 0}
+    cpu = SampleDataset(records, transform(), "loc", seed=4)
+    ref = to_device(collate([cpu[(0, i)] for i in range(4)]), torch.device("cpu"))
+    for key in ("target", "origin", "scale", "flipped"):
+        assert torch.equal(got[key], ref[key]), key
+    diff = (got["image"] - ref["image"]) * torch.tensor(STD)[None, :, None, None]
+    assert diff.abs().max() <= 1.5

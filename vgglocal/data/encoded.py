@@ -10,7 +10,8 @@ computes the box target from the header's size. The bytes go to the device, wher
 Files nvJPEG should not be given are decoded here, in the worker, exactly as the cpu pipeline
 decodes them (:meth:`SampleDataset.decode`), and travel as pixels: anything that is not a plain
 three-channel JPEG (PNG or CMYK under a ``.JPEG`` name, grayscale, Adobe RGB-transform JPEGs,
-multi-picture files), and any JPEG that does not end with its end-of-image marker (a truncated
+multi-picture files), progressive JPEGs (which nvJPEG decodes on the host, in the main
+process), and any JPEG that does not end with its end-of-image marker (a truncated
 file must be refused as the cpu pipeline refuses it, not decoded half grey by a GPU decoder).
 Bad files therefore become the same :class:`~vgglocal.data.loader.BadSample` with the same
 message in both pipelines.
@@ -106,8 +107,8 @@ class JpegHeader(NamedTuple):
 def jpeg_header(data: bytes | bytearray, min_side: int = 0) -> JpegHeader | None:
     """The header of a file nvJPEG can decode as the cpu pipeline would, else None.
 
-    That is a baseline/progressive JPEG with three YCbCr components that ends with its EOI
-    marker. Only the header is parsed (Pillow stops at the first scan). ``min_side``: the short
+    That is a baseline (sequential DCT, not progressive) JPEG with three YCbCr components that
+    ends with its EOI marker. Only the header is parsed (Pillow stops at the first scan). ``min_side``: the short
     side the transform needs; the reduced size is computed as ``decode_rgb`` computes it.
     """
     if not data.endswith(_EOI):
@@ -120,7 +121,11 @@ def jpeg_header(data: bytes | bytearray, min_side: int = 0) -> JpegHeader | None
                 # Adobe transform 0: the components are RGB, not YCbCr; Pillow converts, a GPU
                 # decoder might not.
                 adobe_rgb = "adobe" in im.info and im.info.get("adobe_transform") == 0
-                if im.format != "JPEG" or im.mode != "RGB" or adobe_rgb:
+                # nvJPEG's hardware backend takes baseline JPEGs only (nvJPEG documentation,
+                # nvjpegBackend_t); a progressive one is Huffman-decoded on the host, on the
+                # calling (main) process's thread, so a worker decodes it instead.
+                progressive = bool(im.info.get("progressive") or im.info.get("progression"))
+                if im.format != "JPEG" or im.mode != "RGB" or adobe_rgb or progressive:
                     return None
                 width, height = im.size
                 factor = max(1, min(height, width) // min_side) if min_side > 0 else 1
