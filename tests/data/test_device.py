@@ -273,3 +273,37 @@ def test_progressive_jpegs_are_decoded_in_the_workers(tmp_path):
         assert torch.equal(got[key], ref[key]), key
     diff = (got["image"] - ref["image"]) * torch.tensor(STD)[None, :, None, None]
     assert diff.abs().max() <= 1.5
+
+
+def _cut_mid_scan(path, tail=b""):
+    """Keep the file's header and the first half of its scan data, then ``tail``, then EOI."""
+    data = path.read_bytes()
+    mid = (data.find(b"\xff\xda") + len(data)) // 2
+    path.write_bytes(data[:mid] + tail + b"\xff\xd9")
+
+
+def test_jpegs_cut_short_with_an_end_marker_get_the_cpu_pipelines_verdict(tmp_path):
+    import cv2
+
+    records = make_records(tmp_path, n=6)
+    # 1: cut mid-scan, random bytes with a stray marker (0xFF 0x3F), EOI: libjpeg refuses it.
+    _cut_mid_scan(tmp_path / "img_1.JPEG", bytes(range(0x20, 0x60)) + b"\xff\x3f" + bytes(range(0x60, 0xA0)))
+    # 2: cut mid-scan, EOI pasted on: libjpeg warns "premature end of data segment" and fills the
+    # rest, so the cpu pipeline trains on it; nothing in the bytes says so without decoding.
+    _cut_mid_scan(tmp_path / "img_2.JPEG")
+    # 4: the same with restart markers (DRI): too few RSTn for the MCU count gives it away.
+    path = tmp_path / "img_4.JPEG"
+    cv2.imwrite(str(path), cv2.imread(str(path)), [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_RST_INTERVAL, 2])
+    assert jpeg_header(path.read_bytes()) is not None  # whole, with restart markers: for the device
+    _cut_mid_scan(path)
+    headers = [jpeg_header(open(r.path, "rb").read()) for r in records]
+    assert [h is not None for h in headers] == [True, False, True, True, False, True]
+    cpu = build_loader(SampleDataset(records, transform(), "loc", seed=6), 6, shuffle=False, seed=6)
+    windows = DeviceWindows("cpu", CROP)
+    gpu = DevicePrefetcher(build_loader(EncodedDataset(records, transform(), "loc", seed=6), 6, shuffle=False, seed=6,
+                                        collate_fn=collate_encoded), windows, "cpu")
+    (a,), (b,) = list(cpu), list(gpu)
+    assert a["bad"] == b["bad"] and [p for p, _ in b["bad"]] == [records[1].path]  # same file, same message
+    assert a["size"] == b["size"] == 5 and torch.equal(a["index"], b["index"])
+    # The refused file never reached the device decoder (no device error, no host fallback).
+    assert windows.counts == {"device": 4, "worker": 1, "host_fallback": 0}

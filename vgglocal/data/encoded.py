@@ -107,9 +107,12 @@ class JpegHeader(NamedTuple):
 def jpeg_header(data: bytes | bytearray, min_side: int = 0) -> JpegHeader | None:
     """The header of a file nvJPEG can decode as the cpu pipeline would, else None.
 
-    That is a baseline (sequential DCT, not progressive) JPEG with three YCbCr components that
-    ends with its EOI marker. Only the header is parsed (Pillow stops at the first scan). ``min_side``: the short
-    side the transform needs; the reduced size is computed as ``decode_rgb`` computes it.
+    That is a baseline (sequential DCT, not progressive) JPEG with three YCbCr components, one
+    scan, and no marker in its scan data but its restart markers (as many as the restart
+    interval asks for) and the final EOI (:func:`_scan_is_plain`). Only the header is parsed
+    (Pillow stops at the first scan) and the scan's bytes are searched for markers, nothing is
+    decoded. ``min_side``: the short side the transform needs; the reduced size is computed as
+    ``decode_rgb`` computes it.
     """
     if not data.endswith(_EOI):
         return None
@@ -128,6 +131,8 @@ def jpeg_header(data: bytes | bytearray, min_side: int = 0) -> JpegHeader | None
                 if im.format != "JPEG" or im.mode != "RGB" or adobe_rgb or progressive:
                     return None
                 width, height = im.size
+                if not _scan_is_plain(data, (height, width), [(h, v) for _, h, v, _ in im.layer]):
+                    return None
                 factor = max(1, min(height, width) // min_side) if min_side > 0 else 1
                 if factor > 1:
                     im.draft(None, (min_side, min_side))  # sets the DCT scale only, decodes nothing
@@ -136,6 +141,42 @@ def jpeg_header(data: bytes | bytearray, min_side: int = 0) -> JpegHeader | None
                 return JpegHeader((int(height), int(width)), (int(dh), int(dw)), int(factor))
     except Exception:  # noqa: BLE001 - not a JPEG Pillow can parse: the worker decodes (or refuses) it
         return None
+
+
+def _scan_is_plain(data: bytes | bytearray, size: tuple[int, int], sampling: list[tuple[int, int]]) -> bool:
+    """Whether the scan data holds no marker but the restart markers it should and the final EOI.
+
+    In entropy-coded data a 0xFF byte is followed by 0x00 (a stuffed byte), 0xD0-0xD7 (RSTn),
+    or more 0xFF fill bytes; anything else is a marker (ITU-T T.81, B.1.1.2 and F.1.2.3).
+    libjpeg refuses a file whose scan runs into an unknown or out-of-place marker (random bytes
+    over the scan, a truncated file with an end marker pasted on), while a GPU decoder need not
+    check: such files go to the worker's decode, which gives the cpu pipeline's answer. A file
+    with a restart interval (DRI) must have ceil(MCUs / interval) - 1 restart markers; fewer is
+    a file cut short, which libjpeg fills with grey, and the worker does the same.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    pos, interval = 2, 0
+    while True:  # header segments up to the first start-of-scan (all have a 2-byte length)
+        while pos + 1 < len(buf) and buf[pos] == 0xFF and buf[pos + 1] == 0xFF:
+            pos += 1  # fill bytes before a marker
+        if pos + 3 >= len(buf) or buf[pos] != 0xFF:
+            return False
+        marker, length = int(buf[pos + 1]), int(buf[pos + 2]) << 8 | int(buf[pos + 3])
+        if marker == 0xDD and length == 4 and pos + 5 < len(buf):  # DRI: restart interval in MCUs
+            interval = int(buf[pos + 4]) << 8 | int(buf[pos + 5])
+        pos += 2 + length
+        if marker == 0xDA:
+            break
+    scan = buf[pos:len(buf) - 2]  # up to the EOI
+    after = buf[pos + np.flatnonzero(scan == 0xFF) + 1]  # the byte after each 0xFF (within buf)
+    restart = (after & 0xF8) == 0xD0
+    if not np.all((after == 0x00) | (after == 0xFF) | restart):
+        return False
+    if interval:
+        hmax, vmax = max(h for h, _ in sampling), max(v for _, v in sampling)
+        mcus = -(-size[0] // (8 * vmax)) * -(-size[1] // (8 * hmax))
+        return int(restart.sum()) == -(-mcus // interval) - 1
+    return True
 
 
 class EncodedDataset(SampleDataset):
