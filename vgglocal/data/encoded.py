@@ -11,8 +11,9 @@ Files nvJPEG should not be given are decoded here, in the worker, exactly as the
 decodes them (:meth:`SampleDataset.decode`), and travel as pixels: anything that is not a plain
 three-channel JPEG (PNG or CMYK under a ``.JPEG`` name, grayscale, Adobe RGB-transform JPEGs,
 multi-picture files), progressive JPEGs (which nvJPEG decodes on the host, in the main
-process), and any JPEG that does not end with its end-of-image marker (a truncated
-file must be refused as the cpu pipeline refuses it, not decoded half grey by a GPU decoder).
+process), and any JPEG that does not end with its end-of-image marker or whose scan data
+runs into a marker it should not hold (a truncated or overwritten file must get the cpu
+pipeline's verdict, not be decoded to whatever a GPU decoder makes of it).
 Bad files therefore become the same :class:`~vgglocal.data.loader.BadSample` with the same
 message in both pipelines.
 """
