@@ -53,6 +53,8 @@ def make_records(folder, n=10, kinds=None):
             Image.fromarray(img[..., 0]).save(path, format="JPEG", quality=90)
         elif kind == "cmyk":
             Image.fromarray(img).convert("CMYK").save(path, format="JPEG", quality=90)
+        elif kind == "progressive":
+            Image.fromarray(img).save(path, format="JPEG", quality=90, progressive=True)
         else:
             Image.fromarray(img).save(path, format="JPEG", quality=90)
         if kind == "truncated":
@@ -195,3 +197,113 @@ def test_large_jpegs_take_the_cpu_pipelines_reduced_geometry(tmp_path):
         assert torch.equal(got[key], ref[key]), key
     diff = (got["image"] - ref["image"]) * torch.tensor(STD)[None, :, None, None]
     assert diff.abs().mean() < 2.0 and diff.abs().max() < 40  # DCT-domain scaling vs a box mean, at edges
+
+
+def test_a_batch_travels_as_one_byte_buffer_plus_offsets(tmp_path):
+    records = make_records(tmp_path, n=5, kinds={2: "png"})
+    ds = EncodedDataset(records, transform(), "cls", seed=0)
+    items = [ds[(0, i)] for i in range(5)]
+    batch = collate_encoded(items)
+    jpeg = batch["jpeg"]
+    assert isinstance(jpeg.data, torch.Tensor) and jpeg.data.dtype == torch.uint8 and jpeg.data.ndim == 1
+    assert jpeg.at == [0, 1, 3, 4] and jpeg.offsets.tolist()[0] == 0 and len(jpeg.offsets) == 5
+    for view, i in zip(jpeg.views(), (0, 1, 3, 4), strict=True):
+        assert view.untyped_storage().data_ptr() == jpeg.data.untyped_storage().data_ptr()  # a view, no copy
+        assert view.numpy().tobytes() == open(records[i].path, "rb").read()
+    # Every tensor of the batch is one shared-memory segment on its way from a worker: their
+    # number does not depend on the batch size.
+    big = collate_encoded([ds[(0, i % 5)] for i in range(40)])
+    tensors = lambda b: [v for v in (*b.values(), b["jpeg"].data, b["jpeg"].offsets) if isinstance(v, torch.Tensor)]  # noqa: E731
+    assert len(tensors(big)) == len(tensors(batch))
+
+
+def _shared_memory_fds() -> int:
+    """Open descriptors of this process that are PyTorch shared-memory segments."""
+    import os
+
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += "torch_" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            pass
+    return n
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_gpu_pipeline_open_descriptors_do_not_grow_with_the_batch(tmp_path):
+    # Each tensor a worker sends holds one file descriptor in the main process while it lives
+    # (torch.multiprocessing's file_descriptor strategy): one tensor per JPEG meant 64 more per
+    # batch of 64, and a ulimit -n of 1024 ended the loader after a few batches.
+    records = make_records(tmp_path, n=16)
+    extra = {}
+    for batch in (16, 64):
+        ds = EncodedDataset([records[i % 16] for i in range(4 * batch)], transform(), "cls", seed=0)
+        loader = build_loader(ds, batch, shuffle=False, seed=0, workers=2, prefetch_factor=1,
+                              collate_fn=collate_encoded, persistent_workers=False)
+        pipeline = DevicePrefetcher(loader, DeviceWindows("cpu", CROP), "cpu")
+        base, peak, sizes = _shared_memory_fds(), 0, []
+        for b in pipeline:
+            peak = max(peak, _shared_memory_fds())
+            sizes.append(b["size"])
+        assert sizes == [batch] * 4
+        extra[batch] = peak - base
+    # Alive at once: the batch training and the one prepared (the prefetcher's), and one per
+    # worker received (possibly out of order) or on its way; each a fixed number of tensors.
+    one = collate_encoded([ds[(0, 0)]])
+    per_batch = sum(isinstance(v, torch.Tensor) for v in one.values()) + 2  # + the jpeg buffer, offsets
+    assert max(extra.values()) <= (2 + 2) * per_batch, extra
+
+
+def test_progressive_jpegs_are_decoded_in_the_workers(tmp_path):
+    # nvJPEG would Huffman-decode them on the host in the main process; the workers do it instead,
+    # as the cpu pipeline would, and the device receives pixels.
+    records = make_records(tmp_path, n=4, kinds={1: "progressive", 3: "progressive"})
+    assert Image.open(records[1].path).info.get("progressive")
+    assert jpeg_header(open(records[1].path, "rb").read()) is None
+    assert jpeg_header(open(records[0].path, "rb").read()) is not None
+    ds = EncodedDataset(records, transform(), "loc", seed=4)
+    items = [ds[(0, i)] for i in range(4)]
+    assert ["pixels" in x for x in items] == [False, True, False, True]
+    got, windows = device_batch(records, range(4), epoch=0, seed=4)
+    assert windows.counts == {"device": 2, "worker": 2, "host_fallback": 0}
+    cpu = SampleDataset(records, transform(), "loc", seed=4)
+    ref = to_device(collate([cpu[(0, i)] for i in range(4)]), torch.device("cpu"))
+    for key in ("target", "origin", "scale", "flipped"):
+        assert torch.equal(got[key], ref[key]), key
+    diff = (got["image"] - ref["image"]) * torch.tensor(STD)[None, :, None, None]
+    assert diff.abs().max() <= 1.5
+
+
+def _cut_mid_scan(path, tail=b""):
+    """Keep the file's header and the first half of its scan data, then ``tail``, then EOI."""
+    data = path.read_bytes()
+    mid = (data.find(b"\xff\xda") + len(data)) // 2
+    path.write_bytes(data[:mid] + tail + b"\xff\xd9")
+
+
+def test_jpegs_cut_short_with_an_end_marker_get_the_cpu_pipelines_verdict(tmp_path):
+    import cv2
+
+    records = make_records(tmp_path, n=6)
+    # 1: cut mid-scan, random bytes with a stray marker (0xFF 0x3F), EOI: libjpeg refuses it.
+    _cut_mid_scan(tmp_path / "img_1.JPEG", bytes(range(0x20, 0x60)) + b"\xff\x3f" + bytes(range(0x60, 0xA0)))
+    # 2: cut mid-scan, EOI pasted on: libjpeg warns "premature end of data segment" and fills the
+    # rest, so the cpu pipeline trains on it; nothing in the bytes says so without decoding.
+    _cut_mid_scan(tmp_path / "img_2.JPEG")
+    # 4: the same with restart markers (DRI): too few RSTn for the MCU count gives it away.
+    path = tmp_path / "img_4.JPEG"
+    cv2.imwrite(str(path), cv2.imread(str(path)), [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_RST_INTERVAL, 2])
+    assert jpeg_header(path.read_bytes()) is not None  # whole, with restart markers: for the device
+    _cut_mid_scan(path)
+    headers = [jpeg_header(open(r.path, "rb").read()) for r in records]
+    assert [h is not None for h in headers] == [True, False, True, True, False, True]
+    cpu = build_loader(SampleDataset(records, transform(), "loc", seed=6), 6, shuffle=False, seed=6)
+    windows = DeviceWindows("cpu", CROP)
+    gpu = DevicePrefetcher(build_loader(EncodedDataset(records, transform(), "loc", seed=6), 6, shuffle=False, seed=6,
+                                        collate_fn=collate_encoded), windows, "cpu")
+    (a,), (b,) = list(cpu), list(gpu)
+    assert a["bad"] == b["bad"] and [p for p, _ in b["bad"]] == [records[1].path]  # same file, same message
+    assert a["size"] == b["size"] == 5 and torch.equal(a["index"], b["index"])
+    # The refused file never reached the device decoder (no device error, no host fallback).
+    assert windows.counts == {"device": 4, "worker": 1, "host_fallback": 0}

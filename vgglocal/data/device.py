@@ -16,6 +16,7 @@ device half of ``data.pipeline: gpu``, and one-batch-ahead preparation on a side
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -36,6 +37,7 @@ def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool =
 
     The layout change to channels_last happens on the uint8 crops (a quarter of the bytes); the
     float conversion keeps it. Batches already on the device (prefetched) pass through.
+    ``image``'s batch dimension is marked dynamic for ``torch.compile`` (:func:`_dynamic_batch`).
     """
     out = {}
     for key, value in batch.items():
@@ -48,8 +50,23 @@ def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool =
             image = image.contiguous(memory_format=torch.channels_last)
         if image.dtype == torch.uint8:
             image = normalise_batch(image, out.pop("shift"), out.pop("std"))
-        out["image"] = image
+        out["image"] = _dynamic_batch(image)
     return out
+
+
+def _dynamic_batch(image: Tensor) -> Tensor:
+    """Mark the batch dimension dynamic for ``torch.compile`` (``train.compile``).
+
+    Batches shrink when bad samples are skipped; a compiled step first specialises on the batch
+    size it sees and recompiles for the next one ("Dynamic shapes" in the torch.compile docs:
+    ``torch._dynamo.maybe_mark_dynamic`` compiles the first graph with a symbolic size instead).
+    Marking is an attribute on the tensor, free when nothing is compiled; ``torch._dynamo`` is
+    only imported once ``torch.compile`` has been called, so eager runs do not pay its import.
+    """
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None and image.ndim == 4:
+        dynamo.maybe_mark_dynamic(image, 0)
+    return image
 
 
 def window_coords(origin: Tensor, resized: Tensor, image_size: Tensor, flipped: Tensor, side: int) -> tuple[Tensor, Tensor]:
@@ -183,14 +200,15 @@ class DeviceWindows:
             # stream has run, and the caching allocator may hand it memory such work still reads
             # (pytorch/vision#9606): let this stream's queue drain first.
             torch.cuda.current_stream(self.device).synchronize()
+        files = jpeg.views()
         try:
-            images: list[Tensor | None] = list(_decode_jpeg(jpeg.data, self.device))
+            images: list[Tensor | None] = list(_decode_jpeg(files, self.device))
             self.counts["device"] += len(images)
             return images, []
         except RuntimeError:
             pass  # one bad file fails the whole batched call: find it
         images, bad = [], []
-        for data, path in zip(jpeg.data, jpeg.paths, strict=True):
+        for data, path in zip(files, jpeg.paths, strict=True):
             try:
                 images.append(_decode_jpeg(data, self.device))
                 self.counts["device"] += 1

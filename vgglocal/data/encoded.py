@@ -10,8 +10,10 @@ computes the box target from the header's size. The bytes go to the device, wher
 Files nvJPEG should not be given are decoded here, in the worker, exactly as the cpu pipeline
 decodes them (:meth:`SampleDataset.decode`), and travel as pixels: anything that is not a plain
 three-channel JPEG (PNG or CMYK under a ``.JPEG`` name, grayscale, Adobe RGB-transform JPEGs,
-multi-picture files), and any JPEG that does not end with its end-of-image marker (a truncated
-file must be refused as the cpu pipeline refuses it, not decoded half grey by a GPU decoder).
+multi-picture files), progressive JPEGs (which nvJPEG decodes on the host, in the main
+process), and any JPEG that does not end with its end-of-image marker or whose scan data
+runs into a marker it should not hold (a truncated or overwritten file must get the cpu
+pipeline's verdict, not be decoded to whatever a GPU decoder makes of it).
 Bad files therefore become the same :class:`~vgglocal.data.loader.BadSample` with the same
 message in both pipelines.
 """
@@ -43,25 +45,49 @@ _EOI = b"\xff\xd9"
 
 
 class EncodedImages:
-    """The JPEG files of a batch, as CPU byte tensors, with their positions and paths.
+    """The JPEG files of a batch: one CPU byte tensor holding them all, with their offsets,
+    positions and paths.
+
+    One buffer per batch, not one tensor per file: a worker hands every tensor of a batch to the
+    main process as its own shared-memory segment, each with a file descriptor kept open while
+    the tensor lives (PyTorch's default ``file_descriptor`` sharing strategy, "Multiprocessing
+    best practices" / ``torch.multiprocessing``), and passes each over a socket in its own
+    exchange. A tensor per file costs a descriptor and a hand-shake per image, and a few batches
+    in flight exhaust a ``ulimit -n`` of 1024. :meth:`views` cuts the files back out without a copy.
 
     A plain container (not a tensor) so the loader's pin-memory step leaves the bytes alone:
     ``torchvision.io.decode_jpeg`` takes host tensors and copies them itself.
 
     Attributes:
-        data: one uint8 ``Tensor[bytes]`` per file.
+        data: uint8 ``Tensor[total]``, the files one after another.
+        offsets: int64 ``Tensor[k + 1]``: file i is ``data[offsets[i]:offsets[i + 1]]``.
         at: row of each file in the batch.
         paths: the files, for messages and the decode fallback.
     """
 
-    def __init__(self, data: list[Tensor], at: list[int], paths: list[str]):
-        self.data, self.at, self.paths = data, at, paths
+    def __init__(self, data: Tensor, offsets: Tensor, at: list[int], paths: list[str]):
+        self.data, self.offsets, self.at, self.paths = data, offsets, at, paths
+
+    @classmethod
+    def of(cls, files: Sequence[Tensor], at: list[int], paths: list[str]) -> EncodedImages:
+        """Concatenate ``files`` (uint8 byte tensors) into one buffer."""
+        lengths = torch.tensor([len(f) for f in files], dtype=torch.int64)
+        offsets = torch.zeros(len(files) + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        data = torch.cat(list(files)) if files else torch.zeros(0, dtype=torch.uint8)
+        return cls(data, offsets, at, paths)
+
+    def views(self) -> list[Tensor]:
+        """One 1-D uint8 tensor per file, views into :attr:`data` (no copy)."""
+        if not len(self):
+            return []
+        return list(self.data.split(self.offsets.diff().tolist()))
 
     def pin_memory(self) -> EncodedImages:
         return self
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.at)
 
 
 class JpegHeader(NamedTuple):
@@ -82,9 +108,12 @@ class JpegHeader(NamedTuple):
 def jpeg_header(data: bytes | bytearray, min_side: int = 0) -> JpegHeader | None:
     """The header of a file nvJPEG can decode as the cpu pipeline would, else None.
 
-    That is a baseline/progressive JPEG with three YCbCr components that ends with its EOI
-    marker. Only the header is parsed (Pillow stops at the first scan). ``min_side``: the short
-    side the transform needs; the reduced size is computed as ``decode_rgb`` computes it.
+    That is a baseline (sequential DCT, not progressive) JPEG with three YCbCr components, one
+    scan, and no marker in its scan data but its restart markers (as many as the restart
+    interval asks for) and the final EOI (:func:`_scan_is_plain`). Only the header is parsed
+    (Pillow stops at the first scan) and the scan's bytes are searched for markers, nothing is
+    decoded. ``min_side``: the short side the transform needs; the reduced size is computed as
+    ``decode_rgb`` computes it.
     """
     if not data.endswith(_EOI):
         return None
@@ -96,9 +125,15 @@ def jpeg_header(data: bytes | bytearray, min_side: int = 0) -> JpegHeader | None
                 # Adobe transform 0: the components are RGB, not YCbCr; Pillow converts, a GPU
                 # decoder might not.
                 adobe_rgb = "adobe" in im.info and im.info.get("adobe_transform") == 0
-                if im.format != "JPEG" or im.mode != "RGB" or adobe_rgb:
+                # nvJPEG's hardware backend takes baseline JPEGs only (nvJPEG documentation,
+                # nvjpegBackend_t); a progressive one is Huffman-decoded on the host, on the
+                # calling (main) process's thread, so a worker decodes it instead.
+                progressive = bool(im.info.get("progressive") or im.info.get("progression"))
+                if im.format != "JPEG" or im.mode != "RGB" or adobe_rgb or progressive:
                     return None
                 width, height = im.size
+                if not _scan_is_plain(data, (height, width), [(h, v) for _, h, v, _ in im.layer]):
+                    return None
                 factor = max(1, min(height, width) // min_side) if min_side > 0 else 1
                 if factor > 1:
                     im.draft(None, (min_side, min_side))  # sets the DCT scale only, decodes nothing
@@ -107,6 +142,42 @@ def jpeg_header(data: bytes | bytearray, min_side: int = 0) -> JpegHeader | None
                 return JpegHeader((int(height), int(width)), (int(dh), int(dw)), int(factor))
     except Exception:  # noqa: BLE001 - not a JPEG Pillow can parse: the worker decodes (or refuses) it
         return None
+
+
+def _scan_is_plain(data: bytes | bytearray, size: tuple[int, int], sampling: list[tuple[int, int]]) -> bool:
+    """Whether the scan data holds no marker but the restart markers it should and the final EOI.
+
+    In entropy-coded data a 0xFF byte is followed by 0x00 (a stuffed byte), 0xD0-0xD7 (RSTn),
+    or more 0xFF fill bytes; anything else is a marker (ITU-T T.81, B.1.1.2 and F.1.2.3).
+    libjpeg refuses a file whose scan runs into an unknown or out-of-place marker (random bytes
+    over the scan, a truncated file with an end marker pasted on), while a GPU decoder need not
+    check: such files go to the worker's decode, which gives the cpu pipeline's answer. A file
+    with a restart interval (DRI) must have ceil(MCUs / interval) - 1 restart markers; fewer is
+    a file cut short, which libjpeg fills with grey, and the worker does the same.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    pos, interval = 2, 0
+    while True:  # header segments up to the first start-of-scan (all have a 2-byte length)
+        while pos + 1 < len(buf) and buf[pos] == 0xFF and buf[pos + 1] == 0xFF:
+            pos += 1  # fill bytes before a marker
+        if pos + 3 >= len(buf) or buf[pos] != 0xFF:
+            return False
+        marker, length = int(buf[pos + 1]), int(buf[pos + 2]) << 8 | int(buf[pos + 3])
+        if marker == 0xDD and length == 4 and pos + 5 < len(buf):  # DRI: restart interval in MCUs
+            interval = int(buf[pos + 4]) << 8 | int(buf[pos + 5])
+        pos += 2 + length
+        if marker == 0xDA:
+            break
+    scan = buf[pos:len(buf) - 2]  # up to the EOI
+    after = buf[pos + np.flatnonzero(scan == 0xFF) + 1]  # the byte after each 0xFF (within buf)
+    restart = (after & 0xF8) == 0xD0
+    if not np.all((after == 0x00) | (after == 0xFF) | restart):
+        return False
+    if interval:
+        hmax, vmax = max(h for h, _ in sampling), max(v for _, v in sampling)
+        mcus = -(-size[0] // (8 * vmax)) * -(-size[1] // (8 * hmax))
+        return int(restart.sum()) == -(-mcus // interval) - 1
+    return True
 
 
 class EncodedDataset(SampleDataset):
@@ -184,10 +255,14 @@ def _read_jpeg(path: str | os.PathLike, min_side: int) -> tuple[bytearray | None
 
 
 def collate_encoded(items: list[dict[str, Any] | BadSample]) -> dict[str, Any]:
-    """Stack the fixed-size keys; keep the variable-size files and pixels in batch order.
+    """Stack the fixed-size keys; concatenate the variable-size files and pixels in batch order.
+
+    Runs in the loader's workers. Every tensor of the batch is one shared-memory segment on its
+    way to the main process, so their number is fixed, whatever the batch size.
 
     Returns a batch with the keys of :func:`vgglocal.data.loader.collate` (``bad``, ``size``)
-    and, instead of ``image``: ``jpeg`` (:class:`EncodedImages`), ``pixels`` (Tensor[P] uint8,
+    and, instead of ``image``: ``jpeg`` (:class:`EncodedImages`: all files in one byte tensor
+    plus offsets), ``pixels`` (Tensor[P] uint8,
     the worker-decoded images flattened and concatenated) and ``pixels_at`` (Tensor[k] int64,
     their rows).
     """
@@ -195,7 +270,7 @@ def collate_encoded(items: list[dict[str, Any] | BadSample]) -> dict[str, Any]:
     ragged = ("jpeg", "path", "pixels")
     batch: dict[str, Any] = default_collate([{k: v for k, v in x.items() if k not in ragged} for x in good]) if good else {}
     at = [i for i, x in enumerate(good) if "jpeg" in x]
-    batch["jpeg"] = EncodedImages([good[i]["jpeg"] for i in at], at, [good[i]["path"] for i in at])
+    batch["jpeg"] = EncodedImages.of([good[i]["jpeg"] for i in at], at, [good[i]["path"] for i in at])
     decoded = [i for i, x in enumerate(good) if "pixels" in x]
     batch["pixels"] = (torch.cat([good[i]["pixels"].reshape(-1) for i in decoded]) if decoded
                        else torch.zeros(0, dtype=torch.uint8))
