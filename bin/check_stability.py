@@ -69,6 +69,16 @@ def train(kind: str, cmd: list[str], folder: Path, env: dict[str, str], what: st
     run([kind, *cmd, "--out", str(folder)], env, what)
 
 
+def commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or "unknown" outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def epoch_lines(metrics: Path) -> list[dict]:
     """The last line of each epoch in a run's metrics.jsonl (a resumed run may repeat epochs)."""
     by_epoch: dict[int, dict] = {}
@@ -90,7 +100,8 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
     if result_file.exists():
         result = json.loads(result_file.read_text())
         if not args.loc or "loc_full_top5_loc_error" in result:
-            log(f"{name}: done before, read {result_file}")
+            note = "" if result.get("commit") == commit() else f" (trained on commit {result.get('commit')}, not this one)"
+            log(f"{name}: done before, read {result_file}{note}")
             return result
     env = dict(os.environ, ATEN_CPU_CAPABILITY=path)
     sets = ["--set", f"data.root={data}", "--set", f"seed={seed}", "--set", f"train.epochs={args.epochs}"]
@@ -105,7 +116,7 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
              "--checkpoint", str(cls_dir / "model.pt"), "--out", str(dense_dir), "--overwrite"], env, f"{name}: eval cls-dense")
     dense = json.loads((dense_dir / "metrics.json").read_text())
     result = {
-        "name": name, "seed": seed, "kernel_path": path, "epochs": args.epochs,
+        "name": name, "seed": seed, "kernel_path": path, "epochs": args.epochs, "commit": commit(),
         "left_chance_epoch": left_chance(epochs),
         "val_top1_cls_error_per_epoch": [round(r["val_top1_cls_error"], 4) for r in epochs],
         "center_crop_top1_cls_error": epochs[-1]["val_top1_cls_error"],
@@ -132,6 +143,15 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
     return result
 
 
+def machine() -> str:
+    """The CPU model (``/proc/cpuinfo``; elsewhere ``platform.processor()``) and the core count."""
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
 def spread(results: list[dict], key: str) -> float | None:
     values = [r[key] for r in results if r.get(key) is not None]
     return max(values) - min(values) if values else None
@@ -140,7 +160,7 @@ def spread(results: list[dict], key: str) -> float | None:
 def summarise(results: list[dict], loc: bool) -> dict:
     keys = ["center_crop_top1_cls_error", "cls_dense_top1_cls_error", "cls_dense_top5_cls_error"]
     keys += ["loc_full_top5_loc_error"] if loc else []
-    summary: dict = {"runs": results, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    summary: dict = {"runs": results, "machine": machine()}
     for key in keys:
         values = [r[key] for r in results]
         summary[f"{key}_mean"] = sum(values) / len(values)
