@@ -1,0 +1,60 @@
+"""bin/check-stability's bookkeeping (no training): leaving-chance epochs from metrics.jsonl,
+resumed epochs counted once, spreads and the targets."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(__file__).resolve().parents[1] / "bin"
+
+
+@pytest.fixture(scope="module")
+def cs():
+    sys.path.insert(0, str(BIN))  # check_stability imports _stages from bin/
+    try:
+        spec = importlib.util.spec_from_file_location("check_stability", BIN / "check_stability.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BIN))
+
+
+def test_left_chance_is_the_first_epoch_below_half_and_resumed_epochs_count_once(cs, tmp_path):
+    lines = [{"kind": "step", "epoch": 1, "loss": 2.3},
+             {"kind": "epoch", "epoch": 1, "val_top1_cls_error": 0.9},
+             {"kind": "epoch", "epoch": 2, "val_top1_cls_error": 0.6},
+             {"kind": "epoch", "epoch": 2, "val_top1_cls_error": 0.45},  # the resumed run's epoch 2
+             {"kind": "epoch", "epoch": 3, "val_top1_cls_error": 0.5},
+             {"kind": "epoch", "epoch": 4, "val_top1_cls_error": 0.3}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    epochs = cs.epoch_lines(path)
+    assert [r["epoch"] for r in epochs] == [1, 2, 3, 4]
+    assert cs.left_chance(epochs) == 2
+    assert cs.left_chance(epochs[:1]) is None
+
+
+def run(name, left, dense, loc=None):
+    r = {"name": name, "seed": 0, "kernel_path": "avx2", "left_chance_epoch": left,
+         "center_crop_top1_cls_error": dense + 0.05, "cls_dense_top1_cls_error": dense, "cls_dense_top5_cls_error": dense / 4}
+    if loc is not None:
+        r["loc_full_top5_loc_error"] = loc
+    return r
+
+
+def test_targets_spread_and_table(cs):
+    good = cs.summarise([run("a", 2, 0.10, 0.30), run("b", 3, 0.115, 0.32)], loc=True)
+    assert good["cls_dense_top1_cls_error_spread"] == pytest.approx(0.015)
+    assert good["targets_met"] and all(good["targets"].values())
+    late = cs.summarise([run("a", 2, 0.10), run("b", 4, 0.10)], loc=False)
+    assert not late["targets_met"] and late["targets"]["every run leaves chance by epoch 3"] is False
+    never = cs.summarise([run("a", None, 0.10), run("b", 1, 0.40)], loc=False)
+    assert never["targets"] == {"every run leaves chance by epoch 3": False, "cls-dense top-1 spread <= 2 points": False}
+    text = cs.table(never, loc=False)
+    assert "| a | 0 | avx2 | never |" in text and "| spread (max - min) | | | | 30.0 | 30.0 | 7.5 |" in text
