@@ -81,6 +81,7 @@ def test_best_gallery_is_ordered_by_iou(evals):
     best = [float(v) for v in re.findall(r"IoU ([0-9.]+)", section[0].split("</div>")[0])]
     worst = [float(v) for v in re.findall(r"IoU ([0-9.]+)", section[1].split("</div>")[0])]
     assert best == sorted(best, reverse=True) and worst == sorted(worst)
+    assert all(0 <= v <= 1 for v in best + worst)  # an IoU, not the devkit's -1 for disjoint boxes
     assert best[0] >= worst[0]
 
 

@@ -183,7 +183,8 @@ def _localisation(folder: Path, records: list, classes) -> dict[str, Any]:
     _, loc1 = localization_errors(pl, pb, gl, gb, topk=1)
     _, loc5 = localization_errors(pl, pb, gl, gb, topk=MAX_GUESSES)
     iou = torch.vmap(ilsvrc_iou)(pb[:, :1].double(), gb.double())[:, 0]  # [N, G]: top-1 guess vs each true box
-    iou = torch.where((gl == pl[:, :1]) & (gl >= 0), iou, torch.zeros_like(iou)).amax(1)
+    # the devkit marks disjoint pairs -1; the report shows no overlap as 0
+    iou = torch.where((gl == pl[:, :1]) & (gl >= 0), iou.clamp(min=0), torch.zeros_like(iou)).amax(1)
     truth = np.array([int(r.label) if r.label is not None and r.label >= 0 else int(np.asarray(r.box_labels)[0]) for r in rows])
     return {"rows": rows, "ids": ids, "guesses": guesses, "loc1": loc1.numpy(), "loc5": loc5.numpy(), "iou": iou.numpy(),
             "truth": truth, "top1": pl[:, 0].numpy(), "missing": len(missing)}
@@ -285,11 +286,12 @@ def _section(folder: Path, data_root: str | None, fmt: str | None, log: Callable
         else:
             log(f"report: {folder / 'predictions.txt'}: {len(lines)} lines for {len(records)} images; no confusion matrix")
     if (folder / "detections.json").is_file():
-        parts.extend(_detection_views(folder, root, fmt or data.get("format"), metrics))
+        parts.extend(_detection_views(folder, root, fmt or data.get("format"), metrics, dict(zip(classes.ids, names, strict=True))))
     return "\n".join(parts)
 
 
-def _detection_views(folder: Path, root: str, fmt: str | None, metrics: dict[str, Any]) -> list[str]:
+def _detection_views(folder: Path, root: str, fmt: str | None, metrics: dict[str, Any], readable: dict[str, str]) -> list[str]:
+    """PR curves and AP bars; ``readable`` maps category names (class ids) to the classes' readable names."""
     from vgglocal.evaluation.score import _instances_of, _read_results
     from vgglocal.evaluation.voc import match_detections, voc_inputs
 
@@ -312,14 +314,14 @@ def _detection_views(folder: Path, root: str, fmt: str | None, metrics: dict[str
         rec = tp / positives
         prec = tp / np.maximum(tp + fp, 1)
         ap = (metrics.get("voc_ap_per_class") or {}).get(name)
-        curves[name] = (rec, prec, float(ap) if ap is not None else math.nan)
+        curves[readable.get(name, name)] = (rec, prec, float(ap) if ap is not None else math.nan)
     parts = ["<h3>Detection: precision-recall per class</h3>"]
     if curves:
         parts.append(f"<img class='chart' alt='precision-recall curves' src='{_pr_curves(curves)}'>")
     per_class = metrics.get("voc_ap_per_class") or {}
     shown = [(k, v) for k, v in per_class.items() if v is not None]
     if shown:
-        parts.append(f"<img class='chart' alt='AP per class' src='{_bars([k for k, _ in shown], {'VOC AP (area)': np.array([100 * v for _, v in shown])}, 'AP (%)', 'VOC average precision per class')}'>")
+        parts.append(f"<img class='chart' alt='AP per class' src='{_bars([readable.get(k, k) for k, _ in shown], {'VOC AP (area)': np.array([100 * v for _, v in shown])}, 'AP (%)', 'VOC average precision per class')}'>")
     return parts
 
 
