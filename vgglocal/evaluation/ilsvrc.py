@@ -34,6 +34,7 @@ from vgglocal.errors import UserError
 from vgglocal.inference.results import ImageResult
 
 __all__ = [
+    "scatter_ragged",
     "SubmissionError",
     "Guesses",
     "pad_guesses",
@@ -74,7 +75,7 @@ def pad_guesses(items: Sequence[Guesses], width: int | None = None) -> tuple[Ten
     k = width if width is not None else max(int(counts.max(initial=0)), 1)
     labels = [np.asarray(lab, dtype=np.int64).reshape(-1)[:k] for lab, _ in items]
     boxes = [np.asarray(box, dtype=np.float64).reshape(-1, 4)[:k] for _, box in items]
-    return _scatter(np.minimum(counts, k), k, labels, boxes)
+    return scatter_ragged(np.minimum(counts, k), k, labels, boxes)
 
 
 def pad_ragged(counts: Tensor, flat: Tensor, k: int, fill: float | int | bool = 0) -> Tensor:
@@ -91,7 +92,7 @@ def pad_ragged(counts: Tensor, flat: Tensor, k: int, fill: float | int | bool = 
     return out
 
 
-def _scatter(counts: np.ndarray, k: int, labels: list, boxes: list) -> tuple[Tensor, Tensor]:
+def scatter_ragged(counts: np.ndarray, k: int, labels: list, boxes: list) -> tuple[Tensor, Tensor]:
     """Per-image label/box arrays (already cut to ``k``) → padded tensors (:func:`pad_ragged`)."""
     flat_l = torch.from_numpy(np.concatenate(labels).astype(np.int64) if len(labels) else np.zeros(0, np.int64))
     flat_b = torch.from_numpy(np.concatenate(boxes).astype(np.float64).reshape(-1, 4) if len(boxes) else np.zeros((0, 4)))
@@ -379,7 +380,7 @@ def score_kaggle(predictions: Submission, truth: Submission, pred_name: str = "p
         k = width or max(int(counts.max(initial=0)), 1)
         labels = [np.array([vocab.get(lab, -2) for r in rows for lab, _ in r], dtype=np.int64)]
         boxes = [np.array([box for r in rows for _, box in r], dtype=np.float64).reshape(-1, 4)]
-        return _scatter(counts, k, labels, boxes)
+        return scatter_ragged(counts, k, labels, boxes)
 
     ids = list(truth)
     pl, pb = padded(predictions, MAX_GUESSES)

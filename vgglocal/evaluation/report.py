@@ -160,9 +160,9 @@ def _localisation(folder: Path, records: list, classes) -> dict[str, Any]:
     from vgglocal.boxes import ilsvrc_iou
     from vgglocal.evaluation.ilsvrc import (
         MAX_GUESSES,
-        _scatter,
         localization_errors,
         read_kaggle_csv,
+        scatter_ragged,
     )
     from vgglocal.evaluation.writers import image_id
 
@@ -175,10 +175,10 @@ def _localisation(folder: Path, records: list, classes) -> dict[str, Any]:
         raise ReportError(f"{folder / 'predictions.csv'}: none of its image ids are in the data's split (another data set?)")
     guesses = [preds.get(i, [])[:MAX_GUESSES] for i in ids]
     counts = np.array([len(g) for g in guesses], dtype=np.int64)
-    pl, pb = _scatter(counts, MAX_GUESSES, [np.array([index.get(lab, -2) for g in guesses for lab, _ in g], dtype=np.int64)],
+    pl, pb = scatter_ragged(counts, MAX_GUESSES, [np.array([index.get(lab, -2) for g in guesses for lab, _ in g], dtype=np.int64)],
                       [np.array([b for g in guesses for _, b in g], dtype=np.float64).reshape(-1, 4)])
     gcounts = np.array([len(r.boxes) for r in rows], dtype=np.int64)
-    gl, gb = _scatter(gcounts, int(gcounts.max()), [np.concatenate([np.asarray(r.box_labels, np.int64) for r in rows])],
+    gl, gb = scatter_ragged(gcounts, int(gcounts.max()), [np.concatenate([np.asarray(r.box_labels, np.int64) for r in rows])],
                       [np.concatenate([np.asarray(r.boxes, np.float64).reshape(-1, 4) for r in rows])])
     _, loc1 = localization_errors(pl, pb, gl, gb, topk=1)
     _, loc5 = localization_errors(pl, pb, gl, gb, topk=MAX_GUESSES)
@@ -241,7 +241,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def _section(folder: Path, data_root: str | None, fmt: str | None, log: Callable[[str], None]) -> str:
-    from vgglocal.evaluation.score import _read_root
+    from vgglocal.evaluation.score import read_root
 
     metrics = json.loads((folder / "metrics.json").read_text())
     protocol = metrics.get("protocol", folder.name)
@@ -255,7 +255,7 @@ def _section(folder: Path, data_root: str | None, fmt: str | None, log: Callable
         parts.append(f"<p class='muted'>the data root ({html.escape(str(root))}) is not here: "
                      "pass --data ROOT for the per-class views and the galleries</p>")
         return "\n".join(parts)
-    records, classes, _ = _read_root(root, fmt or data.get("format"), metrics.get("split"))
+    records, classes, _ = read_root(root, fmt or data.get("format"), metrics.get("split"))
     names = list(classes.names) if getattr(classes, "names", None) else list(classes.ids)
     if (folder / "predictions.csv").is_file():
         v = _localisation(folder, records, classes)
@@ -292,12 +292,12 @@ def _section(folder: Path, data_root: str | None, fmt: str | None, log: Callable
 
 def _detection_views(folder: Path, root: str, fmt: str | None, metrics: dict[str, Any], readable: dict[str, str]) -> list[str]:
     """PR curves and AP bars; ``readable`` maps category names (class ids) to the classes' readable names."""
-    from vgglocal.evaluation.score import _instances_of, _read_results
+    from vgglocal.evaluation.score import instances_of, read_results
     from vgglocal.evaluation.voc import match_detections, voc_inputs
 
     gt = folder / "ground_truth.json"
-    instances = json.loads(gt.read_text()) if gt.is_file() else _instances_of(root, fmt, metrics.get("split"))
-    results = _read_results(str(folder / "detections.json"))
+    instances = json.loads(gt.read_text()) if gt.is_file() else instances_of(root, fmt, metrics.get("split"))
+    results = read_results(str(folder / "detections.json"))
     dets, gts, names = voc_inputs(instances, results)
     hits, ignored = match_detections(*dets, *gts)
     det_labels, det_scores = dets[2].numpy(), dets[3].numpy()

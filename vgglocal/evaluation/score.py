@@ -38,10 +38,12 @@ from vgglocal.evaluation.ilsvrc import (
 from vgglocal.evaluation.voc import voc_from_coco
 from vgglocal.evaluation.writers import CocoIds, coco_instances, image_id
 
-__all__ = ["score", "kaggle_truth", "voc_from_coco"]
+__all__ = ["score", "kaggle_truth", "voc_from_coco", "read_root", "read_results", "instances_of"]
 
 
-def _read_root(root: str, fmt: str | None, split: str | None) -> tuple[list[Sample], ClassList, str]:
+def read_root(root: str, fmt: str | None, split: str | None) -> tuple[list[Sample], ClassList, str]:
+    """A data root's split (``fmt`` detected when None, ``split`` default val) as eval reads it:
+    (records, classes, format)."""
     fmt = fmt or detect_format(root)
     cfg = DataConfig(format=fmt, root=root)
     records, classes = read_split(cfg, split or cfg.val_split, "loc")
@@ -62,7 +64,8 @@ def _devkit_as_kaggle(path: str, records: list[Sample], classes: ClassList) -> S
     return {image_id(r): [(by_devkit.get(lab, f"unknown-{lab}"), box) for lab, box in row] for r, row in zip(records, rows, strict=True)}
 
 
-def _read_results(path: str) -> list[dict[str, Any]]:
+def read_results(path: str) -> list[dict[str, Any]]:
+    """A COCO results JSON, checked to be a list of {image_id, category_id, bbox, score}."""
     try:
         results = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -73,10 +76,11 @@ def _read_results(path: str) -> list[dict[str, Any]]:
     return results
 
 
-def _instances_of(ground_truth: str, fmt: str | None, split: str | None) -> dict[str, Any]:
+def instances_of(ground_truth: str, fmt: str | None, split: str | None) -> dict[str, Any]:
+    """A COCO instances dict from a COCO JSON file or from a data root of any layout."""
     if not os.path.isdir(ground_truth):
         return load_coco(ground_truth).dataset
-    records, classes, fmt = _read_root(ground_truth, fmt, split)
+    records, classes, fmt = read_root(ground_truth, fmt, split)
     if fmt == "coco" and classes.coco_ids:
         from vgglocal.data.spec import split_spec
 
@@ -92,14 +96,14 @@ def score(predictions: str, ground_truth: str, *, fmt: str | None = None, split:
     if not Path(predictions).is_file():
         raise SubmissionError(f"file not found: {predictions}")
     if kind == ".json":
-        results = _read_results(predictions)
-        instances = _instances_of(ground_truth, fmt, split)
+        results = read_results(predictions)
+        instances = instances_of(ground_truth, fmt, split)
         scope = [int(i["id"]) for i in instances.get("images", [])]
         return detection_metrics(instances, results, scope)
     if kind not in (".csv", ".txt"):
         raise SubmissionError(f"{predictions}: expected a Kaggle .csv, a devkit .txt or a COCO results .json")
     if os.path.isdir(ground_truth):
-        records, classes, _ = _read_root(ground_truth, fmt, split)
+        records, classes, _ = read_root(ground_truth, fmt, split)
         truth = kaggle_truth(records, classes)
         preds = _devkit_as_kaggle(predictions, records, classes) if kind == ".txt" else read_kaggle_csv(predictions)
     else:
