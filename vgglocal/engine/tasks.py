@@ -231,9 +231,10 @@ def _check_resume(cfg: Config, task: str, last: dict[str, Any], path: Path, worl
                 raise RunError(f"--resume: model.{key} is {getattr(cfg.model, key)!r}, the run in {path} has {last['model'][key]!r}")
     else:
         meta = last.get("meta") or {}
+        saved = {"joint": False, **meta}  # runs from before loc.joint trained without it
         for key in ("regression", "finetune", "joint"):
-            if getattr(cfg.loc, key) != meta.get(key, False if key == "joint" else getattr(cfg.loc, key)):
-                raise RunError(f"--resume: loc.{key} is {getattr(cfg.loc, key)!r}, the run in {path} has {meta[key]!r}")
+            if key in saved and getattr(cfg.loc, key) != saved[key]:
+                raise RunError(f"--resume: loc.{key} is {getattr(cfg.loc, key)!r}, the run in {path} has {saved[key]!r}")
 
 
 def _record_resume(cfg: Config, last: dict[str, Any], log: Log) -> list[dict[str, Any]]:
