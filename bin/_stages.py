@@ -13,6 +13,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VGGLOCAL = [sys.executable, "-m", "vgglocal"]
+# The demo data set of bin/demo, bin/check-stability and bin/reproduce: 10 shape classes,
+# 1,000 training and 50 validation images per class. With 300 per class (synth's default) the
+# demo classifier needed many passes over few images and its take-off from chance came at a
+# random epoch; 1,000 per class and 6 epochs see as many images in the same time.
+DEMO_CLASSES = 10
+DEMO_SYNTH = ["--classes", str(DEMO_CLASSES), "--train", "1000", "--val", "50"]
 
 
 class Stages:

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _stages import ROOT, VGGLOCAL
+from _stages import DEMO_SYNTH, ROOT, VGGLOCAL
 
 CLS_CONFIG = "configs/demo/cls.yaml"
 LOC_CONFIG = "configs/demo/loc.yaml"
@@ -206,7 +206,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2,3,4", help="Training seeds on the default kernel path (comma list; default 0-4).")
     p.add_argument("--other-path-seeds", default="0",
                    help="Training seeds on the other kernel path (comma list, may be empty; default 0).")
-    p.add_argument("--epochs", type=int, default=20, help="train.epochs of each run (default 20, the demo's).")
+    p.add_argument("--epochs", type=int, default=None, help="train.epochs of each run (default: the config's, the demo's).")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "stability", help="Results folder (default runs/stability).")
     p.add_argument("--data", type=Path, default=None,
                    help="An existing demo data set (default: generate OUT/data with `vgglocal data synth --seed 0`).")
@@ -226,6 +226,13 @@ def main() -> None:
     plan += [(f"seed{s}-{other_path}", s, other_path) for s in seeds(args.other_path_seeds, "--other-path-seeds")]
     if not plan:
         raise SystemExit("[check-stability] no runs: --seeds and --other-path-seeds are both empty")
+    if args.epochs is None:
+        from vgglocal.config import ConfigError, load_config
+
+        try:
+            args.epochs = load_config(ROOT / args.config).train.epochs
+        except ConfigError as e:
+            raise SystemExit(f"[check-stability] --config: {e}") from None
     if args.epochs < 1:
         raise SystemExit(f"[check-stability] --epochs {args.epochs}: give at least 1")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +240,7 @@ def main() -> None:
     if data is None:
         data = args.out / "data"
         if not (data / "synth.json").exists():
-            run(["data", "synth", str(data), "--classes", "10", "--seed", "0", "--overwrite", "-q"], dict(os.environ), "data")
+            run(["data", "synth", str(data), *DEMO_SYNTH, "--seed", "0", "--overwrite", "-q"], dict(os.environ), "data")
     elif not (data / "LOC_train_solution.csv").exists():
         raise SystemExit(f"[check-stability] --data {data}: not a demo data set (no LOC_train_solution.csv)")
     log(f"{len(plan)} runs ({', '.join(n for n, _, _ in plan)}), {args.epochs} epochs each; default kernel path "

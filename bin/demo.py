@@ -10,12 +10,11 @@ import shutil
 import time
 from pathlib import Path
 
-from _stages import ROOT, Stages
+from _stages import DEMO_CLASSES, DEMO_SYNTH, ROOT, Stages
 
 CLS_CONFIG = "configs/demo/cls.yaml"
 LOC_CONFIG = "configs/demo/loc.yaml"
-# Demo data set: 10 classes; sizes are synth's defaults (300 train, 50 val per class).
-CLASSES = 10
+CLASSES = DEMO_CLASSES
 
 
 class Demo:
@@ -26,7 +25,7 @@ class Demo:
     def run(self) -> None:
         data, runs = str(self.data), str(self.runs)
         root = ["--set", f"data.root={data}"]
-        self.stages.stage("data", ["data", "synth", data, "--classes", str(CLASSES), "--seed", str(self.seed), "--overwrite"])
+        self.stages.stage("data", ["data", "synth", data, *DEMO_SYNTH, "--seed", str(self.seed), "--overwrite"])
         self.stages.stage("train-cls", ["train-cls", "-c", CLS_CONFIG, *root, "--out", f"{runs}/cls"], resumable=self.runs / "cls")
         self.stages.stage(
             "train-loc",

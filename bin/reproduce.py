@@ -22,12 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _stages import ROOT, Stages
+from _stages import DEMO_CLASSES, DEMO_SYNTH, ROOT, Stages
 
 CLS_CONFIG = "configs/demo/cls.yaml"
 LOC_CONFIG = "configs/demo/loc.yaml"
 TRANSFER_CONFIG = "configs/demo/transfer.yaml"
-CLASSES = 10
+CLASSES = DEMO_CLASSES
 # Appendix B's transfer set: the generator's shapes after the ten the demo classifier learns.
 TRANSFER_SHAPES, TRANSFER_TRAIN, TRANSFER_TEST = 6, 60, 40
 TRANSFER_MARK = ("<!-- table-11: written by bin/reproduce; `bin/reproduce --only transfer` rewrites it -->",
@@ -146,7 +146,7 @@ class Reproduce:
         data, runs, st = str(self.data), self.runs, self.stages
         root = ["--set", f"data.root={data}"]
         if not (self.data / "LOC_val_solution.csv").exists():
-            st.stage("data", ["data", "synth", data, "--classes", str(CLASSES), "--seed", str(self.data_seed), "--overwrite"])
+            st.stage("data", ["data", "synth", data, *DEMO_SYNTH, "--seed", str(self.data_seed), "--overwrite"])
         # Table 3/4 classifiers: A and D at one fixed S, D with scale jitter (= bin/demo's classifier).
         for name, extra in (("cls-A-128", ["--set", "model.arch=A", *FIXED]), ("cls-D-128", FIXED), ("cls-D-jit", [])):
             st.stage(f"train-{name}", ["train-cls", "-c", CLS_CONFIG, *root, *extra, "--out", f"{runs}/{name}"],
@@ -207,7 +207,7 @@ class Reproduce:
         """The Table 11 stages' one dependency: the jittered D classifier (also Tables 3-5's)."""
         st, runs = self.stages, self.runs
         if not (self.data / "LOC_val_solution.csv").exists():
-            st.stage("data", ["data", "synth", str(self.data), "--classes", str(CLASSES), "--seed", str(self.data_seed), "--overwrite"])
+            st.stage("data", ["data", "synth", str(self.data), *DEMO_SYNTH, "--seed", str(self.data_seed), "--overwrite"])
         st.stage("train-cls-D-jit", ["train-cls", "-c", CLS_CONFIG, "--set", f"data.root={self.data}", "--out", f"{runs}/cls-D-jit"],
                  resumable=runs / "cls-D-jit")
 
@@ -315,8 +315,8 @@ class Reproduce:
             "# Reproduction in miniature",
             "",
             "The paper's comparisons (Tables 3, 4, 5, 8, 9 and 11) re-run on the generated demo data set: "
-            f"`vgglocal data synth {self.data} --classes {CLASSES} --seed {self.data_seed}` "
-            "(3,000 training and 500 validation images of 10 shape classes, 128 px). Every row of ours is a real "
+            f"`vgglocal data synth {self.data} {' '.join(DEMO_SYNTH)} --seed {self.data_seed}` "
+            "(10,000 training and 500 validation images of 10 shape classes, 128 px). Every row of ours is a real "
             "training or evaluation run made by `bin/reproduce`; the paper's numbers are its ILSVRC-2012 "
             "validation errors. Errors are percentages of the 500 validation images (one image is 0.2 points); "
             "how far a row moves with the training seed is measured under [Seed-to-seed spread](#seed-to-seed-spread).",
