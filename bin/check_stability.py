@@ -99,7 +99,7 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
     result_file = out / f"{name}.json"
     if result_file.exists():
         result = json.loads(result_file.read_text())
-        if not args.loc or "loc_full_top5_loc_error" in result:
+        if all(key in result for key in wanted_keys(args)):
             note = "" if result.get("commit") == commit() else f" (trained on commit {result.get('commit')}, not this one)"
             log(f"{name}: done before, read {result_file}{note}")
             return result
@@ -136,11 +136,35 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
         full = json.loads((full_dir / "metrics.json").read_text())
         result["loc_full_top5_loc_error"] = full["top5_loc_error"]
         result["loc_full_top1_loc_error"] = full["top1_loc_error"]
+    if args.joint:
+        # Beyond the paper: the same localiser trained with the class loss too (loc.joint), so its
+        # own class head ranks the boxes and `full` runs without the classifier.
+        joint_dir = out / name / "loc-joint"
+        train("train-loc", ["-c", LOC_CONFIG, "--set", f"data.root={data}", "--set", f"seed={seed}", "--regression", "pcr",
+                            "--finetune", "all", "--joint", "--init", str(cls_dir / "model.pt")], joint_dir, env,
+              f"{name}: train-loc --joint")
+        joint_full = out / name / "eval-full-joint"
+        if not (joint_full / "metrics.json").exists():
+            run(["eval", "-c", LOC_CONFIG, "--set", f"data.root={data}", "--protocol", "full", "--checkpoint",
+                 str(joint_dir / "model.pt"), "--out", str(joint_full), "--overwrite"], env, f"{name}: eval full (joint)")
+        full = json.loads((joint_full / "metrics.json").read_text())
+        for key in ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error"):
+            result[f"joint_full_{key}"] = full[key]
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(result_file)
     log(f"{name}: wrote {result_file}")
     return result
+
+
+LOC_KEYS = ["loc_full_top1_loc_error", "loc_full_top5_loc_error"]
+JOINT_KEYS = ["joint_full_top1_cls_error", "joint_full_top1_loc_error", "joint_full_top5_loc_error"]
+
+
+def wanted_keys(args: argparse.Namespace) -> list[str]:
+    """The summary's keys a run must have for these options (a run saved without --loc or
+    --joint is completed, not retrained)."""
+    return (["cls_dense_top1_cls_error"] + (LOC_KEYS if args.loc else []) + (JOINT_KEYS if args.joint else []))
 
 
 def machine() -> str:
@@ -157,11 +181,23 @@ def spread(results: list[dict], key: str) -> float | None:
     return max(values) - min(values) if values else None
 
 
-def summarise(results: list[dict], loc: bool) -> dict:
-    keys = ["center_crop_top1_cls_error", "cls_dense_top1_cls_error", "cls_dense_top5_cls_error"]
-    keys += ["loc_full_top5_loc_error"] if loc else []
+CLS_KEYS = ["center_crop_top1_cls_error", "cls_dense_top1_cls_error", "cls_dense_top5_cls_error"]
+# column headings of the table, by summary key
+HEADINGS = {
+    "center_crop_top1_cls_error": "centre-crop top-1", "cls_dense_top1_cls_error": "cls-dense top-1",
+    "cls_dense_top5_cls_error": "cls-dense top-5", "loc_full_top1_loc_error": "full top-1 loc",
+    "loc_full_top5_loc_error": "full top-5 loc", "joint_full_top1_cls_error": "joint: full top-1 cls",
+    "joint_full_top1_loc_error": "joint: full top-1 loc", "joint_full_top5_loc_error": "joint: full top-5 loc",
+}
+
+
+def summary_keys(loc: bool, joint: bool) -> list[str]:
+    return CLS_KEYS + (LOC_KEYS if loc else []) + (JOINT_KEYS if joint else [])
+
+
+def summarise(results: list[dict], loc: bool, joint: bool = False) -> dict:
     summary: dict = {"runs": results, "machine": machine()}
-    for key in keys:
+    for key in summary_keys(loc, joint):
         values = [r[key] for r in results]
         summary[f"{key}_mean"] = sum(values) / len(values)
         summary[f"{key}_spread"] = spread(results, key)
@@ -178,24 +214,16 @@ def summarise(results: list[dict], loc: bool) -> dict:
     return summary
 
 
-def table(summary: dict, loc: bool) -> str:
+def table(summary: dict, loc: bool, joint: bool = False) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
-    head = "| run | seed | kernel path | left chance (epoch) | centre-crop top-1 | cls-dense top-1 | cls-dense top-5 |"
-    rule = "|---|---|---|---|---|---|---|"
-    if loc:
-        head += " full top-5 loc |"
-        rule += "---|"
-    lines = [head, rule]
+    keys = summary_keys(loc, joint)
+    lines = ["| run | seed | kernel path | left chance (epoch) | " + " | ".join(HEADINGS[k] for k in keys) + " |",
+             "|---|---|---|---|" + "---|" * len(keys)]
     for r in summary["runs"]:
-        line = (f"| {r['name']} | {r['seed']} | {r['kernel_path']} | {r['left_chance_epoch'] or 'never'} | "
-                f"{pct(r['center_crop_top1_cls_error'])} | {pct(r['cls_dense_top1_cls_error'])} | {pct(r['cls_dense_top5_cls_error'])} |")
-        if loc:
-            line += f" {pct(r['loc_full_top5_loc_error'])} |"
-        lines.append(line)
-    keys = ["center_crop_top1_cls_error", "cls_dense_top1_cls_error", "cls_dense_top5_cls_error"]
-    keys += ["loc_full_top5_loc_error"] if loc else []
+        lines.append(f"| {r['name']} | {r['seed']} | {r['kernel_path']} | {r['left_chance_epoch'] or 'never'} | "
+                     + " | ".join(pct(r[k]) for k in keys) + " |")
     lines.append("| mean | | | | " + " | ".join(pct(summary[f"{k}_mean"]) for k in keys) + " |")
     lines.append("| spread (max - min) | | | | " + " | ".join(pct(summary[f"{k}_spread"]) for k in keys) + " |")
     return "\n".join(lines)
@@ -212,6 +240,9 @@ def main() -> None:
                    help="An existing demo data set (default: generate OUT/data with `vgglocal data synth --seed 0`).")
     p.add_argument("--config", default=CLS_CONFIG, help=f"Classifier config (default {CLS_CONFIG}).")
     p.add_argument("--loc", action="store_true", help="Also train and evaluate the demo localiser (full protocol).")
+    p.add_argument("--joint", action="store_true",
+                   help="Also train the localiser with the class loss (train-loc --joint) and evaluate it under full "
+                        "without the classifier.")
     p.add_argument("--strict", action="store_true", help="Exit 1 when a target is missed.")
     args = p.parse_args()
 
@@ -246,10 +277,10 @@ def main() -> None:
     log(f"{len(plan)} runs ({', '.join(n for n, _, _ in plan)}), {args.epochs} epochs each; default kernel path "
         f"{default_path}, other {other_path}")
     results = [one_run(name, seed, path, args, data.resolve()) for name, seed, path in plan]
-    summary = summarise(results, args.loc)
+    summary = summarise(results, args.loc, args.joint)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print()
-    print(table(summary, args.loc))
+    print(table(summary, args.loc, args.joint))
     print()
     for target, met in summary["targets"].items():
         print(f"{'met   ' if met else 'MISSED'} {target}")

@@ -40,11 +40,13 @@ def test_left_chance_is_the_first_epoch_below_half_and_resumed_epochs_count_once
     assert cs.left_chance(epochs[:1]) is None
 
 
-def run(name, left, dense, loc=None):
+def run(name, left, dense, loc=None, joint=None):
     r = {"name": name, "seed": 0, "kernel_path": "avx2", "left_chance_epoch": left,
          "center_crop_top1_cls_error": dense + 0.05, "cls_dense_top1_cls_error": dense, "cls_dense_top5_cls_error": dense / 4}
     if loc is not None:
-        r["loc_full_top5_loc_error"] = loc
+        r["loc_full_top5_loc_error"], r["loc_full_top1_loc_error"] = loc, loc + 0.02
+    if joint is not None:
+        r.update(joint_full_top1_cls_error=joint, joint_full_top1_loc_error=joint + 0.2, joint_full_top5_loc_error=joint + 0.1)
     return r
 
 
@@ -58,3 +60,17 @@ def test_targets_spread_and_table(cs):
     assert never["targets"] == {"every run leaves chance by epoch 3": False, "cls-dense top-1 spread <= 2 points": False}
     text = cs.table(never, loc=False)
     assert "| a | 0 | avx2 | never |" in text and "| spread (max - min) | | | | 30.0 | 30.0 | 7.5 |" in text
+
+
+def test_joint_columns_and_which_saved_runs_are_complete(cs):
+    both = cs.summarise([run("a", 2, 0.10, 0.30, joint=0.12), run("b", 3, 0.11, 0.31, joint=0.16)], loc=True, joint=True)
+    assert both["joint_full_top1_cls_error_mean"] == pytest.approx(0.14)
+    assert both["joint_full_top5_loc_error_spread"] == pytest.approx(0.04)
+    assert "joint_full_top5_loc_error" not in "".join(both["targets"])  # reported, not a target
+    text = cs.table(both, loc=True, joint=True)
+    assert "joint: full top-5 loc |" in text.splitlines()[0]
+    assert text.splitlines()[2].endswith("| 32.0 | 30.0 | 12.0 | 32.0 | 22.0 |")
+    saved = run("a", 2, 0.10, 0.30)  # a run saved by `--loc`, read back by `--loc --joint`
+    args = lambda loc, joint: type("Args", (), {"loc": loc, "joint": joint})()  # noqa: E731
+    assert all(k in saved for k in cs.wanted_keys(args(True, False)))
+    assert not all(k in saved for k in cs.wanted_keys(args(True, True)))
