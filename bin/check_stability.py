@@ -134,8 +134,8 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
                  str(loc_dir / "model.pt"), "--cls-checkpoint", str(cls_dir / "model.pt"), "--out", str(full_dir),
                  "--overwrite"], env, f"{name}: eval full")
         full = json.loads((full_dir / "metrics.json").read_text())
-        result["loc_full_top5_loc_error"] = full["top5_loc_error"]
-        result["loc_full_top1_loc_error"] = full["top1_loc_error"]
+        for key in ("top1_cls_error", "top1_loc_error", "top5_loc_error"):
+            result[f"loc_full_{key}"] = full[key]
     if args.joint:
         # Beyond the paper: the same localiser trained with the class loss too (loc.joint), so its
         # own class head ranks the boxes and `full` runs without the classifier.
@@ -157,7 +157,7 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
     return result
 
 
-LOC_KEYS = ["loc_full_top1_loc_error", "loc_full_top5_loc_error"]
+LOC_KEYS = ["loc_full_top1_cls_error", "loc_full_top1_loc_error", "loc_full_top5_loc_error"]
 JOINT_KEYS = ["joint_full_top1_cls_error", "joint_full_top1_loc_error", "joint_full_top5_loc_error"]
 
 
@@ -185,7 +185,8 @@ CLS_KEYS = ["center_crop_top1_cls_error", "cls_dense_top1_cls_error", "cls_dense
 # column headings of the table, by summary key
 HEADINGS = {
     "center_crop_top1_cls_error": "centre-crop top-1", "cls_dense_top1_cls_error": "cls-dense top-1",
-    "cls_dense_top5_cls_error": "cls-dense top-5", "loc_full_top1_loc_error": "full top-1 loc",
+    "cls_dense_top5_cls_error": "cls-dense top-5", "loc_full_top1_cls_error": "full top-1 cls",
+    "loc_full_top1_loc_error": "full top-1 loc",
     "loc_full_top5_loc_error": "full top-5 loc", "joint_full_top1_cls_error": "joint: full top-1 cls",
     "joint_full_top1_loc_error": "joint: full top-1 loc", "joint_full_top5_loc_error": "joint: full top-5 loc",
 }
@@ -243,6 +244,9 @@ def main() -> None:
     p.add_argument("--joint", action="store_true",
                    help="Also train the localiser with the class loss (train-loc --joint) and evaluate it under full "
                         "without the classifier.")
+    p.add_argument("--report", type=Path, default=None,
+                   help="Also write the summary JSON here (reports/stability.json: the README's demo ranges and "
+                        "bin/reproduce's joint-training section read it).")
     p.add_argument("--strict", action="store_true", help="Exit 1 when a target is missed.")
     args = p.parse_args()
 
@@ -278,7 +282,9 @@ def main() -> None:
         f"{default_path}, other {other_path}")
     results = [one_run(name, seed, path, args, data.resolve()) for name, seed, path in plan]
     summary = summarise(results, args.loc, args.joint)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    for path in [args.out / "summary.json"] + ([args.report] if args.report else []):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=1) + "\n")
     print()
     print(table(summary, args.loc, args.joint))
     print()

@@ -32,6 +32,9 @@ CLASSES = DEMO_CLASSES
 TRANSFER_SHAPES, TRANSFER_TRAIN, TRANSFER_TEST = 6, 60, 40
 TRANSFER_MARK = ("<!-- table-11: written by bin/reproduce; `bin/reproduce --only transfer` rewrites it -->",
                  "<!-- /table-11 -->")
+JOINT_MARK = ("<!-- joint: written by bin/reproduce from reports/stability.json; `bin/reproduce --only joint` rewrites it -->",
+              "<!-- /joint -->")
+STABILITY = Path("reports") / "stability.json"  # bin/check-stability --loc --joint --report reports/stability.json
 MULTI = "112,128,144"  # the jittered nets' Q = {S_min, mid, S_max}; fixed S = 128: {S - 16, S, S + 16}
 FIXED = ["--set", "data.scale_max=0"]  # data.scale_max = 0: one fixed training scale data.scale
 
@@ -291,21 +294,54 @@ class Reproduce:
         summary = self.transfer_data / "synth.json"
         return json.loads(summary.read_text())["names"] if summary.exists() else []
 
-    def splice_transfer_section(self) -> None:
-        """``--only transfer``: replace the Table 11 section of the existing report (or insert it
-        before the orderings), leaving every other line as it was."""
+    def splice_section(self, mark: tuple[str, str], section: list[str], what: str) -> None:
+        """``--only``: replace one marked section of the existing report (or insert it before the
+        orderings), leaving every other line as it was."""
         if not self.report.exists():
             raise SystemExit(f"[bin/reproduce] {self.report} does not exist; run bin/reproduce without --only first")
         text = self.report.read_text()
-        section = "\n".join(self.transfer_section(partial=True))
-        start, end = text.find(TRANSFER_MARK[0]), text.find(TRANSFER_MARK[1])
+        body = "\n".join(section)
+        start, end = text.find(mark[0]), text.find(mark[1])
         if start >= 0 and end > start:
-            text = text[:start] + section + text[end + len(TRANSFER_MARK[1]):]
+            text = text[:start] + body + text[end + len(mark[1]):]
         else:
             anchor = text.find("## The paper's orderings, checked")
-            text = text[:anchor] + section + "\n\n" + text[anchor:] if anchor >= 0 else text.rstrip() + "\n\n" + section + "\n"
+            text = text[:anchor] + body + "\n\n" + text[anchor:] if anchor >= 0 else text.rstrip() + "\n\n" + body + "\n"
         self.report.write_text(text)
-        self.stages.log(f"rewrote the Table 11 section of {self.report}")
+        self.stages.log(f"rewrote the {what} section of {self.report}")
+
+    def joint_section(self) -> list[str]:
+        """Beyond the paper: one net trained with the box and the class loss (``train-loc --joint``)
+        against the paper's separate classifier + localiser, from bin/check-stability's runs (the
+        same perturbations for both recipes, so each has its spread)."""
+        lines = [JOINT_MARK[0], "## Beyond the paper: joint training of the class and box heads", ""]
+        summary = json.loads(STABILITY.read_text()) if STABILITY.exists() else {}
+        runs = [r for r in summary.get("runs", []) if "joint_full_top1_cls_error" in r and "loc_full_top5_loc_error" in r]
+        if not runs:
+            return lines + [f"Not measured yet: `bin/check-stability --loc --joint --report {STABILITY}` writes the runs "
+                            "this section reads.", "", JOINT_MARK[1]]
+        lines += [
+            "Appendix A trains the localiser from the classifier and keeps the classifier for the labels: with every "
+            "layer fine-tuned for boxes alone, the localiser's own class head no longer fits its features, so `full` "
+            "needs `--cls-checkpoint`. `train-loc --joint` adds the classification loss (`loc.cls_weight` x "
+            "cross-entropy, on the same crops) so that one net gives both. Both recipes below start from the same demo "
+            "classifier (`configs/demo/cls.yaml`) and train `configs/demo/loc.yaml` (PCR, all layers); the separate one "
+            "is evaluated with `--cls-checkpoint` (two nets), the joint one alone (one net). Each run of "
+            f"`bin/check-stability` (training seed x CPU kernel path) trains both, so the rows are paired; {len(runs)} "
+            f"runs on {summary.get('machine', 'an unnamed machine')}, commit {runs[0].get('commit', 'unknown')}.", "",
+            "| recipe | nets at test time | full top-1 cls err. | full top-1 loc err. | full top-5 loc err. |",
+            "|---|---|---|---|---|"]
+        keys = ("top1_cls_error", "top1_loc_error", "top5_loc_error")
+        lines.append("| separate (the paper): classifier + localiser | 2 | "
+                     + " | ".join(mean_std([r[f"loc_full_{k}"] for r in runs]) for k in keys) + " |")
+        lines.append("| joint (`train-loc --joint`, `loc.cls_weight` 1) | 1 | "
+                     + " | ".join(mean_std([r[f"joint_full_{k}"] for r in runs]) for k in keys) + " |")
+        diffs = {k: [r[f"joint_full_{k}"] - r[f"loc_full_{k}"] for r in runs] for k in keys}
+        lines.append("| joint - separate, per run | | " + " | ".join(
+            f"{mean_std(d, signed=True)} (joint better in {sum(x < 0 for x in d)} of {len(d)})" for d in diffs.values()) + " |")
+        lines += ["", "Errors in percent of the 500 validation images, mean ± standard deviation over the runs "
+                  "(min-max in brackets).", "", JOINT_MARK[1]]
+        return lines
 
     def metrics(self, stage: str) -> dict:
         return json.loads((self.runs / stage / "metrics.json").read_text())
@@ -355,6 +391,7 @@ class Reproduce:
                           f"{pct(m.get('top5_cls_error'))}."]
             lines.append("")
         lines += self.transfer_section(partial=False) + [""]
+        lines += self.joint_section() + [""]
         lines += ["## The paper's orderings, checked", "", "| table | the paper finds | ours | holds |", "|---|---|---|---|"]
         for table, claim, better, worse, key in ORDERINGS:
             b, w = self.metrics(better).get(key), self.metrics(worse).get(key)
@@ -434,6 +471,19 @@ class Reproduce:
         return True
 
 
+def mean_std(values: list[float], signed: bool = False) -> str:
+    """``mean ± std (min-max)`` in percent; the sample standard deviation (n - 1)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    sign = "+" if signed else ""
+
+    def p(v: float) -> str:
+        return f"{round(100 * v, 1) + 0.0:{sign}.1f}"  # + 0.0: no "-0.0" from rounding noise
+
+    return f"{p(mean)} ± {100 * std:.1f} ({p(min(values))} to {p(max(values))})"
+
+
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
@@ -469,18 +519,22 @@ def main() -> None:
     p.add_argument("--fresh", action="store_true", help="Redo every stage (the data set is kept).")
     p.add_argument("--data-seed", type=int, default=0, help="Data set seed (default 0: data/demo/, shared with bin/demo).")
     p.add_argument("--report-only", action="store_true", help="Rewrite the report from finished stages; run nothing.")
-    p.add_argument("--only", choices=["transfer"], default=None,
-                   help="Run only the Table 11 (Appendix B) stages and the classifier they use, and rewrite only that "
+    p.add_argument("--only", choices=["transfer", "joint"], default=None,
+                   help="transfer: run only the Table 11 (Appendix B) stages and the classifier they use; joint: read "
+                        f"{STABILITY} (bin/check-stability --loc --joint --report {STABILITY}); rewrite only that "
                         "section of the existing report.")
     args = p.parse_args()
     suffix = "" if args.data_seed == 0 else f"-{args.data_seed}"
     os.chdir(ROOT)  # the commands use paths relative to the repository root, as the report shows them
     rep = Reproduce(Path("data") / f"demo{suffix}", Path("runs") / f"reproduce{suffix}",
                     Path("reports") / f"reproduction{suffix}.md", args.fresh, args.data_seed, execute=not args.report_only)
+    if args.only == "joint":
+        rep.splice_section(JOINT_MARK, rep.joint_section(), "joint-training")
+        return
     if args.only == "transfer":
         rep.train_transfer_net()
         rep.transfer()
-        rep.splice_transfer_section()
+        rep.splice_section(TRANSFER_MARK, rep.transfer_section(partial=True), "Table 11")
         rep.stages.log(f"total {(time.time() - rep.start) / 60:.1f} min")
         return
     rep.train()

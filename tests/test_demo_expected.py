@@ -1,0 +1,32 @@
+"""bin/demo sets its run beside the range bin/check-stability measured (no training here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BIN = Path(__file__).resolve().parents[1] / "bin"
+
+
+def _demo():
+    sys.path.insert(0, str(BIN))  # demo.py imports _stages from bin/
+    try:
+        spec = importlib.util.spec_from_file_location("demo", BIN / "demo.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BIN))
+
+
+def test_expected_ranges_are_measured_and_a_run_outside_is_named():
+    demo = _demo()
+    for (protocol, key), (mean, lo, hi) in demo.EXPECTED.items():
+        assert protocol == "full" and 0 < lo <= mean <= hi < 1, (key, lo, mean, hi)
+    inside = {"full": {key: mean for (_, key), (mean, _, _) in demo.EXPECTED.items()}}
+    text = demo.expected_markdown(inside)
+    assert text.endswith("Every figure inside the measured range.") and demo.EXPECTED_ON in text
+    (_, key), (_, _, hi) = next(iter(demo.EXPECTED.items()))
+    worse = {"full": dict(inside["full"], **{key: hi + 0.05})}
+    assert "Outside the measured range: full " + key.replace("_error", " err.").replace("_", " ") in demo.expected_markdown(worse)
