@@ -69,6 +69,15 @@ def train(kind: str, cmd: list[str], folder: Path, env: dict[str, str], what: st
     run([kind, *cmd, "--out", str(folder)], env, what)
 
 
+def evaluate(protocol: str, folder: Path, nets: list[str], data: Path, env: dict[str, str], what: str) -> dict:
+    """``vgglocal eval`` with the demo localiser's config into ``folder`` unless it finished
+    before; its metrics.json."""
+    if not (folder / "metrics.json").exists():
+        run(["eval", "-c", LOC_CONFIG, "--set", f"data.root={data}", "--protocol", protocol, *nets, "--out", str(folder),
+             "--overwrite"], env, f"{what}: eval {protocol}")
+    return json.loads((folder / "metrics.json").read_text())
+
+
 def commit() -> str:
     """The checkout's commit (``+dirty`` with uncommitted changes), or "unknown" outside git."""
     try:
@@ -128,13 +137,12 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
         loc_dir = out / name / "loc"
         train("train-loc", ["-c", LOC_CONFIG, "--set", f"data.root={data}", "--set", f"seed={seed}", "--regression", "pcr",
                             "--finetune", "all", "--init", str(cls_dir / "model.pt")], loc_dir, env, f"{name}: train-loc")
-        full_dir = out / name / "eval-full"
-        if not (full_dir / "metrics.json").exists():
-            run(["eval", "-c", LOC_CONFIG, "--set", f"data.root={data}", "--protocol", "full", "--checkpoint",
-                 str(loc_dir / "model.pt"), "--cls-checkpoint", str(cls_dir / "model.pt"), "--out", str(full_dir),
-                 "--overwrite"], env, f"{name}: eval full")
-        full = json.loads((full_dir / "metrics.json").read_text())
-        for key in ("top1_cls_error", "top1_loc_error", "top5_loc_error"):
+        crop = evaluate("center-crop", out / name / "eval-center-crop", ["--checkpoint", str(loc_dir / "model.pt"),
+                        "--cls-checkpoint", str(cls_dir / "model.pt")], data, env, name)
+        result["loc_center_crop_loc_error"] = crop["top1_loc_error"]
+        full = evaluate("full", out / name / "eval-full", ["--checkpoint", str(loc_dir / "model.pt"),
+                        "--cls-checkpoint", str(cls_dir / "model.pt")], data, env, name)
+        for key in ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error"):
             result[f"loc_full_{key}"] = full[key]
     if args.joint:
         # Beyond the paper: the same localiser trained with the class loss too (loc.joint), so its
@@ -143,11 +151,8 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
         train("train-loc", ["-c", LOC_CONFIG, "--set", f"data.root={data}", "--set", f"seed={seed}", "--regression", "pcr",
                             "--finetune", "all", "--joint", "--init", str(cls_dir / "model.pt")], joint_dir, env,
               f"{name}: train-loc --joint")
-        joint_full = out / name / "eval-full-joint"
-        if not (joint_full / "metrics.json").exists():
-            run(["eval", "-c", LOC_CONFIG, "--set", f"data.root={data}", "--protocol", "full", "--checkpoint",
-                 str(joint_dir / "model.pt"), "--out", str(joint_full), "--overwrite"], env, f"{name}: eval full (joint)")
-        full = json.loads((joint_full / "metrics.json").read_text())
+        full = evaluate("full", out / name / "eval-full-joint", ["--checkpoint", str(joint_dir / "model.pt")], data, env,
+                        f"{name} (joint)")
         for key in ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error"):
             result[f"joint_full_{key}"] = full[key]
     tmp = result_file.with_suffix(".tmp")
@@ -157,8 +162,9 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
     return result
 
 
-LOC_KEYS = ["loc_full_top1_cls_error", "loc_full_top1_loc_error", "loc_full_top5_loc_error"]
-JOINT_KEYS = ["joint_full_top1_cls_error", "joint_full_top1_loc_error", "joint_full_top5_loc_error"]
+LOC_KEYS = ["loc_center_crop_loc_error", "loc_full_top1_cls_error", "loc_full_top5_cls_error", "loc_full_top1_loc_error",
+            "loc_full_top5_loc_error"]
+JOINT_KEYS = ["joint_full_top1_cls_error", "joint_full_top5_cls_error", "joint_full_top1_loc_error", "joint_full_top5_loc_error"]
 
 
 def wanted_keys(args: argparse.Namespace) -> list[str]:
@@ -185,11 +191,16 @@ CLS_KEYS = ["center_crop_top1_cls_error", "cls_dense_top1_cls_error", "cls_dense
 # column headings of the table, by summary key
 HEADINGS = {
     "center_crop_top1_cls_error": "centre-crop top-1", "cls_dense_top1_cls_error": "cls-dense top-1",
-    "cls_dense_top5_cls_error": "cls-dense top-5", "loc_full_top1_cls_error": "full top-1 cls",
+    "cls_dense_top5_cls_error": "cls-dense top-5", "loc_center_crop_loc_error": "centre-crop loc",
+    "loc_full_top1_cls_error": "full top-1 cls", "loc_full_top5_cls_error": "full top-5 cls",
     "loc_full_top1_loc_error": "full top-1 loc",
     "loc_full_top5_loc_error": "full top-5 loc", "joint_full_top1_cls_error": "joint: full top-1 cls",
     "joint_full_top1_loc_error": "joint: full top-1 loc", "joint_full_top5_loc_error": "joint: full top-5 loc",
 }
+
+
+TABLE_KEYS = CLS_KEYS + ["loc_center_crop_loc_error", "loc_full_top1_loc_error", "loc_full_top5_loc_error",
+                         "joint_full_top1_cls_error", "joint_full_top5_loc_error"]
 
 
 def summary_keys(loc: bool, joint: bool) -> list[str]:
@@ -219,7 +230,8 @@ def table(summary: dict, loc: bool, joint: bool = False) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
-    keys = summary_keys(loc, joint)
+    # the table keeps to the headline columns; summary.json has every key's mean and spread
+    keys = [k for k in summary_keys(loc, joint) if k in TABLE_KEYS]
     lines = ["| run | seed | kernel path | left chance (epoch) | " + " | ".join(HEADINGS[k] for k in keys) + " |",
              "|---|---|---|---|" + "---|" * len(keys)]
     for r in summary["runs"]:

@@ -44,9 +44,11 @@ def run(name, left, dense, loc=None, joint=None):
     r = {"name": name, "seed": 0, "kernel_path": "avx2", "left_chance_epoch": left,
          "center_crop_top1_cls_error": dense + 0.05, "cls_dense_top1_cls_error": dense, "cls_dense_top5_cls_error": dense / 4}
     if loc is not None:
-        r.update(loc_full_top1_cls_error=dense, loc_full_top1_loc_error=loc + 0.02, loc_full_top5_loc_error=loc)
+        r.update(loc_center_crop_loc_error=loc + 0.1, loc_full_top1_cls_error=dense, loc_full_top5_cls_error=dense / 4,
+                 loc_full_top1_loc_error=loc + 0.02, loc_full_top5_loc_error=loc)
     if joint is not None:
-        r.update(joint_full_top1_cls_error=joint, joint_full_top1_loc_error=joint + 0.2, joint_full_top5_loc_error=joint + 0.1)
+        r.update(joint_full_top1_cls_error=joint, joint_full_top5_cls_error=joint / 4, joint_full_top1_loc_error=joint + 0.2,
+                 joint_full_top5_loc_error=joint + 0.1)
     return r
 
 
@@ -69,7 +71,7 @@ def test_joint_columns_and_which_saved_runs_are_complete(cs):
     assert "joint_full_top5_loc_error" not in "".join(both["targets"])  # reported, not a target
     text = cs.table(both, loc=True, joint=True)
     assert "joint: full top-5 loc |" in text.splitlines()[0]
-    assert text.splitlines()[2].endswith("| 10.0 | 32.0 | 30.0 | 12.0 | 32.0 | 22.0 |")
+    assert text.splitlines()[2].endswith("| 2.5 | 40.0 | 32.0 | 30.0 | 12.0 | 22.0 |")
     saved = run("a", 2, 0.10, 0.30)  # a run saved by `--loc`, read back by `--loc --joint`
     args = lambda loc, joint: type("Args", (), {"loc": loc, "joint": joint})()  # noqa: E731
     assert all(k in saved for k in cs.wanted_keys(args(True, False)))
