@@ -36,6 +36,7 @@ TRAIN_TASKS = ("cls", "loc")  # what a training run learns: classes, or boxes to
 CLS_PROTOCOLS = ("cls-dense", "cls-multicrop", "cls-both")  # section 3.2, Table 5
 LOC_PROTOCOLS = ("center-crop", "full")  # Appendix A, protocols 1 and 2
 PROTOCOLS = CLS_PROTOCOLS + LOC_PROTOCOLS
+ILSVRC_METRICS = ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error")  # vgglocal compare --metric
 CLS_METHODS = ("dense", "multicrop", "both")  # the classification system of protocol 2
 INITS = ("normal", "glorot", "kaiming")  # model.init: weight initialisation schemes
 PIPELINES = ("cpu", "gpu")  # data.pipeline: where training images are decoded and augmented

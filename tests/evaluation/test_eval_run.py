@@ -111,6 +111,20 @@ def test_center_crop_and_classification_protocols(setup, tmp_path):
         m = evaluate(config(root), EvalRequest(protocol, [paths["cls"], paths["loc"]]), tmp_path / protocol, progress=False)
         assert set(m) >= {"top1_cls_error", "top5_cls_error", "n_images"} and "top1_loc_error" not in m
         assert m["n_images"] == CLASSES * 3
+        # the classification .txt (class ids only) scores to the same numbers, top-5 included
+        scored = score(str(tmp_path / protocol / "predictions.txt"), str(root / "synth"), labels=True)
+        assert scored == pytest.approx({k: m[k] for k in ("top1_cls_error", "top5_cls_error", "n_images")})
+    # `vgglocal compare` reads the folders' own kind: classification metrics only, as eval gave them
+    r = CliRunner().invoke(cli, ["compare", str(tmp_path / "cls-dense"), str(tmp_path / "cls-both"), "--data", str(root / "synth")])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    dense, both = (json.loads((tmp_path / p / "metrics.json").read_text()) for p in ("cls-dense", "cls-both"))
+    assert set(out) == {"top1_cls_error", "top5_cls_error"} and out["top1_cls_error"]["images"] == CLASSES * 3
+    for k in out:
+        assert out[k]["a_error"] == pytest.approx(dense[k]) and out[k]["b_error"] == pytest.approx(both[k])
+    r = CliRunner().invoke(cli, ["compare", str(tmp_path / "cc"), str(tmp_path / "cls-dense"), "--data", str(root / "synth"),
+                                 "--metric", "top1_loc_error"])
+    assert r.exit_code != 0 and "top1_loc_error: a classification evaluation" in r.output
 
 
 def test_user_errors_name_the_checkpoint_or_value(setup, tmp_path):

@@ -1,4 +1,5 @@
-"""Evaluation commands: ``eval`` (the test protocols), ``score`` (Kaggle files) and ``predict``."""
+"""Evaluation commands: ``eval`` (the test protocols), ``score`` (Kaggle files), ``compare`` (two
+evaluations, image by image), ``report`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import click
 
 from vgglocal.cli import cli, config_default
-from vgglocal.config import FORMATS, PROTOCOLS
+from vgglocal.config import FORMATS, ILSVRC_METRICS, PROTOCOLS
 
 
 def _log(msg: str) -> None:
@@ -99,12 +100,16 @@ def eval_cmd(config, protocol, checkpoints, scales, cls_checkpoints, cls_scales,
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Layout of a GROUND_TRUTH data root (default: detected from its files).")
 @click.option("--split", default=None, metavar="NAME", help="Split of a GROUND_TRUTH data root (default: val).")
-def score_cmd(predictions: str, ground_truth: str, fmt: str | None, split: str | None) -> None:
+@click.option("--labels", is_flag=True,
+              help="PREDICTIONS is the devkit's classification .txt (up to five class ids per line, as eval writes "
+                   "for the cls-* protocols): classification errors only.")
+def score_cmd(predictions: str, ground_truth: str, fmt: str | None, split: str | None, labels: bool) -> None:
     """Score PREDICTIONS against GROUND_TRUTH and print the metrics as one JSON object.
 
     PREDICTIONS: a Kaggle CSV (ImageId,PredictionString, 'wnid x1 y1 x2 y2' up to five times)
     or a devkit .txt (one line per image, devkit class ids) → the ILSVRC devkit's top-1/top-5
-    localisation and classification errors (fractions) and n_images; images missing from
+    localisation and classification errors (fractions) and n_images (--labels: a .txt of
+    class ids only → the classification errors); images missing from
     PREDICTIONS count as wrong. A COCO results .json → the twelve COCO statistics (coco_*)
     and the VOC mAP (voc07_map 11-point, voc_map area, per class).
 
@@ -113,7 +118,42 @@ def score_cmd(predictions: str, ground_truth: str, fmt: str | None, split: str |
     """
     from vgglocal.evaluation.score import score
 
-    click.echo(json.dumps(score(predictions, ground_truth, fmt=fmt, split=split)))
+    click.echo(json.dumps(score(predictions, ground_truth, fmt=fmt, split=split, labels=labels)))
+
+
+@cli.command("compare")
+@click.argument("runs", nargs=-1, required=True, metavar="A B [A2 B2 ...]")
+@click.option("--data", "ground_truth", required=True, type=click.Path(),
+              help="Ground truth: a data root of any supported layout, or a Kaggle solution CSV.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Layout of a --data root (default: detected from its files).")
+@click.option("--split", default=None, metavar="NAME", help="Split of a --data root (default: val).")
+@click.option("--metric", "metrics", multiple=True, type=click.Choice(ILSVRC_METRICS),
+              help="Metric to compare (repeatable; default all that both have: the classification ones for a "
+                   "cls-* evaluation).")
+@click.option("--labels", is_flag=True,
+              help="A and B given as files are devkit classification .txt (class ids only; an eval folder says "
+                   "so itself).")
+@click.option("--bootstrap", default=10_000, show_default=True, type=click.IntRange(min=100),
+              help="Bootstrap resamples for the 95 % interval.")
+def compare_cmd(runs: tuple[str, ...], ground_truth: str, fmt: str | None, split: str | None, metrics: tuple[str, ...],
+                labels: bool, bootstrap: int) -> None:
+    """Is A's error really lower than B's? Compare two evaluations of the same images image by
+    image and print, per metric, both errors, the difference A - B with a paired bootstrap
+    95 % interval, the images each gets right where the other does not, the exact sign-test
+    (McNemar) p-value and the verdict at p < 0.05: a, b or "not resolved".
+
+    A and B: `vgglocal eval` output folders (their predictions.csv or predictions.txt) or
+    prediction files. More pairs (A2 B2: the same two recipes trained with another seed)
+    pool into one test. Prints one JSON object keyed by metric.
+    """
+    from vgglocal.evaluation.compare import compare
+
+    if len(runs) % 2:
+        raise click.UsageError(f"{len(runs)} evaluations given: give them in pairs, A B [A2 B2 ...]")
+    result = compare(runs[0::2], runs[1::2], ground_truth, metrics=metrics or None, fmt=fmt, split=split, labels=labels,
+                     bootstrap=bootstrap)
+    click.echo(json.dumps(result))
 
 
 @cli.command("report")

@@ -49,6 +49,7 @@ __all__ = [
     "read_kaggle_csv",
     "read_devkit_txt",
     "score_kaggle",
+    "kaggle_tensors",
     "IOU_THRESHOLD",
     "MAX_GUESSES",
 ]
@@ -341,18 +342,29 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_devkit_txt(path: str | Path) -> list[list[tuple[int, tuple[float, float, float, float]]]]:
-    """Read a devkit localisation submission: per line (image), ``[(label, box), ...]``."""
+def read_devkit_txt(path: str | Path, labels: bool = False) -> list[list[tuple[int, tuple[float, float, float, float]]]]:
+    """Read a devkit localisation submission: per line (image), ``[(label, box), ...]``.
+
+    ``labels``: the devkit's classification submission instead, up to five class ids per
+    line, each returned with an empty box (0, 0, 0, 0). A line of five numbers reads either
+    way, so the caller says which it is (``vgglocal eval`` writes the classification form for
+    the ``cls-*`` protocols).
+    """
     path = Path(path)
     if not path.is_file():
         raise SubmissionError(f"file not found: {path}")
     out = []
     for line_no, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.split()
-        if len(fields) % 5:
+        if labels and len(fields) > MAX_GUESSES:
+            raise SubmissionError(f"{path}:{line_no}: a classification line has at most {MAX_GUESSES} class ids, got {len(fields)} fields")
+        if not labels and len(fields) % 5:
             raise SubmissionError(f"{path}:{line_no}: expected groups of '<label> <xmin> <ymin> <xmax> <ymax>', got {len(fields)} fields")
         try:
-            out.append([(int(fields[j]), tuple(float(v) for v in fields[j + 1 : j + 5])) for j in range(0, len(fields), 5)])
+            if labels:
+                out.append([(int(f), (0.0, 0.0, 0.0, 0.0)) for f in fields])
+            else:
+                out.append([(int(fields[j]), tuple(float(v) for v in fields[j + 1 : j + 5])) for j in range(0, len(fields), 5)])
         except ValueError:
             raise SubmissionError(f"{path}:{line_no}: not a number in {line.strip()[:80]!r}") from None
     return out  # type: ignore[return-value]
@@ -364,6 +376,14 @@ def score_kaggle(predictions: Submission, truth: Submission, pred_name: str = "p
     Images of the ground truth missing from the predictions count as wrong; predictions for
     images the ground truth does not have are an error (a wrong pairing of files).
     """
+    _, tensors = kaggle_tensors(predictions, truth, pred_name, truth_name)
+    return ilsvrc_metrics(*tensors)
+
+
+def kaggle_tensors(predictions: Submission, truth: Submission, pred_name: str = "predictions",
+                   truth_name: str = "ground truth") -> tuple[list[str], tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """The ground truth's image ids in order and the padded (pred_labels, pred_boxes,
+    gt_labels, gt_boxes) of :func:`localization_errors` for them (rules as :func:`score_kaggle`)."""
     unknown = [i for i in predictions if i not in truth]
     if unknown:
         raise SubmissionError(f"{pred_name}: {len(unknown)} image ids are not in {truth_name} (first: {unknown[0]!r})")
@@ -385,4 +405,4 @@ def score_kaggle(predictions: Submission, truth: Submission, pred_name: str = "p
     ids = list(truth)
     pl, pb = padded(predictions, MAX_GUESSES)
     gl, gb = padded(truth, None)
-    return ilsvrc_metrics(pl, pb, gl, gb)
+    return ids, (pl, pb, gl, gb)

@@ -38,7 +38,7 @@ from vgglocal.evaluation.ilsvrc import (
 from vgglocal.evaluation.voc import voc_from_coco
 from vgglocal.evaluation.writers import CocoIds, coco_instances, image_id
 
-__all__ = ["score", "kaggle_truth", "voc_from_coco", "read_root", "read_results", "instances_of"]
+__all__ = ["score", "kaggle_truth", "voc_from_coco", "read_root", "read_results", "instances_of", "read_ilsvrc"]
 
 
 def read_root(root: str, fmt: str | None, split: str | None) -> tuple[list[Sample], ClassList, str]:
@@ -56,8 +56,8 @@ def kaggle_truth(records: list[Sample], classes: ClassList) -> Submission:
             for r in records if len(r.boxes)}
 
 
-def _devkit_as_kaggle(path: str, records: list[Sample], classes: ClassList) -> Submission:
-    rows = read_devkit_txt(path)
+def _devkit_as_kaggle(path: str, records: list[Sample], classes: ClassList, labels: bool = False) -> Submission:
+    rows = read_devkit_txt(path, labels=labels)
     if len(rows) != len(records):
         raise SubmissionError(f"{path}: {len(rows)} lines for the {len(records)} images of the split (one line per image, in order)")
     by_devkit = {int(d): classes.ids[i] for i, d in enumerate(classes.devkit_ids or range(1, len(classes) + 1))}
@@ -90,8 +90,10 @@ def instances_of(ground_truth: str, fmt: str | None, split: str | None) -> dict[
     return coco_instances(records, ids, classes, [r.size for r in records])
 
 
-def score(predictions: str, ground_truth: str, *, fmt: str | None = None, split: str | None = None) -> dict[str, Any]:
-    """The metric dict of ``predictions`` against ``ground_truth`` (module doc)."""
+def score(predictions: str, ground_truth: str, *, fmt: str | None = None, split: str | None = None,
+          labels: bool = False) -> dict[str, Any]:
+    """The metric dict of ``predictions`` against ``ground_truth`` (module doc). ``labels``: a
+    devkit .txt of class ids only (the classification form): classification errors only."""
     kind = Path(predictions).suffix.lower()
     if not Path(predictions).is_file():
         raise SubmissionError(f"file not found: {predictions}")
@@ -102,10 +104,27 @@ def score(predictions: str, ground_truth: str, *, fmt: str | None = None, split:
         return detection_metrics(instances, results, scope)
     if kind not in (".csv", ".txt"):
         raise SubmissionError(f"{predictions}: expected a Kaggle .csv, a devkit .txt or a COCO results .json")
+    preds, truth = read_ilsvrc(predictions, ground_truth, fmt=fmt, split=split, labels=labels)
+    metrics = score_kaggle(preds, truth, str(predictions), str(ground_truth))
+    return {k: v for k, v in metrics.items() if "loc" not in k} if labels else metrics
+
+
+def read_ilsvrc(predictions: str, ground_truth: str, *, fmt: str | None = None, split: str | None = None,
+                labels: bool = False) -> tuple[Submission, Submission]:
+    """A Kaggle CSV or devkit .txt and its ground truth (a Kaggle solution CSV or a data root),
+    both as Kaggle tables ``{image id: [(wnid, box), ...]}`` (module doc); ``labels``: the .txt
+    holds class ids only (:func:`~vgglocal.evaluation.ilsvrc.read_devkit_txt`)."""
+    kind = Path(predictions).suffix.lower()
+    if not Path(predictions).is_file():
+        raise SubmissionError(f"file not found: {predictions}")
+    if kind not in (".csv", ".txt"):
+        raise SubmissionError(f"{predictions}: expected a Kaggle .csv or a devkit .txt")
+    if labels and kind != ".txt":
+        raise SubmissionError(f"{predictions}: class ids only (--labels) is the devkit .txt form")
     if os.path.isdir(ground_truth):
         records, classes, _ = read_root(ground_truth, fmt, split)
         truth = kaggle_truth(records, classes)
-        preds = _devkit_as_kaggle(predictions, records, classes) if kind == ".txt" else read_kaggle_csv(predictions)
+        preds = _devkit_as_kaggle(predictions, records, classes, labels) if kind == ".txt" else read_kaggle_csv(predictions)
     else:
         if Path(ground_truth).suffix.lower() != ".csv":
             raise SubmissionError(f"{ground_truth}: ground truth for a {kind} file is a Kaggle solution .csv or a data root folder")
@@ -115,4 +134,4 @@ def score(predictions: str, ground_truth: str, *, fmt: str | None = None, split:
         preds = read_kaggle_csv(predictions)
     if not truth:
         raise SubmissionError(f"{ground_truth}: no images with boxes")
-    return score_kaggle(preds, truth, str(predictions), str(ground_truth))
+    return preds, truth

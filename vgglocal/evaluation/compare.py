@@ -1,0 +1,138 @@
+"""``vgglocal compare``: is evaluation A's error really lower than B's on the same images?
+
+Two error rates on a few hundred images differ by chance more than intuition says (one image
+of 500 is 0.2 points, and a retrained net lands a few points elsewhere), so a comparison is
+made image by image: both evaluations are scored per image under the ILSVRC devkit rule (the
+files ``vgglocal score`` reads, against the same ground truth), and
+
+* the test is the exact two-sided sign test on the images where A and B differ. With 0/1
+  errors, as for every image that holds one labelled class, it is McNemar's exact test
+  (McNemar 1947; recommended for comparing two classifiers on one test set by Dietterich,
+  *Approximate statistical tests for comparing supervised classification learning
+  algorithms*, Neural Computation 1998). Several pairs (A and B trained again with other
+  seeds, each A against its own B) are pooled: every (pair, image) is one paired observation;
+* the interval is a paired bootstrap 95 % interval of the mean difference (A - B), images
+  resampled with replacement within each pair.
+
+scipy's ``binomtest`` gives the exact p-value. The bootstrap draws multinomial counts of the
+distinct per-image differences (a handful of values: -1, 0, 1 for 0/1 errors) rather than
+image indices: the same distribution as resampling the images, at no cost per image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vgglocal.config import CLS_PROTOCOLS, ILSVRC_METRICS
+from vgglocal.evaluation.ilsvrc import MAX_GUESSES, SubmissionError, kaggle_tensors, localization_errors
+from vgglocal.evaluation.score import read_ilsvrc
+
+__all__ = ["METRICS", "per_image_errors", "predictions_file", "paired_test", "compare"]
+
+METRICS = ILSVRC_METRICS
+ALPHA = 0.05
+
+
+def predictions_file(path: str | Path, labels: bool = False) -> tuple[str, bool]:
+    """An eval output folder's ILSVRC predictions (``predictions.csv``, else the devkit
+    ``predictions.txt``), or the file itself; with whether it holds class ids only (a folder
+    of a ``cls-*`` protocol, by its metrics.json; a file: ``labels``)."""
+    p = Path(path)
+    if not p.is_dir():
+        return str(p), labels
+    for name in ("predictions.csv", "predictions.txt"):
+        if (p / name).is_file():
+            protocol = ""
+            if (p / "metrics.json").is_file():
+                try:
+                    protocol = str(json.loads((p / "metrics.json").read_text()).get("protocol", ""))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                    raise SubmissionError(f"{p / 'metrics.json'}: not the metrics JSON vgglocal eval writes") from None
+            return str(p / name), name.endswith(".txt") and protocol in CLS_PROTOCOLS
+    raise SubmissionError(f"{p}: no predictions.csv or predictions.txt (not a vgglocal eval folder?)")
+
+
+def per_image_errors(predictions: str, ground_truth: str, *, fmt: str | None = None, split: str | None = None,
+                     labels: bool = False) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The ground truth's image ids and, per metric of :data:`METRICS`, each image's error
+    (the fraction of its labelled classes missed; 0 or 1 for one class), as ``score`` counts it.
+    ``labels``: a devkit .txt of class ids only, so the classification metrics only."""
+    preds, truth = read_ilsvrc(predictions, ground_truth, fmt=fmt, split=split, labels=labels)
+    ids, (pl, pb, gl, gb) = kaggle_tensors(preds, truth, str(predictions), str(ground_truth))
+    errors: dict[str, np.ndarray] = {}
+    for k in (1, MAX_GUESSES):
+        cls, loc = localization_errors(pl, pb, gl, gb, topk=k)
+        errors[f"top{k}_cls_error"] = cls.numpy()
+        if not labels:
+            errors[f"top{k}_loc_error"] = loc.numpy()
+    return ids, errors
+
+
+def paired_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, bootstrap: int = 10_000, seed: int = 0,
+                alpha: float = ALPHA) -> dict[str, Any]:
+    """Pooled sign test and paired bootstrap (module doc) of per-image errors ``a[j]``
+    against ``b[j]`` for each pair ``j`` (same images in the same order within a pair).
+
+    Returns a_error, b_error (means over every paired image), difference (a - b), ci95,
+    a_better / b_better (images where one is right and the other wrong, or less wrong),
+    p_value, and verdict: "a" or "b" (lower error at p < alpha) or "not resolved".
+    """
+    from scipy.stats import binomtest
+
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"{len(a)} A runs against {len(b)} B runs: give them in pairs")
+    diffs = []
+    for j, (x, y) in enumerate(zip(a, b, strict=True)):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if x.shape != y.shape or x.ndim != 1 or not len(x):
+            raise ValueError(f"pair {j + 1}: {x.shape} against {y.shape} per-image errors (same images needed)")
+        diffs.append(x - y)
+    n = sum(len(d) for d in diffs)
+    a_better = int(sum((d < 0).sum() for d in diffs))
+    b_better = int(sum((d > 0).sum() for d in diffs))
+    p = binomtest(a_better, a_better + b_better, 0.5).pvalue if a_better + b_better else 1.0
+    rng = np.random.default_rng(seed)
+    total = np.zeros(bootstrap)
+    for d in diffs:
+        values, counts = np.unique(d, return_counts=True)
+        total += rng.multinomial(len(d), counts / len(d), size=bootstrap) @ values
+    lo, hi = np.quantile(total / n, [0.025, 0.975])
+    difference = float(sum(d.sum() for d in diffs) / n)
+    verdict = ("a" if difference < 0 else "b") if p < alpha and difference != 0 else "not resolved"
+    return {
+        "pairs": len(diffs), "images": n,
+        "a_error": float(sum(np.asarray(x, np.float64).sum() for x in a) / n),
+        "b_error": float(sum(np.asarray(y, np.float64).sum() for y in b) / n),
+        "difference": difference, "ci95": [float(lo), float(hi)],
+        "a_better": a_better, "b_better": b_better, "p_value": float(p), "alpha": alpha, "verdict": verdict,
+    }
+
+
+def compare(a: Sequence[str], b: Sequence[str], ground_truth: str, *, metrics: Sequence[str] | None = None,
+            fmt: str | None = None, split: str | None = None, labels: bool = False, bootstrap: int = 10_000,
+            seed: int = 0) -> dict[str, Any]:
+    """Paired comparison of the evaluations ``a[j]`` and ``b[j]`` (eval folders or prediction
+    files; ``labels``: the files are classification .txt) on ``ground_truth``, for each metric
+    (default: all that both sides have): ``{metric: paired_test(...)}``."""
+    unknown = [m for m in metrics or () if m not in METRICS]
+    if unknown:
+        raise SubmissionError(f"unknown metric {unknown[0]!r} (choose from {', '.join(METRICS)})")
+    if len(a) != len(b) or not a:
+        raise SubmissionError(f"{len(a) + len(b)} evaluations given: give them in pairs, A B [A2 B2 ...]")
+
+    def errors(path: str) -> dict[str, np.ndarray]:
+        file, only_labels = predictions_file(path, labels)
+        return per_image_errors(file, ground_truth, fmt=fmt, split=split, labels=only_labels)[1]
+
+    per_a, per_b = [errors(p) for p in a], [errors(p) for p in b]
+    common = [m for m in METRICS if all(m in e for e in per_a + per_b)]
+    missing = [m for m in metrics or () if m not in common]
+    if missing:
+        raise SubmissionError(f"{missing[0]}: a classification evaluation among the runs has no boxes to compare")
+    chosen = list(metrics) if metrics else common
+    return {m: paired_test([e[m] for e in per_a], [e[m] for e in per_b], bootstrap=bootstrap, seed=seed) for m in chosen}
