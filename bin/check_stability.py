@@ -140,6 +140,7 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
         crop = evaluate("center-crop", out / name / "eval-center-crop", ["--checkpoint", str(loc_dir / "model.pt"),
                         "--cls-checkpoint", str(cls_dir / "model.pt")], data, env, name)
         result["loc_center_crop_loc_error"] = crop["top1_loc_error"]
+        result["loc_center_crop_top5_cls_error"] = crop["top5_cls_error"]
         full = evaluate("full", out / name / "eval-full", ["--checkpoint", str(loc_dir / "model.pt"),
                         "--cls-checkpoint", str(cls_dir / "model.pt")], data, env, name)
         for key in ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error"):
@@ -162,7 +163,7 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
     return result
 
 
-LOC_KEYS = ["loc_center_crop_loc_error", "loc_full_top1_cls_error", "loc_full_top5_cls_error", "loc_full_top1_loc_error",
+LOC_KEYS = ["loc_center_crop_top5_cls_error", "loc_center_crop_loc_error", "loc_full_top1_cls_error", "loc_full_top5_cls_error", "loc_full_top1_loc_error",
             "loc_full_top5_loc_error"]
 JOINT_KEYS = ["joint_full_top1_cls_error", "joint_full_top5_cls_error", "joint_full_top1_loc_error", "joint_full_top5_loc_error"]
 
@@ -191,7 +192,8 @@ CLS_KEYS = ["center_crop_top1_cls_error", "cls_dense_top1_cls_error", "cls_dense
 # column headings of the table, by summary key
 HEADINGS = {
     "center_crop_top1_cls_error": "centre-crop top-1", "cls_dense_top1_cls_error": "cls-dense top-1",
-    "cls_dense_top5_cls_error": "cls-dense top-5", "loc_center_crop_loc_error": "centre-crop loc",
+    "cls_dense_top5_cls_error": "cls-dense top-5", "loc_center_crop_top5_cls_error": "centre-crop top-5",
+    "loc_center_crop_loc_error": "centre-crop loc",
     "loc_full_top1_cls_error": "full top-1 cls", "loc_full_top5_cls_error": "full top-5 cls",
     "loc_full_top1_loc_error": "full top-1 loc",
     "loc_full_top5_loc_error": "full top-5 loc", "joint_full_top1_cls_error": "joint: full top-1 cls",

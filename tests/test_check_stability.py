@@ -44,7 +44,7 @@ def run(name, left, dense, loc=None, joint=None):
     r = {"name": name, "seed": 0, "kernel_path": "avx2", "left_chance_epoch": left,
          "center_crop_top1_cls_error": dense + 0.05, "cls_dense_top1_cls_error": dense, "cls_dense_top5_cls_error": dense / 4}
     if loc is not None:
-        r.update(loc_center_crop_loc_error=loc + 0.1, loc_full_top1_cls_error=dense, loc_full_top5_cls_error=dense / 4,
+        r.update(loc_center_crop_top5_cls_error=dense / 2, loc_center_crop_loc_error=loc + 0.1, loc_full_top1_cls_error=dense, loc_full_top5_cls_error=dense / 4,
                  loc_full_top1_loc_error=loc + 0.02, loc_full_top5_loc_error=loc)
     if joint is not None:
         r.update(joint_full_top1_cls_error=joint, joint_full_top5_cls_error=joint / 4, joint_full_top1_loc_error=joint + 0.2,
