@@ -1,13 +1,28 @@
 """bin/reproduce's stages (run through bin/reproduce, which installs first): the paper's
-comparisons in miniature on the demo data set (and, for Table 11, a transfer set of the shapes
-the demo classifier never saw), every row a real training or evaluation run,
-written to reports/reproduction.md (+ reports/reproduction.png when matplotlib is installed).
+comparisons in miniature on the generated data set (and, for Table 11, a transfer set of the
+shapes the classifiers never saw), every row a real training or evaluation run repeated for
+several training seeds, written to reports/reproduction.md (+ reports/reproduction.png when
+matplotlib is installed).
 
-Scale mapping. The demo images are 128 px on the smaller side and the crop is 96 px, so the
-paper's S = 256 (224 crop) maps to S = 112 and its S = 384 to S = 144; its multi-scale test
-set {S - 32, S, S + 32} maps to {S - 16, S, S + 16} and the jitter range [256, 512] to
-[112, 144] (what the demo configs use). Every run starts from configs/demo/{cls,loc}.yaml;
-the changes per row are the ``--set`` options shown in the report's command list.
+Scale mapping. The images are 128 px on the smaller side and the crop is 96 px, so the paper's
+S = 256 (224 crop) maps to S = 112 and its S = 384 to S = 144; its multi-scale test set
+{S - 32, S, S + 32} maps to {S - 16, S, S + 16} and the jitter range [256, 512] to [112, 144]
+(what the demo configs use). Every run starts from configs/demo/{cls,loc}.yaml; the changes per
+row are the ``--set`` options shown in the report's command list.
+
+The initialisation chain of section 3.1, per training seed: net A at S = 112 from scratch; net
+D at S = 112 from net A's first four convolutions and three FC layers (``model.init_from``); D
+at S = 144 fine-tuned from D at 112 with a tenth of the learning rate (the paper's S = 384 net
+from its S = 256 one, lr 1e-3 instead of 1e-2); the scale-jittered D fine-tuned from D at 144
+(the paper's multi-scale nets from its fixed S = 384 one). The localisers start from the
+classifier of their training scale (Appendix A).
+
+Results are written as they come: after every stage, reports/reproduction/STAGE.json (its
+metrics, per-image errors of every evaluation, the command, seconds, commit and machine) and
+the report itself, so that a run stopped on one day continues on another, on this machine or
+another; the report is rebuilt from those JSON files alone (``--report-only``). Each of the
+paper's orderings is tested image by image (``vgglocal compare``'s exact sign test, pooled over
+the seeds).
 """
 
 from __future__ import annotations
@@ -22,21 +37,37 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _stages import DEMO_CLASSES, DEMO_SYNTH, ROOT, Stages
+from _stages import DEMO_CLASSES, ROOT, Stages
 
 CLS_CONFIG = "configs/demo/cls.yaml"
 LOC_CONFIG = "configs/demo/loc.yaml"
 TRANSFER_CONFIG = "configs/demo/transfer.yaml"
 CLASSES = DEMO_CLASSES
-# Appendix B's transfer set: the generator's shapes after the ten the demo classifier learns.
+SEEDS = (0, 1, 2)  # training seeds of every row
+# The demo's training set (1,000 per class) and 2,000 validation images, so that one image is
+# 0.05 points and a paired test has images enough to resolve a point or two.
+VAL_PER_CLASS = 200
+SYNTH = ["--classes", str(CLASSES), "--train", "1000", "--val", str(VAL_PER_CLASS)]
+# The budget. From scratch: the demo classifier's 6 epochs (configs/demo/cls.yaml). The
+# fine-tuning steps of the chain: FINETUNE_EPOCHS at FINETUNE_LR (a tenth of the demo's 0.05,
+# as the paper's 1e-3 is a tenth of its 1e-2). Localisers: configs/demo/loc.yaml's 3 epochs.
+FINETUNE_EPOCHS = 2
+FINETUNE_LR = 0.005
+# Appendix B's transfer set: the generator's shapes after the ten the classifiers learn.
 TRANSFER_SHAPES, TRANSFER_TRAIN, TRANSFER_TEST = 6, 60, 40
 TRANSFER_MARK = ("<!-- table-11: written by bin/reproduce; `bin/reproduce --only transfer` rewrites it -->",
                  "<!-- /table-11 -->")
 JOINT_MARK = ("<!-- joint: written by bin/reproduce from reports/stability.json; `bin/reproduce --only joint` rewrites it -->",
               "<!-- /joint -->")
 STABILITY = Path("reports") / "stability.json"  # bin/check-stability --loc --joint --report reports/stability.json
-MULTI = "112,128,144"  # the jittered nets' Q = {S_min, mid, S_max}; fixed S = 128: {S - 16, S, S + 16}
+MULTI = "112,128,144"  # the jittered nets' Q = {S_min, mid, S_max}
+Q112, Q144 = "96,112,128", "128,144,160"  # fixed S: {S - 16, S, S + 16}
 FIXED = ["--set", "data.scale_max=0"]  # data.scale_max = 0: one fixed training scale data.scale
+ALPHA = 0.05
+
+
+def fixed(scale: int) -> list[str]:
+    return [*FIXED, "--set", f"data.scale={scale}"]
 
 
 @dataclass
@@ -45,24 +76,28 @@ class Row:
     label: str  # what varies, in the paper's words
     train: str  # training scale S
     test: str  # test scales Q
-    stage: str  # the eval stage whose metrics.json holds the numbers
+    stage: str  # the eval stage (without the seed suffix) whose results hold the numbers
     paper: tuple[float | None, float | None]  # the paper's ILSVRC-2012 val. errors (top-1, top-5), %
     paper_row: str  # the paper row it stands for
+
 
 # The paper's rows (Tables 3, 4, 5: top-1/top-5 classification error; 8: centre-crop
 # localisation error with the true class; 9: top-5 localisation error of the full protocol).
 ROWS = [
-    Row("3", "A", "128", "128", "eval-A-128-single", (29.6, 10.4), "A, S=256, Q=256"),
-    Row("3", "D", "128", "128", "eval-D-128-single", (27.0, 8.8), "D, S=256, Q=256"),
+    Row("3", "A", "112", "112", "eval-A-112-single", (29.6, 10.4), "A, S=256, Q=256"),
+    Row("3", "D", "112", "112", "eval-D-112-single", (27.0, 8.8), "D, S=256, Q=256"),
+    Row("3", "D", "144", "144", "eval-D-144-single", (26.8, 8.7), "D, S=384, Q=384"),
     Row("3", "D", "[112,144]", "128", "eval-D-jit-single", (25.6, 8.1), "D, S=[256;512], Q=384"),
-    Row("4", "A", "128", MULTI, "eval-A-128-multi", (None, None), "A is not in Table 4"),
-    Row("4", "D", "128", MULTI, "eval-D-128-multi", (26.6, 8.6), "D, S=256, Q=224,256,288"),
+    Row("4", "A", "112", Q112, "eval-A-112-multi", (None, None), "A is not in Table 4"),
+    Row("4", "D", "112", Q112, "eval-D-112-multi", (26.6, 8.6), "D, S=256, Q=224,256,288"),
+    Row("4", "D", "144", Q144, "eval-D-144-multi", (26.5, 8.6), "D, S=384, Q=352,384,416"),
     Row("4", "D", "[112,144]", MULTI, "eval-D-jit-multi", (24.8, 7.5), "D, S=[256;512], Q=256,384,512"),
     Row("5", "dense", "[112,144]", MULTI, "eval-D-jit-multi", (24.8, 7.5), "D dense"),
     Row("5", "multi-crop", "[112,144]", MULTI, "eval-D-jit-multicrop", (24.6, 7.5), "D multi-crop"),
     Row("5", "multi-crop & dense", "[112,144]", MULTI, "eval-D-jit-both", (24.4, 7.2), "D multi-crop & dense"),
     Row("8", "1st and 2nd FC, SCR", "144", "144", "eval-loc-fc-scr-144", (None, 36.4), "S=384"),
     Row("8", "1st and 2nd FC, PCR", "144", "144", "eval-loc-fc-pcr-144", (None, 34.3), "S=384"),
+    Row("8", "all, SCR (beyond the paper)", "144", "144", "eval-loc-all-scr-144", (None, None), "not in the paper"),
     Row("8", "all, PCR", "144", "144", "eval-loc-all-pcr-144", (None, 33.1), "S=384"),
     Row("9", "single scale", "112", "112", "full-112", (None, 29.5), "256/256"),
     Row("9", "single scale", "144", "144", "full-144", (None, 28.2), "384/384"),
@@ -81,41 +116,24 @@ TITLES = {
          "classifier at Q = 112,128,144, dense boxes, greedy merge)",
 }
 
-# The orderings the paper reports; each is checked against our rows (lower error is better).
+# The orderings the paper reports (table, claim, better stage, worse stage, metric); each is
+# tested on our rows, image by image and pooled over the seeds (lower error is better).
 ORDERINGS = [
-    ("3", "D beats A (depth)", "eval-D-128-single", "eval-A-128-single", "top1_cls_error"),
-    ("3", "scale jitter beats fixed S (single test scale)", "eval-D-jit-single", "eval-D-128-single", "top1_cls_error"),
-    ("4", "multi-scale test beats single scale (D, fixed S)", "eval-D-128-multi", "eval-D-128-single", "top1_cls_error"),
+    ("3", "D beats A (depth)", "eval-D-112-single", "eval-A-112-single", "top1_cls_error"),
+    ("3", "S=144 beats S=112 (fixed S, D)", "eval-D-144-single", "eval-D-112-single", "top1_cls_error"),
+    ("3", "scale jitter beats fixed S (single test scale)", "eval-D-jit-single", "eval-D-144-single", "top1_cls_error"),
+    ("4", "multi-scale test beats single scale (D, fixed S)", "eval-D-112-multi", "eval-D-112-single", "top1_cls_error"),
     ("4", "multi-scale test beats single scale (D, jittered)", "eval-D-jit-multi", "eval-D-jit-single", "top1_cls_error"),
-    ("4", "scale jitter beats fixed S (multi-scale test)", "eval-D-jit-multi", "eval-D-128-multi", "top1_cls_error"),
+    ("4", "scale jitter beats fixed S (multi-scale test)", "eval-D-jit-multi", "eval-D-144-multi", "top1_cls_error"),
     ("5", "multi-crop beats dense", "eval-D-jit-multicrop", "eval-D-jit-multi", "top1_cls_error"),
     ("5", "multi-crop & dense beats multi-crop", "eval-D-jit-both", "eval-D-jit-multicrop", "top1_cls_error"),
     ("8", "PCR beats SCR (fc fine-tuned)", "eval-loc-fc-pcr-144", "eval-loc-fc-scr-144", "top1_loc_error"),
+    ("8", "PCR beats SCR (all layers fine-tuned)", "eval-loc-all-pcr-144", "eval-loc-all-scr-144", "top1_loc_error"),
     ("8", "fine-tuning all layers beats FC only (PCR)", "eval-loc-all-pcr-144", "eval-loc-fc-pcr-144", "top1_loc_error"),
     ("9", "full protocol beats centre crop (same net, S=144)", "full-144", "eval-loc-all-pcr-144", "top5_loc_error"),
     ("9", "S=144 beats S=112 (single scale)", "full-144", "full-112", "top5_loc_error"),
     ("9", "two test scales beat one", "full-144-2", "full-144", "top5_loc_error"),
     ("9", "fusion of the two nets beats the best single one", "full-fusion", "full-144-2", "top5_loc_error"),
-]
-
-# Training seed 0 vs 1 for the same row (label, seed-0 stage, seed-1 stage, metric).
-SPREAD = [
-    ("D, S=128, Q=128", "eval-D-128-single", "eval-D-128-s1-single", "top1_cls_error"),
-    ("D, S=128, Q=112,128,144", "eval-D-128-multi", "eval-D-128-s1-multi", "top1_cls_error"),
-    ("D, S=[112,144], Q=128", "eval-D-jit-single", "eval-D-jit-s1-single", "top1_cls_error"),
-    ("D, S=[112,144], Q=112,128,144", "eval-D-jit-multi", "eval-D-jit-s1-multi", "top1_cls_error"),
-    ("fc, SCR, S=144 (centre crop)", "eval-loc-fc-scr-144", "eval-loc-fc-scr-144-s1", "top1_loc_error"),
-    ("fc, PCR, S=144 (centre crop)", "eval-loc-fc-pcr-144", "eval-loc-fc-pcr-144-s1", "top1_loc_error"),
-]
-SPREAD_ORDERINGS = [
-    ("scale jitter beats fixed S (Q=128)", [("eval-D-jit-single", "eval-D-128-single"),
-                                            ("eval-D-jit-s1-single", "eval-D-128-s1-single")], "top1_cls_error"),
-    ("multi-scale test beats single scale (D, fixed S)", [("eval-D-128-multi", "eval-D-128-single"),
-                                                          ("eval-D-128-s1-multi", "eval-D-128-s1-single")], "top1_cls_error"),
-    ("multi-scale test beats single scale (D, jittered)", [("eval-D-jit-multi", "eval-D-jit-single"),
-                                                           ("eval-D-jit-s1-multi", "eval-D-jit-s1-single")], "top1_cls_error"),
-    ("PCR beats SCR (fc fine-tuned)", [("eval-loc-fc-pcr-144", "eval-loc-fc-scr-144"),
-                                       ("eval-loc-fc-pcr-144-s1", "eval-loc-fc-scr-144-s1")], "top1_loc_error"),
 ]
 
 
@@ -136,83 +154,151 @@ TRANSFER_ORDERINGS = [
 
 
 class Reproduce:
-    def __init__(self, data: Path, runs: Path, report: Path, fresh: bool, data_seed: int, execute: bool = True) -> None:
-        self.data, self.runs, self.report, self.data_seed = data, runs, report, data_seed
-        self.transfer_data = data.with_name(data.name.replace("demo", "demo-transfer", 1))
+    def __init__(self, data: Path, runs: Path, report: Path, fresh: bool, data_seed: int, execute: bool = True,
+                 seeds: tuple[int, ...] = SEEDS) -> None:
+        self.data, self.runs, self.report, self.data_seed, self.seeds = data, runs, report, data_seed, seeds
+        self.transfer_data = data.with_name(data.name.replace("reproduce", "reproduce-transfer", 1))
+        self.results = report.with_suffix("")  # reports/reproduction/: one JSON per finished stage
         self.stages = Stages(runs, "bin/reproduce", fresh=fresh, execute=execute)
+        self.execute = execute
         self.start = time.time()
         commit = self.stages.marks / "commit"
         if execute and not commit.exists():  # the version that ran the first stage
             commit.write_text(git_commit() + "\n")
 
-    def train(self) -> None:
-        data, runs, st = str(self.data), self.runs, self.stages
-        root = ["--set", f"data.root={data}"]
+    # ------------------------------------------------------------------ stages
+
+    def data_stage(self) -> None:
         if not (self.data / "LOC_val_solution.csv").exists():
-            st.stage("data", ["data", "synth", data, *DEMO_SYNTH, "--seed", str(self.data_seed), "--overwrite"])
-        # Table 3/4 classifiers: A and D at one fixed S, D with scale jitter (= bin/demo's classifier).
-        for name, extra in (("cls-A-128", ["--set", "model.arch=A", *FIXED]), ("cls-D-128", FIXED), ("cls-D-jit", [])):
-            st.stage(f"train-{name}", ["train-cls", "-c", CLS_CONFIG, *root, *extra, "--out", f"{runs}/{name}"],
-                     resumable=runs / name)
-        # Table 8/9 localisation nets, all initialised from the jittered D classifier (trained on
-        # every S used below; the paper initialises from a classifier at the same S).
-        init = ["--init", f"{runs}/cls-D-jit/model.pt"]
-        locs = (("loc-fc-scr-144", "scr", "fc", 144), ("loc-fc-pcr-144", "pcr", "fc", 144),
-                ("loc-all-pcr-144", "pcr", "all", 144), ("loc-all-pcr-112", "pcr", "all", 112),
-                ("loc-all-pcr-jit", "pcr", "all", None))
-        for name, regression, finetune, scale in locs:
-            extra = [] if scale is None else [*FIXED, "--set", f"data.scale={scale}"]
-            st.stage(f"train-{name}", ["train-loc", "-c", LOC_CONFIG, "--regression", regression, "--finetune", finetune,
-                                       *init, *root, *extra, "--out", f"{runs}/{name}"], resumable=runs / name)
-        # Seed-to-seed spread: the comparisons that came out against the paper, again with
-        # training seed 1 (same data, same init for the localisers).
-        seed1 = ["--set", "seed=1"]
-        for name, extra in (("cls-D-128-s1", FIXED), ("cls-D-jit-s1", [])):
-            st.stage(f"train-{name}", ["train-cls", "-c", CLS_CONFIG, *root, *extra, *seed1, "--out", f"{runs}/{name}"],
-                     resumable=runs / name)
-        for name, regression in (("loc-fc-scr-144-s1", "scr"), ("loc-fc-pcr-144-s1", "pcr")):
-            st.stage(f"train-{name}", ["train-loc", "-c", LOC_CONFIG, "--regression", regression, "--finetune", "fc", *init,
-                                       *root, *FIXED, "--set", "data.scale=144", *seed1, "--out", f"{runs}/{name}"],
-                     resumable=runs / name)
+            self.stages.stage("data", ["data", "synth", str(self.data), *SYNTH, "--seed", str(self.data_seed), "--overwrite"])
 
-    def evaluate(self) -> None:
-        data, runs, st = str(self.data), self.runs, self.stages
-        root = ["--set", f"data.root={data}"]
+    def train(self, name: str, cmd: list[str]) -> None:
+        self.stages.stage(f"train-{name}", [*cmd, "--set", f"data.root={self.data}", "--out", f"{self.runs}/{name}"],
+                          resumable=self.runs / name)
+        self.record(f"train-{name}", self.runs / name, per_image=False)
 
-        def ev(name: str, config: str, protocol: str, *args: str) -> None:
-            # --overwrite: a stage that did not finish reruns over its own partial output
-            st.stage(name, ["eval", "-c", config, *root, "--protocol", protocol, *args, "--out", f"{runs}/{name}", "--quiet", "--overwrite"])
+    def ev(self, name: str, config: str, protocol: str, *args: str) -> None:
+        # --overwrite: a stage that did not finish reruns over its own partial output
+        self.stages.stage(name, ["eval", "-c", config, "--set", f"data.root={self.data}", "--protocol", protocol, *args,
+                                 "--out", f"{self.runs}/{name}", "--quiet", "--overwrite"])
+        self.record(name, self.runs / name, per_image=True)
 
-        for net in ("A-128", "D-128", "D-jit"):
-            ckpt = f"{runs}/cls-{net}/model.pt"
-            ev(f"eval-{net}-single", CLS_CONFIG, "cls-dense", "--checkpoint", ckpt, "--scales", "128")
-            ev(f"eval-{net}-multi", CLS_CONFIG, "cls-dense", "--checkpoint", ckpt, "--scales", MULTI)
-        jit = f"{runs}/cls-D-jit/model.pt"
-        ev("eval-D-jit-multicrop", CLS_CONFIG, "cls-multicrop", "--checkpoint", jit, "--scales", MULTI)
-        ev("eval-D-jit-both", CLS_CONFIG, "cls-both", "--checkpoint", jit, "--scales", MULTI)
-        for name in ("loc-fc-scr-144", "loc-fc-pcr-144", "loc-all-pcr-144"):
-            ev(f"eval-{name}", LOC_CONFIG, "center-crop", "--checkpoint", f"{runs}/{name}/model.pt", "--scales", "144")
-        cls = ["--cls-checkpoint", jit, "--cls-scales", MULTI]
-        l112, l144 = f"{runs}/loc-all-pcr-112/model.pt", f"{runs}/loc-all-pcr-144/model.pt"
-        ev("full-112", LOC_CONFIG, "full", "--checkpoint", l112, "--scales", "112", *cls)
-        ev("full-144", LOC_CONFIG, "full", "--checkpoint", l144, "--scales", "144", *cls)
-        ev("full-144-2", LOC_CONFIG, "full", "--checkpoint", l144, "--scales", "128,144", *cls)
-        ev("full-fusion", LOC_CONFIG, "full", "--checkpoint", l112, "--scales", "112", "--checkpoint", l144,
-           "--scales", "128,144", *cls)
-        ev("full-jit", LOC_CONFIG, "full", "--checkpoint", f"{runs}/loc-all-pcr-jit/model.pt", "--scales", MULTI, *cls)
-        for net in ("D-128-s1", "D-jit-s1"):
-            ev(f"eval-{net}-single", CLS_CONFIG, "cls-dense", "--checkpoint", f"{runs}/cls-{net}/model.pt", "--scales", "128")
-            ev(f"eval-{net}-multi", CLS_CONFIG, "cls-dense", "--checkpoint", f"{runs}/cls-{net}/model.pt", "--scales", MULTI)
-        for name in ("loc-fc-scr-144-s1", "loc-fc-pcr-144-s1"):
-            ev(f"eval-{name}", LOC_CONFIG, "center-crop", "--checkpoint", f"{runs}/{name}/model.pt", "--scales", "144")
+    def chain(self, s: int) -> None:
+        """The classifiers of one training seed: section 3.1's initialisation chain (module doc)."""
+        runs, sx = self.runs, f"-s{s}"
+        cls = ["train-cls", "-c", CLS_CONFIG, "--set", f"seed={s}"]
+        finetune = ["--set", f"train.epochs={FINETUNE_EPOCHS}", "--set", f"optim.lr={FINETUNE_LR}"]
+        self.train(f"cls-A-112{sx}", [*cls, "--set", "model.arch=A", *fixed(112)])
+        self.train(f"cls-D-112{sx}", [*cls, *fixed(112), "--set", f"model.init_from={runs}/cls-A-112{sx}/model.pt"])
+        self.train(f"cls-D-144{sx}", [*cls, *fixed(144), *finetune, "--set", f"model.pretrained={runs}/cls-D-112{sx}/model.pt"])
+        self.train(f"cls-D-jit{sx}", [*cls, *finetune, "--set", f"model.pretrained={runs}/cls-D-144{sx}/model.pt"])
 
-    def train_transfer_net(self) -> None:
-        """The Table 11 stages' one dependency: the jittered D classifier (also Tables 3-5's)."""
-        st, runs = self.stages, self.runs
-        if not (self.data / "LOC_val_solution.csv").exists():
-            st.stage("data", ["data", "synth", str(self.data), *DEMO_SYNTH, "--seed", str(self.data_seed), "--overwrite"])
-        st.stage("train-cls-D-jit", ["train-cls", "-c", CLS_CONFIG, "--set", f"data.root={self.data}", "--out", f"{runs}/cls-D-jit"],
-                 resumable=runs / "cls-D-jit")
+    def seed(self, s: int) -> None:
+        """Every training and evaluation of one training seed."""
+        runs, sx = self.runs, f"-s{s}"
+        seed = ["--set", f"seed={s}"]
+        self.chain(s)
+        for net, single, multi in (("A-112", "112", Q112), ("D-112", "112", Q112), ("D-144", "144", Q144),
+                                   ("D-jit", "128", MULTI)):
+            ckpt = f"{runs}/cls-{net}{sx}/model.pt"
+            self.ev(f"eval-{net}-single{sx}", CLS_CONFIG, "cls-dense", "--checkpoint", ckpt, "--scales", single)
+            self.ev(f"eval-{net}-multi{sx}", CLS_CONFIG, "cls-dense", "--checkpoint", ckpt, "--scales", multi)
+        jit = f"{runs}/cls-D-jit{sx}/model.pt"
+        self.ev(f"eval-D-jit-multicrop{sx}", CLS_CONFIG, "cls-multicrop", "--checkpoint", jit, "--scales", MULTI)
+        self.ev(f"eval-D-jit-both{sx}", CLS_CONFIG, "cls-both", "--checkpoint", jit, "--scales", MULTI)
+        # Localisers (Appendix A), each from the classifier of its training scale.
+        loc = ["train-loc", "-c", LOC_CONFIG, *seed]
+        for name, regression, finetune_mode, scale in (("fc-scr-144", "scr", "fc", 144), ("fc-pcr-144", "pcr", "fc", 144),
+                                                        ("all-scr-144", "scr", "all", 144), ("all-pcr-144", "pcr", "all", 144),
+                                                        ("all-pcr-112", "pcr", "all", 112), ("all-pcr-jit", "pcr", "all", None)):
+            init = f"{runs}/cls-D-{'jit' if scale is None else scale}{sx}/model.pt"
+            extra = [] if scale is None else fixed(scale)
+            self.train(f"loc-{name}{sx}", [*loc, "--regression", regression, "--finetune", finetune_mode, "--init", init, *extra])
+        for name in ("fc-scr-144", "fc-pcr-144", "all-scr-144", "all-pcr-144"):
+            self.ev(f"eval-loc-{name}{sx}", LOC_CONFIG, "center-crop", "--checkpoint", f"{runs}/loc-{name}{sx}/model.pt",
+                    "--scales", "144")
+        labels = ["--cls-checkpoint", jit, "--cls-scales", MULTI]
+        l112, l144 = f"{runs}/loc-all-pcr-112{sx}/model.pt", f"{runs}/loc-all-pcr-144{sx}/model.pt"
+        self.ev(f"full-112{sx}", LOC_CONFIG, "full", "--checkpoint", l112, "--scales", "112", *labels)
+        self.ev(f"full-144{sx}", LOC_CONFIG, "full", "--checkpoint", l144, "--scales", "144", *labels)
+        self.ev(f"full-144-2{sx}", LOC_CONFIG, "full", "--checkpoint", l144, "--scales", "128,144", *labels)
+        self.ev(f"full-fusion{sx}", LOC_CONFIG, "full", "--checkpoint", l112, "--scales", "112", "--checkpoint", l144,
+                "--scales", "128,144", *labels)
+        self.ev(f"full-jit{sx}", LOC_CONFIG, "full", "--checkpoint", f"{runs}/loc-all-pcr-jit{sx}/model.pt", "--scales", MULTI,
+                *labels)
+
+    def run(self) -> None:
+        """Seed by seed, so that a partial run already has every row for its first seeds; the
+        report is rewritten after each seed (and each stage's JSON as it finishes)."""
+        self.data_stage()
+        for s in self.seeds:
+            self.seed(s)
+            self.write_report()
+        self.transfer()
+        self.write_report()
+
+    # ------------------------------------------------------------------ results as they go
+
+    def record(self, stage: str, folder: Path, per_image: bool) -> None:
+        """reports/reproduction/STAGE.json for a finished stage, unless written before for
+        this very run (its stage marker's time)."""
+        if not self.execute:
+            return
+        out = self.results / f"{stage}.json"
+        seconds = self.stages.seconds(stage)
+        if out.exists() and json.loads(out.read_text()).get("seconds") == seconds:
+            return
+        result: dict = {"stage": stage, "command": self.stages.commands.get(stage), "seconds": seconds,
+                        "commit": git_commit(), "machine": f"{cpu_name()}, {os.cpu_count()} cores",
+                        "torch": torch_version(), "finished": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
+        metrics_file = folder / "metrics.json"
+        if metrics_file.exists():
+            metrics = json.loads(metrics_file.read_text())
+            result["metrics"] = metrics
+        else:  # a training run: its last epoch's validation
+            lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            epochs = [r for r in lines if r.get("kind", "epoch") == "epoch"]
+            result["metrics"] = {k: v for k, v in (epochs[-1] if epochs else {}).items() if isinstance(v, (int, float))}
+            result["val_top1_cls_error_per_epoch"] = [round(r["val_top1_cls_error"], 4) for r in epochs
+                                                      if "val_top1_cls_error" in r]
+        if per_image:
+            from vgglocal.evaluation.compare import per_image_errors, predictions_file
+
+            file, labels = predictions_file(folder)
+            ids, errors = per_image_errors(file, str(self.data), labels=labels)
+            result["images"] = len(ids)
+            result["per_image"] = {k: encode(v) for k, v in errors.items()}
+        self.results.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result) + "\n")
+        tmp.replace(out)
+
+    def result(self, stage: str) -> dict:
+        path = self.results / f"{stage}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def metrics(self, stage: str) -> dict:
+        """A finished stage's metrics (its JSON under reports/; {} when it has not run)."""
+        return self.result(stage).get("metrics", {})
+
+    def values(self, stage: str, key: str) -> list[float]:
+        """``key`` of ``stage`` for every seed that has it."""
+        return [m[key] for m in (self.metrics(f"{stage}-s{s}") for s in self.seeds) if m.get(key) is not None]
+
+    def cell(self, stage: str, key: str) -> str:
+        v = self.values(stage, key)
+        return mean_std_short(v) if v else "-"
+
+    def ordering(self, better: str, worse: str, key: str) -> dict | None:
+        """The pooled paired test of ``better`` against ``worse`` over the seeds both finished."""
+        from vgglocal.evaluation.compare import paired_test
+
+        pairs = [(self.result(f"{better}-s{s}"), self.result(f"{worse}-s{s}")) for s in self.seeds]
+        pairs = [(b, w) for b, w in pairs if key in b.get("per_image", {}) and key in w.get("per_image", {})]
+        if not pairs:
+            return None
+        return paired_test([decode(b["per_image"][key]) for b, _ in pairs], [decode(w["per_image"][key]) for _, w in pairs],
+                           alpha=ALPHA)
 
     def transfer(self) -> None:
         """Appendix B in miniature: features of the jittered D classifier on the shapes it never
@@ -222,22 +308,26 @@ class Reproduce:
             st.stage("data-transfer", ["data", "synth", data, "--first-shape", str(CLASSES), "--classes", str(TRANSFER_SHAPES),
                                        "--layout", "caltech", "--train", str(TRANSFER_TRAIN), "--val", str(TRANSFER_TEST),
                                        "--seed", str(self.data_seed), "--overwrite"])
-        ckpt = f"{runs}/cls-D-jit/model.pt"
+        ckpt = f"{runs}/cls-D-jit-s0/model.pt"  # the seed-0 jittered D, end of the chain
         for weights, extra in (("trained", []), ("random", ["--random-weights"])):
             for how in ("stack", "average"):  # the second reuses the first's cached per-scale features
                 st.stage(f"transfer-{weights}-{how}", ["transfer", "-c", TRANSFER_CONFIG, "--set", f"data.root={data}",
                                                        "--checkpoint", ckpt, *extra, "--aggregate", how, "--cache",
                                                        f"{runs}/transfer-features-{weights}", "--out",
                                                        f"{runs}/transfer-{weights}-{how}", "--quiet"])
+                self.record(f"transfer-{weights}-{how}", runs / f"transfer-{weights}-{how}", per_image=False)
 
     def transfer_section(self, partial: bool) -> list[str]:
         """The Table 11 analogue, between markers so that ``--only transfer`` can rewrite it alone."""
         m0 = self.metrics("transfer-trained-stack")
+        if not all(self.metrics(stage) for _, _, stage, _ in TRANSFER_ROWS):
+            return [TRANSFER_MARK[0], "## Table 11 analogue: very deep features on other data (Appendix B)", "",
+                    "Not run yet (after the last seed's stages).", "", TRANSFER_MARK[1]]
         lines = [TRANSFER_MARK[0], "## Table 11 analogue: very deep features on other data (Appendix B)", "",
                  f"The paper's Appendix B uses its ILSVRC nets, not fine-tuned, as feature extractors for other data sets. "
                  f"Here the other data set is `vgglocal data synth {self.transfer_data} --first-shape {CLASSES} --classes "
                  f"{TRANSFER_SHAPES} --layout caltech --train {TRANSFER_TRAIN} --val {TRANSFER_TEST}`: the "
-                 f"{TRANSFER_SHAPES} shapes of the generator that the demo classifier (`cls-D-jit`, trained on the first "
+                 f"{TRANSFER_SHAPES} shapes of the generator that the seed-0 jittered classifier (`cls-D-jit-s0`, trained on the first "
                  f"{CLASSES}) never saw ({', '.join(self.transfer_names())}), {TRANSFER_TRAIN + TRANSFER_TEST} images each, "
                  "in a Caltech-256-style folder. Features: FC7 of the net applied densely at Q = "
                  f"{', '.join(str(q) for q in m0['scales'])} (the net's S_min, mid and S_max, as the paper's Caltech scales "
@@ -248,7 +338,7 @@ class Reproduce:
                  f"Chance is {100 / m0['n_classes']:.1f}%. The baseline is the same architecture with random weights "
                  "(`--random-weights`: its own Kaiming initialisation, batch-norm statistics at their initial values). "
                  f"The classifier's own top-1 validation error on its 10 shapes (centre crop, last epoch): "
-                 f"{self.final_val_error('cls-D-jit')}.", "",
+                 f"{self.final_val_error('train-cls-D-jit-s0')}.", "",
                  "| features | scales | mean class recall (%) | ± std over splits | C per split | paper, Caltech-256 | run |",
                  "|---|---|---|---|---|---|---|"]
         for label, how, stage, paper in TRANSFER_ROWS:
@@ -283,12 +373,9 @@ class Reproduce:
         lines.append(TRANSFER_MARK[1])
         return lines
 
-    def final_val_error(self, run: str) -> str:
-        log = self.runs / run / "metrics.jsonl"
-        if not log.exists():
-            return "unknown"
-        last = [json.loads(line) for line in log.read_text().splitlines() if line.strip()][-1]
-        return pct(last.get("val_top1_cls_error")) + "%"
+    def final_val_error(self, stage: str) -> str:
+        error = self.metrics(stage).get("val_top1_cls_error")
+        return "unknown" if error is None else pct(error) + "%"
 
     def transfer_names(self) -> list[str]:
         summary = self.transfer_data / "synth.json"
@@ -343,25 +430,32 @@ class Reproduce:
                   "(min-max in brackets).", "", JOINT_MARK[1]]
         return lines
 
-    def metrics(self, stage: str) -> dict:
-        return json.loads((self.runs / stage / "metrics.json").read_text())
+    # ------------------------------------------------------------------ the report
 
     def write_report(self) -> None:
+        n_val = CLASSES * VAL_PER_CLASS
+        done = sorted(p.stem for p in self.results.glob("*.json")) if self.results.exists() else []
+        seeds = ", ".join(str(s) for s in self.seeds)
         lines = [
             "# Reproduction in miniature",
             "",
-            "The paper's comparisons (Tables 3, 4, 5, 8, 9 and 11) re-run on the generated demo data set: "
-            f"`vgglocal data synth {self.data} {' '.join(DEMO_SYNTH)} --seed {self.data_seed}` "
-            "(10,000 training and 500 validation images of 10 shape classes, 128 px). Every row of ours is a real "
-            "training or evaluation run made by `bin/reproduce`; the paper's numbers are its ILSVRC-2012 "
-            "validation errors. Errors are percentages of the 500 validation images (one image is 0.2 points); "
-            "how far a row moves with the training seed is measured under [Seed-to-seed spread](#seed-to-seed-spread).",
+            "The paper's comparisons (Tables 3, 4, 5, 8, 9 and 11) re-run on a generated data set: "
+            f"`vgglocal data synth {self.data} {' '.join(SYNTH)} --seed {self.data_seed}` "
+            f"({CLASSES * 1000:,} training and {n_val:,} validation images of {CLASSES} shape classes, 128 px). Every "
+            f"number of ours comes from real training and evaluation runs made by `bin/reproduce`, once per training "
+            f"seed ({seeds}); a cell is the mean ± standard deviation over the seeds in percent of the {n_val:,} "
+            f"validation images (one image is {100 / n_val:.2f} points), with the range in brackets. The paper's "
+            "numbers are its ILSVRC-2012 validation errors.",
             "",
-            "Scale mapping: the demo images are 128 px and the crop 96 px, so the paper's S = 256 "
+            "Scale mapping: the images are 128 px and the crop 96 px, so the paper's S = 256 "
             "(224 crop) stands as S = 112 here, S = 384 as S = 144, its test scales {S-32, S, S+32} as "
-            "{S-16, S, S+16} and its jitter [256, 512] as [112, 144]. All nets are the demo's VGG-D "
-            "(A for the A row) at width 1/8 with batch norm (configs/demo/cls.yaml, configs/demo/loc.yaml; "
-            "training seed 0 in both). Localisation nets are initialised from the jittered D classifier.",
+            "{S-16, S, S+16} and its jitter [256, 512] as [112, 144]. All nets are the demo's (configs/demo/cls.yaml, "
+            "configs/demo/loc.yaml): VGG-D (A for the A rows) at width 1/8 with batch norm. The initialisation chain "
+            "of section 3.1, per seed: A at S = 112 from scratch; D at 112 from A's first four convolutions and three "
+            f"FC layers; D at 144 fine-tuned from D at 112 ({FINETUNE_EPOCHS} epochs at lr {FINETUNE_LR}); the jittered "
+            f"D fine-tuned from D at 144 (the same). Localisers start from the classifier of their training scale.",
+            "",
+            f"Stages finished: {len(done)} (a partial report says '-' where a row has not run).",
             "",
         ]
         for table in ("3", "4", "5", "8", "9"):
@@ -374,61 +468,70 @@ class Reproduce:
                 lines += ["| setting | train S | test Q | top-1 cls. err. | top-5 cls. err. | paper top-1 | paper top-5 | "
                           "paper row | run |", "|---|---|---|---|---|---|---|---|---|"]
             for row in (r for r in ROWS if r.table == table):
-                m = self.metrics(row.stage)
                 p1, p5 = (f"{v:.1f}" if v is not None else "-" for v in row.paper)
                 keys = ("top1_loc_error", "top5_loc_error") if loc else ("top1_cls_error", "top5_cls_error")
                 paper = [p5] if loc else [p1, p5]
-                lines.append(f"| {row.label} | {row.train} | {row.test} | " + " | ".join(pct(m.get(k)) for k in keys)
-                             + " | " + " | ".join(paper) + f" | {row.paper_row} | `{row.stage}` |")
+                lines.append(f"| {row.label} | {row.train} | {row.test} | " + " | ".join(self.cell(row.stage, k) for k in keys)
+                             + " | " + " | ".join(paper) + f" | {row.paper_row} | `{row.stage}-s*` |")
             if table == "8":
                 lines += ["", "Table 8 is under the centre-crop protocol, where top-1 and top-5 are the same number "
                           "(one box, the true class); the paper reports one localisation error."]
             if table == "9":
-                m = self.metrics("full-144")
                 lines += ["", "The paper's Table 9 reports top-5 localisation error only; compare the top-5 column. "
-                          "Every row takes its labels from the same classifier (cls-dense at Q = 112,128,144): "
-                          f"top-1 / top-5 classification error {pct(m.get('top1_cls_error'))} / "
-                          f"{pct(m.get('top5_cls_error'))}."]
+                          "Every row takes its labels from the same classifier (each seed's jittered D, cls-dense at "
+                          f"Q = {MULTI}): top-1 / top-5 classification error {self.cell('full-144', 'top1_cls_error')} / "
+                          f"{self.cell('full-144', 'top5_cls_error')}."]
             lines.append("")
         lines += self.transfer_section(partial=False) + [""]
         lines += self.joint_section() + [""]
-        lines += ["## The paper's orderings, checked", "", "| table | the paper finds | ours | holds |", "|---|---|---|---|"]
+        lines += ["## The paper's orderings, tested", "",
+                  "Each ordering compares two rows image by image over the validation images, pooled over the seeds "
+                  "(every seed's pair of runs counts each image once): `vgglocal compare`'s exact two-sided sign test "
+                  "on the images where the rows differ (McNemar's exact test; "
+                  "[docs/metrics.md](../docs/metrics.md#is-a-really-better-than-b)). *holds*: the paper's better row "
+                  f"has the lower error at p < {ALPHA}; *fails*: the other row has, at p < {ALPHA}; *not resolved*: "
+                  "no significant difference. The difference is the paper's better row minus the other, with its "
+                  "paired bootstrap 95 % interval; the images column counts where each row alone is right.", "",
+                  "| table | the paper finds | ours (mean over seeds) | difference, 95 % interval | images right only in (better / other) | p | verdict |",
+                  "|---|---|---|---|---|---|---|"]
         for table, claim, better, worse, key in ORDERINGS:
-            b, w = self.metrics(better).get(key), self.metrics(worse).get(key)
-            verdict = "yes" if b < w else ("tie" if b == w else "**no**")
-            lines.append(f"| {table} | {claim} | {pct(b)} vs {pct(w)} ({key.replace('_', ' ')}) | {verdict} |")
-        lines += ["", "## Seed-to-seed spread", "",
-                  "The comparisons that went against the paper, rerun with training seed 1 (`--set seed=1`: another "
-                  "initialisation, data order and augmentation; same data set; the localisers start from the same "
-                  "seed-0 classifier). The spread between seeds is the noise floor of a single row above.", "",
-                  "| run | seed 0 | seed 1 | metric |", "|---|---|---|---|"]
-        for label, s0, s1, key in SPREAD:
-            lines.append(f"| {label} | {pct(self.metrics(s0).get(key))} | {pct(self.metrics(s1).get(key))} | "
-                         f"{key.replace('_', ' ')} |")
-        lines += ["", "| the paper finds | seed 0 | seed 1 |", "|---|---|---|"]
-        for claim, pairs, key in SPREAD_ORDERINGS:
-            verdicts = []
-            for better, worse in pairs:
-                b, w = self.metrics(better).get(key), self.metrics(worse).get(key)
-                verdicts.append(f"{pct(b)} vs {pct(w)}: " + ("yes" if b < w else ("tie" if b == w else "**no**")))
-            lines.append(f"| {claim} | " + " | ".join(verdicts) + " |")
+            t = self.ordering(better, worse, key)
+            if t is None:
+                lines.append(f"| {table} | {claim} | - | - | - | - | not run |")
+                continue
+            verdict = {"a": "holds", "b": "**fails**"}.get(t["verdict"], "not resolved")
+            lines.append(f"| {table} | {claim} | {pct(t['a_error'])} vs {pct(t['b_error'])} ({key.replace('_', ' ')}, "
+                         f"{t['pairs']} seed{'s' if t['pairs'] != 1 else ''}) | {100 * t['difference']:+.2f} "
+                         f"[{100 * t['ci95'][0]:+.2f}, {100 * t['ci95'][1]:+.2f}] | {t['a_better']} / {t['b_better']} | "
+                         f"{fmt_p(t['p_value'])} | {verdict} |")
+        lines += ["", "## Training runs", "", "Each classifier's centre-crop validation top-1 error after every epoch "
+                  "(the seeds in order):", "", "| run | seed | per epoch (%) |", "|---|---|---|"]
+        for name in sorted({n.rsplit("-s", 1)[0] for n in done if n.startswith("train-")}):
+            for s in self.seeds:
+                per = self.result(f"{name}-s{s}").get("val_top1_cls_error_per_epoch")
+                if per:
+                    lines.append(f"| `{name}` | {s} | {', '.join(f'{100 * v:.1f}' for v in per)} |")
         discussion = self.report.with_name("reproduction-discussion.md")
         if discussion.exists():
             lines += ["", discussion.read_text().strip()]
-        lines += ["", "## Commands", "",
-                  "Run from the repository root (`bin/reproduce` runs exactly these, in this order, and skips "
-                  "finished ones; `bin/reproduce --fresh` redoes all). Seconds are this machine's wall time.", "",
-                  "| stage | seconds | command |", "|---|---|---|"]
+        lines += ["", "## Commands, machines and commits", "",
+                  "Run from the repository root (`bin/reproduce` runs exactly these, seed by seed, and skips finished "
+                  "ones; `bin/reproduce --fresh` redoes all). Seconds are the wall time on the machine named; each "
+                  "stage's full record, per-image errors included, is in "
+                  f"[`{self.results}/`]({self.results.name}/).", "",
+                  "| stage | seconds | machine | commit | finished | command |", "|---|---|---|---|---|---|"]
         total = 0.0
-        for name, cmd in self.stages.commands.items():
-            sec = self.stages.seconds(name) or 0.0
-            total += sec
-            lines.append(f"| `{name}` | {sec:.0f} | `{cmd}` |")
+        records = [self.result(n) for n in done]
+        for r in sorted(records, key=lambda r: r.get("finished", "")):
+            total += r.get("seconds") or 0.0
+            lines.append(f"| `{r['stage']}` | {r.get('seconds') or 0:.0f} | {r.get('machine', '?')} | {r.get('commit', '?')} | "
+                         f"{r.get('finished', '?')} | `{r.get('command')}` |")
         if self.plot():
             lines += ["", "![errors, ours beside the paper's](reproduction.png)"]
+        machines = sorted({r.get("machine", "?") for r in records})
         lines += ["", "## Machine and time", "",
-                  f"- Machine: {cpu_name()}, {os.cpu_count()} cores, no GPU; {platform.platform()}",
-                  f"- Software: Python {platform.python_version()}, torch {torch_version()}",
+                  f"- Machines: {'; '.join(machines) or 'none yet'} (no GPU); this report written on {cpu_name()}, "
+                  f"{platform.platform()}, Python {platform.python_version()}, torch {torch_version()}",
                   f"- vgglocal commit the runs started at: {self.started_at()}; report written at {git_commit()}",
                   f"- Sum of the stage times: {total / 60:.0f} min; report written "
                   f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}.", ""]
@@ -441,7 +544,8 @@ class Reproduce:
         return commit.read_text().strip() if commit.exists() else "unknown"
 
     def plot(self) -> bool:
-        """Bars of our errors beside the paper's, one panel per table; False without matplotlib."""
+        """Bars of our mean errors (whiskers: the range over seeds) beside the paper's, one panel
+        per table; False without matplotlib."""
         try:
             import matplotlib
 
@@ -456,10 +560,13 @@ class Reproduce:
         for ax, table in zip(axes, tables, strict=True):
             rows = [r for r in ROWS if r.table == table]
             key, idx = ("top5_loc_error", 1) if table in ("8", "9") else ("top1_cls_error", 0)
-            ours = [100 * self.metrics(r.stage)[key] for r in rows]
+            values = [[100 * v for v in self.values(r.stage, key)] for r in rows]
+            ours = [sum(v) / len(v) if v else 0.0 for v in values]
+            err = [[m - min(v) if v else 0 for m, v in zip(ours, values, strict=True)],
+                   [max(v) - m if v else 0 for m, v in zip(ours, values, strict=True)]]
             paper = [r.paper[idx] if r.paper[idx] is not None else 0.0 for r in rows]
             y = range(len(rows))
-            ax.barh([i - 0.2 for i in y], ours, 0.4, label="ours (demo data)")
+            ax.barh([i - 0.2 for i in y], ours, 0.4, xerr=err, capsize=2, label="ours (mean, range over seeds)")
             ax.barh([i + 0.2 for i in y], paper, 0.4, label="paper (ILSVRC)")
             ax.set_yticks(list(y), [f"{r.label}  S={r.train}  Q={r.test}" for r in rows], fontsize=8)
             ax.invert_yaxis()
@@ -469,6 +576,32 @@ class Reproduce:
         fig.savefig(self.report.with_suffix(".png"), dpi=90)
         plt.close(fig)
         return True
+
+
+def encode(errors) -> str | list[float]:
+    """Per-image errors for the stage JSON: a string of 0s and 1s when every error is 0 or 1
+    (one labelled class per image), else the numbers."""
+    values = [float(v) for v in errors]
+    if all(v in (0.0, 1.0) for v in values):
+        return "".join("1" if v else "0" for v in values)
+    return [round(v, 6) for v in values]
+
+
+def decode(errors: str | list[float]):
+    import numpy as np
+
+    return np.array([c == "1" for c in errors], np.float64) if isinstance(errors, str) else np.asarray(errors, np.float64)
+
+
+def mean_std_short(values: list[float]) -> str:
+    """``mean ± std (min-max)`` in percent over the seeds; one seed: its value."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f} (1 seed)"
+    return mean_std(values)
+
+
+def fmt_p(p: float) -> str:
+    return f"{p:.2g}"
 
 
 def mean_std(values: list[float], signed: bool = False) -> str:
@@ -517,30 +650,43 @@ def git_commit() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(prog="bin/reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fresh", action="store_true", help="Redo every stage (the data set is kept).")
-    p.add_argument("--data-seed", type=int, default=0, help="Data set seed (default 0: data/demo/, shared with bin/demo).")
-    p.add_argument("--report-only", action="store_true", help="Rewrite the report from finished stages; run nothing.")
+    p.add_argument("--data-seed", type=int, default=0, help="Data set seed (default 0: data/reproduce/).")
+    p.add_argument("--seeds", default=",".join(str(s) for s in SEEDS),
+                   help=f"Training seeds, each for every row (comma list; default {','.join(str(s) for s in SEEDS)}).")
+    p.add_argument("--report-only", action="store_true",
+                   help="Rewrite the report from reports/reproduction/*.json (finished stages); run nothing.")
     p.add_argument("--only", choices=["transfer", "joint"], default=None,
-                   help="transfer: run only the Table 11 (Appendix B) stages and the classifier they use; joint: read "
-                        f"{STABILITY} (bin/check-stability --loc --joint --report {STABILITY}); rewrite only that "
-                        "section of the existing report.")
+                   help="transfer: run only the Table 11 (Appendix B) stages and the seed-0 classifier chain they use; "
+                        f"joint: read {STABILITY} (bin/check-stability --loc --joint --report {STABILITY}); rewrite only "
+                        "that section of the existing report.")
     args = p.parse_args()
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    except ValueError:
+        raise SystemExit(f"[bin/reproduce] --seeds {args.seeds!r}: give a comma list of integers") from None
+    if not seeds:
+        raise SystemExit("[bin/reproduce] --seeds: give at least one seed")
     suffix = "" if args.data_seed == 0 else f"-{args.data_seed}"
     os.chdir(ROOT)  # the commands use paths relative to the repository root, as the report shows them
-    rep = Reproduce(Path("data") / f"demo{suffix}", Path("runs") / f"reproduce{suffix}",
-                    Path("reports") / f"reproduction{suffix}.md", args.fresh, args.data_seed, execute=not args.report_only)
+    rep = Reproduce(Path("data") / f"reproduce{suffix}", Path("runs") / f"reproduce{suffix}",
+                    Path("reports") / f"reproduction{suffix}.md", args.fresh, args.data_seed,
+                    execute=not args.report_only, seeds=seeds)
     if args.only == "joint":
         rep.splice_section(JOINT_MARK, rep.joint_section(), "joint-training")
         return
     if args.only == "transfer":
-        rep.train_transfer_net()
+        rep.data_stage()
+        rep.chain(0)
         rep.transfer()
         rep.splice_section(TRANSFER_MARK, rep.transfer_section(partial=True), "Table 11")
         rep.stages.log(f"total {(time.time() - rep.start) / 60:.1f} min")
         return
-    rep.train()
-    rep.evaluate()
-    rep.transfer()
-    rep.write_report()
+    if args.report_only:
+        if not list(rep.results.glob("*.json")):
+            raise SystemExit(f"[bin/reproduce] no finished stages under {rep.results}/; run bin/reproduce first")
+        rep.write_report()
+        return
+    rep.run()
     rep.stages.log(f"total {(time.time() - rep.start) / 60:.1f} min")
 
 

@@ -25,9 +25,9 @@ def _reproduce():
 
 def _run(name, sep, joint):
     r = {"name": name, "commit": "abc1234"}
-    for key, value in zip(("top1_cls_error", "top1_loc_error", "top5_loc_error"), sep):
+    for key, value in zip(("top1_cls_error", "top1_loc_error", "top5_loc_error"), sep, strict=True):
         r[f"loc_full_{key}"] = value
-    for key, value in zip(("top1_cls_error", "top1_loc_error", "top5_loc_error"), joint):
+    for key, value in zip(("top1_cls_error", "top1_loc_error", "top5_loc_error"), joint, strict=True):
         r[f"joint_full_{key}"] = value
     return r
 

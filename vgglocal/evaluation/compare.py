@@ -29,7 +29,12 @@ from typing import Any
 import numpy as np
 
 from vgglocal.config import CLS_PROTOCOLS, ILSVRC_METRICS
-from vgglocal.evaluation.ilsvrc import MAX_GUESSES, SubmissionError, kaggle_tensors, localization_errors
+from vgglocal.evaluation.ilsvrc import (
+    MAX_GUESSES,
+    SubmissionError,
+    kaggle_tensors,
+    localization_errors,
+)
 from vgglocal.evaluation.score import read_ilsvrc
 
 __all__ = ["METRICS", "per_image_errors", "predictions_file", "paired_test", "compare"]

@@ -1,0 +1,89 @@
+"""bin/reproduce's bookkeeping (no training): each stage's JSON under reports/ with per-image
+errors, cells as mean ± std over seeds, the orderings' pooled paired tests, and a partial
+report while stages are missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(__file__).resolve().parents[1] / "bin"
+
+
+@pytest.fixture(scope="module")
+def rp():
+    sys.path.insert(0, str(BIN))  # reproduce.py imports _stages from bin/
+    try:
+        spec = importlib.util.spec_from_file_location("reproduce", BIN / "reproduce.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["reproduce"] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BIN))
+
+
+def _stage(rep, name, metrics, per_image=None, seconds=10.0):
+    rep.results.mkdir(parents=True, exist_ok=True)
+    record = {"stage": name, "command": f"vgglocal eval {name}", "seconds": seconds, "commit": "abc1234",
+              "machine": "Test CPU, 2 cores", "finished": "2026-12-04 10:00", "metrics": metrics}
+    if per_image is not None:
+        record["per_image"] = per_image
+    (rep.results / f"{name}.json").write_text(json.dumps(record))
+
+
+def test_report_cells_orderings_and_partial_runs(rp, tmp_path, monkeypatch):
+    monkeypatch.setattr(rp, "STABILITY", tmp_path / "stability.json")
+    rep = rp.Reproduce(tmp_path / "reproduce", tmp_path / "runs", tmp_path / "reports" / "reproduction.md", False, 0,
+                       execute=False, seeds=(0, 1))
+    # D right where A is wrong on 12 of 20 images in each seed, never the other way round
+    a_wrong, d_wrong = "1" * 12 + "0" * 8, "0" * 20
+    for s, (a, d) in enumerate([(0.60, 0.00), (0.60, 0.00)]):
+        _stage(rep, f"eval-A-112-single-s{s}", {"top1_cls_error": a, "top5_cls_error": 0.1}, {"top1_cls_error": a_wrong})
+        _stage(rep, f"eval-D-112-single-s{s}", {"top1_cls_error": d, "top5_cls_error": 0.0}, {"top1_cls_error": d_wrong})
+    # S=144 against S=112: one seed only, and the same images wrong: no difference to resolve
+    _stage(rep, "eval-D-144-single-s0", {"top1_cls_error": 0.0, "top5_cls_error": 0.0}, {"top1_cls_error": d_wrong})
+    _stage(rep, "train-cls-A-112-s0", {"val_top1_cls_error": 0.5})
+    rep.write_report()
+    text = rep.report.read_text()
+    assert "| A | 112 | 112 | 60.0 ± 0.0 (60.0 to 60.0) | 10.0 ± 0.0 (10.0 to 10.0) | 29.6 | 10.4 |" in text
+    assert "| D | 144 | 144 | 0.0 (1 seed) |" in text
+    assert "| D | [112,144] | 128 | - | - |" in text  # not run yet
+    depth = next(line for line in text.splitlines() if "D beats A (depth)" in line)
+    assert "0.0 vs 60.0" in depth and "2 seeds" in depth and "24 / 0" in depth and depth.endswith("| holds |")
+    assert "-60.00 [" in depth and f"| {2 * 0.5 ** 24:.2g} |" in depth
+    s144 = next(line for line in text.splitlines() if "S=144 beats S=112" in line)
+    assert s144.endswith("| not resolved |") and "1 seed)" in s144
+    jitter = next(line for line in text.splitlines() if "scale jitter beats fixed S (single" in line)
+    assert jitter.endswith("| not run |")
+    assert "Stages finished: 6" in text and "Test CPU, 2 cores" in text and "`vgglocal eval eval-A-112-single-s0`" in text
+    assert "Not measured yet" in text  # the joint section without reports/stability.json
+
+
+def test_record_writes_per_image_errors_from_the_eval_folder(rp, tmp_path):
+    from vgglocal.data.synth import SynthSpec, synthesize
+
+    data = tmp_path / "reproduce"
+    synthesize(data, SynthSpec(classes=2, train=1, val=3, size=32, seed=0))
+    rep = rp.Reproduce(data, tmp_path / "runs", tmp_path / "reports" / "reproduction.md", False, 0, seeds=(0,))
+    folder = tmp_path / "runs" / "full-144-s0"
+    folder.mkdir(parents=True)
+    rows = (data / "LOC_val_solution.csv").read_text().splitlines()
+    first = rows[1].split(",")[0]
+    # every image right except the first, whose box moves away from its object
+    wrong = [rows[0]] + [f"{first},{rows[1].split(',')[1].split()[0]} 0 0 1 1"] + rows[2:]
+    (folder / "predictions.csv").write_text("\n".join(wrong) + "\n")
+    (folder / "metrics.json").write_text(json.dumps({"protocol": "full", "top5_loc_error": 1 / 6}))
+    (rep.stages.marks / "full-144-s0.done").write_text("12.0\n")
+    rep.stages.commands["full-144-s0"] = "vgglocal eval ..."
+    rep.record("full-144-s0", folder, per_image=True)
+    saved = json.loads((tmp_path / "reports" / "reproduction" / "full-144-s0.json").read_text())
+    assert saved["seconds"] == 12.0 and saved["metrics"]["top5_loc_error"] == pytest.approx(1 / 6)
+    assert saved["images"] == 6 and saved["per_image"]["top5_loc_error"].count("1") == 1
+    assert saved["per_image"]["top1_cls_error"] == "000000"
+    rep.record("full-144-s0", folder, per_image=True)  # the same finished stage: not rewritten
+    assert json.loads((tmp_path / "reports" / "reproduction" / "full-144-s0.json").read_text()) == saved
