@@ -58,6 +58,10 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
                 if out.error is None:
                     raise
                 raise out.error from None
+            if out.error is not None:
+                # ...or swallows it and returns as if done, when the record's bytes were all
+                # written before the exception (a Ctrl-C landing after the write): lost otherwise
+                raise out.error
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -94,3 +94,32 @@ def test_a_disk_filling_inside_torch_save_zip_writer_is_the_same_one_line(tmp_pa
     assert msg.endswith("the previous last.pt is unchanged") and "\n" not in msg, msg
     assert torch.equal(load_checkpoint(path)["x"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_an_interrupt_the_zip_writer_swallows_is_raised_again(tmp_path, monkeypatch):
+    """torch's zip writer catches an exception from the file's write and, when the bytes were
+    all written, returns as if the save succeeded: a Ctrl-C landing there would be lost."""
+    path = save_checkpoint({"x": torch.ones(2)}, tmp_path / "last.pt")
+
+    class _Interrupting:  # the file's write raises after writing, as a signal arriving then would
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data)
+            raise KeyboardInterrupt
+
+    def swallowing_save(obj, f, *args, **kwargs):  # what PyTorchStreamWriter does with it
+        try:
+            f.write(b"all of the record")
+        except BaseException:
+            pass
+
+    monkeypatch.setattr(torch, "save", swallowing_save)
+    real_writes = __import__("vgglocal.checkpoint", fromlist=["_Writes"])._Writes
+    monkeypatch.setattr("vgglocal.checkpoint._Writes", lambda f: real_writes(_Interrupting(f)))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"x": torch.zeros(2)}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["x"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
