@@ -3,26 +3,14 @@ resumed epochs counted once, spreads and the targets."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BIN = Path(__file__).resolve().parents[1] / "bin"
-
 
 @pytest.fixture(scope="module")
-def cs():
-    sys.path.insert(0, str(BIN))  # check_stability imports _stages from bin/
-    try:
-        spec = importlib.util.spec_from_file_location("check_stability", BIN / "check_stability.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BIN))
+def cs(bin_script):
+    return bin_script("check_stability")
 
 
 def test_left_chance_is_the_first_epoch_below_half_and_resumed_epochs_count_once(cs, tmp_path):

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
-BIN = Path(__file__).resolve().parents[1] / "bin"
-
-
-def _demo():
-    sys.path.insert(0, str(BIN))  # demo.py imports _stages from bin/
-    try:
-        spec = importlib.util.spec_from_file_location("demo", BIN / "demo.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BIN))
-
-
-def test_expected_ranges_are_measured_and_a_run_outside_is_named():
-    demo = _demo()
+def test_expected_ranges_are_measured_and_a_run_outside_is_named(bin_script):
+    demo = bin_script("demo")
     for (protocol, key), (mean, lo, hi) in demo.EXPECTED.items():
         assert protocol == "full" and 0 <= lo <= mean <= hi < 1 and hi > 0, (key, lo, mean, hi)  # measured, not zeros
     inside = {"full": {key: mean for (_, key), (mean, _, _) in demo.EXPECTED.items()}}

@@ -4,27 +4,14 @@ report while stages are missing."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BIN = Path(__file__).resolve().parents[1] / "bin"
-
 
 @pytest.fixture(scope="module")
-def rp():
-    sys.path.insert(0, str(BIN))  # reproduce.py imports _stages from bin/
-    try:
-        spec = importlib.util.spec_from_file_location("reproduce", BIN / "reproduce.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["reproduce"] = module  # its dataclasses look their module up
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BIN))
+def rp(bin_script):
+    return bin_script("reproduce")
 
 
 def _stage(rep, name, metrics, per_image=None, seconds=10.0):

@@ -3,24 +3,7 @@ and spliced into an existing report without touching the rest (no training here)
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-BIN = Path(__file__).resolve().parents[1] / "bin"
-
-
-def _reproduce():
-    sys.path.insert(0, str(BIN))  # reproduce.py imports _stages from bin/
-    try:
-        spec = importlib.util.spec_from_file_location("reproduce", BIN / "reproduce.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["reproduce"] = module  # its dataclasses look their module up
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BIN))
 
 
 def _run(name, sep, joint):
@@ -32,8 +15,8 @@ def _run(name, sep, joint):
     return r
 
 
-def test_joint_section_pairs_the_runs_and_splices_alone(tmp_path, monkeypatch):
-    rp = _reproduce()
+def test_joint_section_pairs_the_runs_and_splices_alone(tmp_path, monkeypatch, bin_script):
+    rp = bin_script("reproduce")
     monkeypatch.setattr(rp, "STABILITY", tmp_path / "stability.json")
     rep = rp.Reproduce(tmp_path / "demo", tmp_path / "runs", tmp_path / "reproduction.md", False, 0, execute=False)
     assert "Not measured yet" in "\n".join(rep.joint_section())  # no summary: says how to make one
