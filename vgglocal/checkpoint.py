@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from vgglocal.errors import UserError
+from vgglocal.interrupts import Held, interrupts_held
 
 FORMAT = "vgglocal"
 VERSION = 1
@@ -41,6 +42,14 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
     022), not mkstemp's private 0600, so teammates can read a shared run's model."""
     path = Path(path)
     obj = {"format": FORMAT, "version": VERSION, **obj}
+    # A Ctrl-C while writing waits until the file is complete and in place (a fraction of a
+    # second; a second Ctrl-C stops at once): torch's zip writer would swallow or garble it.
+    with interrupts_held() as interrupted:
+        _save_atomically(obj, path, interrupted)
+    return path
+
+
+def _save_atomically(obj: dict[str, Any], path: Path, interrupted: Held) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,14 +62,16 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
                 torch.save(obj, out)
             except RuntimeError:
                 # torch's zip writer (PyTorchStreamWriter) swallows a failed write of a record (a
-                # full disk, a Ctrl-C) and then fails its own position check ("unexpected pos"):
-                # raise what stopped the write instead
-                if out.error is None:
-                    raise
-                raise out.error from None
+                # full disk, an insisting second Ctrl-C) and then fails its own position check
+                # ("unexpected pos"): raise what stopped the write instead
+                if out.error is not None:
+                    raise out.error from None
+                if interrupted.count > 1:
+                    raise KeyboardInterrupt from None
+                raise
             if out.error is not None:
                 # ...or swallows it and returns as if done, when the record's bytes were all
-                # written before the exception (a Ctrl-C landing after the write): lost otherwise
+                # written before the exception: lost otherwise
                 raise out.error
             f.flush()
             os.fsync(f.fileno())
@@ -74,7 +85,6 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 class _Writes:

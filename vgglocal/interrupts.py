@@ -10,14 +10,55 @@ only (the command line imports this before torch).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-__all__ = ["quiet_interrupts", "quiet_worker"]
+__all__ = ["quiet_interrupts", "quiet_worker", "interrupts_held"]
+
+
+class Held:
+    """How many Ctrl-Cs arrived inside an :func:`interrupts_held` block."""
+
+    count = 0
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[Held]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done, then deliver
+    it through the handler in place before (a ``KeyboardInterrupt`` under Python's default).
+
+    For work that must not be cut in the middle, such as writing a checkpoint: torch's zip
+    writer calls the file's ``write`` from C++ and catches what it raises, so a
+    ``KeyboardInterrupt`` landing there is either dropped (when the record's bytes were all
+    written) or turned into a misleading "unexpected pos" error. A second Ctrl-C while one is
+    held is delivered at once (the user insists; the caller may read ``Held.count`` to tell an
+    error that came of it). Only the main thread can set signal handlers; elsewhere, or when
+    SIGINT is ignored, the block runs as it is (Python delivers signals to the main thread)."""
+    state = Held()
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
+        yield state
+        return
+
+    def hold(signum: int, frame: Any) -> None:
+        state.count += 1
+        if state.count > 1:
+            signal.signal(signal.SIGINT, previous)
+            signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if state.count:  # the block ended normally: nothing delivered got through, deliver it now
+        signal.raise_signal(signal.SIGINT)
 
 
 def quiet_interrupts() -> None:

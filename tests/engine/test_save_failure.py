@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,50 @@ def test_an_interrupt_the_zip_writer_swallows_is_raised_again(tmp_path, monkeypa
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["x"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+class _SignalsWhileWriting:
+    """The file for torch.save, sending this process a real SIGINT at its first ``times`` writes."""
+
+    def __init__(self, f, times):
+        self.f, self.times = f, times
+
+    def write(self, data):
+        if self.times:
+            self.times -= 1
+            signal.raise_signal(signal.SIGINT)
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+
+@pytest.fixture
+def default_sigint():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_while_saving_comes_after_the_file_is_complete(tmp_path, monkeypatch, default_sigint):
+    path = save_checkpoint({"x": torch.ones(2)}, tmp_path / "last.pt")
+    real_writes = __import__("vgglocal.checkpoint", fromlist=["_Writes"])._Writes
+    monkeypatch.setattr("vgglocal.checkpoint._Writes", lambda f: real_writes(_SignalsWhileWriting(f, 1)))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"x": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["x"], torch.zeros(1000))  # the new file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_while_saving_stops_at_once_and_keeps_the_old_file(tmp_path, monkeypatch, default_sigint):
+    path = save_checkpoint({"x": torch.ones(2)}, tmp_path / "last.pt")
+    real_writes = __import__("vgglocal.checkpoint", fromlist=["_Writes"])._Writes
+    monkeypatch.setattr("vgglocal.checkpoint._Writes", lambda f: real_writes(_SignalsWhileWriting(f, 2)))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"x": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["x"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
