@@ -81,8 +81,8 @@ def quiet_interrupts() -> None:
 
 
 def _again() -> None:
-    """Raise KeyboardInterrupt in the main thread once the finaliser that swallowed one has run:
-    a one-shot timer whose SIGALRM handler raises it (a syscall, nothing to wait for here)."""
+    """Interrupt the main thread again once the finaliser that swallowed a KeyboardInterrupt has
+    run: a one-shot timer whose SIGALRM handler sends SIGINT (a syscall, nothing to wait for)."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         os.kill(os.getpid(), signal.SIGINT)
         return
@@ -96,7 +96,9 @@ def _half_built_loader(obj: Any) -> bool:
 
 def _interrupt(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    raise KeyboardInterrupt
+    # As a SIGINT again, not a bare KeyboardInterrupt: through the handler in place, so that an
+    # interrupts_held block (a checkpoint being written) holds it as it holds a Ctrl-C.
+    signal.raise_signal(signal.SIGINT)
 
 
 def quiet_worker() -> None:
