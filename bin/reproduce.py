@@ -174,9 +174,6 @@ class Reproduce:
         self.stages = Stages(runs, "bin/reproduce", fresh=fresh, execute=execute)
         self.execute = execute
         self.start = time.time()
-        commit = self.stages.marks / "commit"
-        if execute and not commit.exists():  # the version that ran the first stage
-            commit.write_text(git_commit() + "\n")
 
     # ------------------------------------------------------------------ stages
 
@@ -389,8 +386,10 @@ class Reproduce:
         return "unknown" if error is None else pct(error) + "%"
 
     def transfer_names(self) -> list[str]:
-        summary = self.transfer_data / "synth.json"
-        return json.loads(summary.read_text())["names"] if summary.exists() else []
+        # the generator's own shape order, so that a report rebuilt without the data says the same
+        from vgglocal.data.synth import SHAPES
+
+        return list(SHAPES)[CLASSES: CLASSES + TRANSFER_SHAPES]
 
     def splice_section(self, mark: tuple[str, str], section: list[str], what: str) -> None:
         """``--only``: replace one marked section of the existing report (or insert it before the
@@ -544,16 +543,21 @@ class Reproduce:
         lines += ["", "## Machine and time", "",
                   f"- Machines: {'; '.join(machines) or 'none yet'} (no GPU); this report written on {cpu_name()}, "
                   f"{platform.platform()}, Python {platform.python_version()}, torch {torch_version()}",
-                  f"- vgglocal commit the runs started at: {self.started_at()}; report written at {git_commit()}",
+                  f"- vgglocal commits of the stages: {self.stage_commits(records)}; report written at {git_commit()}",
                   f"- Sum of the stage times: {total / 60:.0f} min; report written "
                   f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}.", ""]
         self.report.parent.mkdir(parents=True, exist_ok=True)
         self.report.write_text("\n".join(lines))
         self.stages.log(f"wrote {self.report}")
 
-    def started_at(self) -> str:
-        commit = self.stages.marks / "commit"
-        return commit.read_text().strip() if commit.exists() else "unknown"
+    @staticmethod
+    def stage_commits(records: list[dict]) -> str:
+        """Each commit the stages ran at, with how many, oldest first (from the records alone,
+        so that a report rebuilt on another machine says the same)."""
+        counts: dict[str, int] = {}
+        for r in sorted(records, key=lambda r: r.get("finished", "")):
+            counts[r.get("commit", "unknown")] = counts.get(r.get("commit", "unknown"), 0) + 1
+        return ", ".join(f"{c} ({n} stage{'s' if n != 1 else ''})" for c, n in counts.items()) or "none yet"
 
     def plot(self) -> bool:
         """Bars of our mean errors (whiskers: the range over seeds) beside the paper's, one panel
@@ -652,8 +656,10 @@ def torch_version() -> str:
 def git_commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True, check=True)
+        # reports/ excluded: the run rewrites its own report after every seed, which is no change
+        # to the code the later stages run
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports"],
+                               cwd=ROOT, capture_output=True, text=True, check=True)
         return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
