@@ -4,6 +4,8 @@ and an interrupted training run is resumed from its last checkpoint."""
 
 from __future__ import annotations
 
+import os
+import platform
 import shlex
 import shutil
 import subprocess
@@ -19,6 +21,29 @@ VGGLOCAL = [sys.executable, "-m", "vgglocal"]
 # random epoch; 1,000 per class and 6 epochs see as many images in the same time.
 DEMO_CLASSES = 10
 DEMO_SYNTH = ["--classes", str(DEMO_CLASSES), "--train", "1000", "--val", "50"]
+
+
+def machine(kernels: bool = False) -> str:
+    """The CPU model (``/proc/cpuinfo``; elsewhere ``platform.processor()``) and the core count;
+    ``kernels``: and the ATen CPU kernel path this process runs (``ATEN_CPU_CAPABILITY`` or the
+    CPU's best), because the same commit and seed train to other numbers on another path."""
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")]
+    except OSError:
+        names = []
+    name = f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if kernels:
+        import torch
+
+        path = os.environ.get("ATEN_CPU_CAPABILITY") or torch.backends.cpu.get_cpu_capability()
+        name += f", {path.upper()} kernels"
+        # oneDNN (convolutions) and MKL (matrix products) choose their instruction set on their
+        # own; ATEN_CPU_CAPABILITY does not reach them, these variables do
+        limits = [f"{lib} {os.environ[var].upper()}" for lib, var in (("oneDNN", "ONEDNN_MAX_CPU_ISA"),
+                                                                      ("MKL", "MKL_ENABLE_INSTRUCTIONS")) if os.environ.get(var)]
+        if limits:
+            name += f" ({', '.join(limits)})"
+    return name
 
 
 class Stages:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _stages import DEMO_SYNTH, ROOT, VGGLOCAL
+from _stages import DEMO_SYNTH, ROOT, VGGLOCAL, machine
 
 CLS_CONFIG = "configs/demo/cls.yaml"
 LOC_CONFIG = "configs/demo/loc.yaml"
@@ -172,15 +171,6 @@ def wanted_keys(args: argparse.Namespace) -> list[str]:
     """The summary's keys a run must have for these options (a run saved without --loc or
     --joint is completed, not retrained)."""
     return (["cls_dense_top1_cls_error"] + (LOC_KEYS if args.loc else []) + (JOINT_KEYS if args.joint else []))
-
-
-def machine() -> str:
-    """The CPU model (``/proc/cpuinfo``; elsewhere ``platform.processor()``) and the core count."""
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")]
-    except OSError:
-        names = []
-    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def spread(results: list[dict], key: str) -> float | None:

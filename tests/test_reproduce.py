@@ -74,3 +74,40 @@ def test_record_writes_per_image_errors_from_the_eval_folder(rp, tmp_path):
     assert saved["per_image"]["top1_cls_error"] == "000000"
     rep.record("full-144-s0", folder, per_image=True)  # the same finished stage: not rewritten
     assert json.loads((tmp_path / "reports" / "reproduction" / "full-144-s0.json").read_text()) == saved
+
+
+def test_table_11_over_seeds_and_its_orderings_image_by_image(rp, tmp_path, monkeypatch):
+    monkeypatch.setattr(rp, "STABILITY", tmp_path / "stability.json")
+    rep = rp.Reproduce(tmp_path / "reproduce", tmp_path / "runs", tmp_path / "reports" / "reproduction.md", False, 0,
+                       execute=False, seeds=(0, 1, 2))
+    common = {"scales": [112, 128, 144], "train_per_class": 60, "n_test": 240, "n_classes": 6, "splits": 3}
+    # trained features right on 30 of 40 test images where random ones are wrong, never the reverse
+    for s in range(3):
+        for stage, recall, wrong in (("transfer-trained-stack", 0.9 + 0.01 * s, "0" * 40),
+                                     ("transfer-random-stack", 0.2, "1" * 30 + "0" * 10),
+                                     ("transfer-trained-average", 0.9, "0" * 40),
+                                     ("transfer-random-average", 0.25, "1" * 30 + "0" * 10)):
+            _stage(rep, f"{stage}-s{s}", {**common, "mean_class_recall": recall, "mean_class_recall_std": 0.01 * (s + 1),
+                                          "svm_c": [0.1, 10.0 ** s, 1.0]}, {"top1_cls_error": wrong})
+    rep.write_report()
+    text = rep.report.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| demo classifier") and "| stack |" in line)
+    assert "| 91.0 ± 1.0 (90.0 to 92.0) | 2.0 | 0.1, 1, 10, 100 |" in row and "`transfer-trained-stack-s*`" in row
+    assert "hexagon, diamond" in text  # the shapes' names without the data set on disk
+    trained = next(line for line in text.splitlines() if "| 11 | trained features beat random weights (stack)" in line)
+    assert "3 seeds" in trained and "90 / 0" in trained and trained.endswith("| holds |")
+    stack = next(line for line in text.splitlines() if "| 11 | stacking beats averaging" in line)
+    assert stack.endswith("| not resolved |")
+
+
+def test_record_of_a_transfer_stage_keeps_every_test_image(rp, tmp_path):
+    rep = rp.Reproduce(tmp_path / "reproduce", tmp_path / "runs", tmp_path / "reports" / "reproduction.md", False, 0,
+                       seeds=(0,))
+    folder = tmp_path / "runs" / "transfer-trained-stack-s0"
+    folder.mkdir(parents=True)
+    (folder / "predictions.csv").write_text("split,image,class,predicted\n0,a/1,a,a\n0,\"b,2\",b,a\n1,a/1,a,a\n")
+    (folder / "metrics.json").write_text(json.dumps({"mean_class_recall": 0.75}))
+    (rep.stages.marks / "transfer-trained-stack-s0.done").write_text("3.0\n")
+    rep.record("transfer-trained-stack-s0", folder, per_image=True)
+    saved = json.loads((tmp_path / "reports" / "reproduction" / "transfer-trained-stack-s0.json").read_text())
+    assert saved["images"] == 3 and saved["per_image"] == {"top1_cls_error": "010"}

@@ -62,10 +62,10 @@ def test_report_has_every_protocol_and_view(evals):
     assert page.count("Localisation error per class") == 2  # both localisation protocols
     assert page.count("Confusion of the top-1 labels") == 2  # not center-crop: its guess is the true class
     assert "precision-recall per class" in page  # full wrote detections
-    assert page.count("<figure>") == 2 * 2 * 8  # best and worst, 8 each, two protocols (9 images)
+    assert page.count("<figure>") == 2 * 9  # best 5 and worst 4 (each of the 9 images once), two protocols
     assert "top1_loc_error" in page and "%" in page
     pictures = _images(page)
-    assert len(pictures) == (2 + 16) + (1 + 16) + 1 + 2  # full: bars, confusion, galleries; center-crop; cls; PR + AP
+    assert len(pictures) == (2 + 9) + (1 + 9) + 1 + 2  # full: bars, confusion, galleries; center-crop; cls; PR + AP
     for raw in pictures:  # every embedded picture decodes
         im = Image.open(io.BytesIO(raw))
         im.load()
@@ -83,6 +83,11 @@ def test_best_gallery_is_ordered_by_iou(evals):
     assert best == sorted(best, reverse=True) and worst == sorted(worst)
     assert all(0 <= v <= 1 for v in best + worst)  # an IoU, not the devkit's -1 for disjoint boxes
     assert best[0] >= worst[0]
+    # fewer images than two galleries hold: each is shown once, the better half as best
+    ids = [set(re.findall(r"<figcaption>(ILSVRC2012_val_\d+)", part.split("</div>")[0])) for part in section]
+    n = len((evals / "eval-full" / "predictions.csv").read_text().splitlines()) - 1  # a header, a row per image
+    assert n < 16 and len(ids[0]) == (n + 1) // 2 and len(ids[1]) == n - (n + 1) // 2 and not ids[0] & ids[1]
+    assert min(best) >= max(worst)
 
 
 def test_a_folder_without_an_evaluation_is_one_line(tmp_path):

@@ -2,6 +2,7 @@
 data sets with a tiny net: files written, metrics in range, caches reused, bad images counted,
 user errors one line."""
 
+import csv
 import json
 
 import numpy as np
@@ -50,6 +51,15 @@ def test_caltech_transfer_cache_and_random_baseline(tiny):
     assert (m["n_train"], m["n_test"], m["n_images"], m["n_unreadable"]) == (18, 12, 30, 0)
     assert all(c in m["svm_c_candidates"] for c in m["svm_c"]) and len(m["heldout_mean_class_recall"]) == 2
     assert (root / "stack" / "per_class.csv").read_text().splitlines()[1].startswith("001.hexagon,")
+    # every test image of every split, its true and predicted class: the mean class recall again
+    with open(root / "stack" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * m["n_test"] and {r["split"] for r in rows} == {"0", "1"}
+    for k, recall in enumerate(m["split_mean_class_recall"]):
+        split = [r for r in rows if r["split"] == str(k)]
+        per_class = [np.mean([r["predicted"] == r["class"] for r in split if r["class"] == c]) for c in {r["class"] for r in split}]
+        assert np.mean(per_class) == pytest.approx(recall)
+        assert len({r["image"] for r in split}) == len(split)
     cached = list((root / "stack" / "features").glob("*.npz"))
     assert len(cached) == 1
     fs = FeatureSet.load(cached[0])

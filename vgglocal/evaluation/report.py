@@ -190,13 +190,14 @@ def _localisation(folder: Path, records: list, classes) -> dict[str, Any]:
             "truth": truth, "top1": pl[:, 0].numpy(), "missing": len(missing)}
 
 
-def _gallery(v: dict[str, Any], order: np.ndarray, classes, log: Callable[[str], None]) -> list[tuple[str, str]]:
+def _gallery(v: dict[str, Any], order: np.ndarray, classes, log: Callable[[str], None],
+             count: int = GALLERY) -> list[tuple[str, str]]:
     from vgglocal.data.images import load_rgb
     from vgglocal.viz import draw_image, short_name
 
     names = classes.names if getattr(classes, "names", None) else classes.ids
     tiles = []
-    for i in order[:GALLERY]:
+    for i in order[:count]:
         r = v["rows"][int(i)]
         try:
             image = load_rgb(r.path)
@@ -268,9 +269,15 @@ def _section(folder: Path, data_root: str | None, fmt: str | None, log: Callable
             parts.append("<h3>Confusion of the top-1 labels</h3>")
             parts.append(f"<img class='chart' alt='confusion matrix' src='{_confusion(v['truth'], v['top1'], names)}'>")
         best = np.lexsort((np.arange(len(v["iou"])), -v["iou"]))
-        worst = np.lexsort((np.arange(len(v["iou"])), v["iou"]))
-        for title, order_ in (("Best localised (highest top-1 IoU)", best), ("Worst localised (lowest top-1 IoU)", worst)):
-            tiles = _gallery(v, order_, classes, log)
+        # with fewer than two galleries' worth of images, each image is shown once: the better
+        # half (the middle one too) as best, the rest as worst
+        n_best = min(GALLERY, (len(best) + 1) // 2)
+        n_worst = min(GALLERY, len(best) - n_best)
+        for title, order_, count in (("Best localised (highest top-1 IoU)", best, n_best),
+                                     ("Worst localised (lowest top-1 IoU)", best[::-1], n_worst)):
+            if not count:
+                continue
+            tiles = _gallery(v, order_, classes, log, count)
             figs = "".join(f"<figure><img alt='{c}' src='{src}'><figcaption>{c}</figcaption></figure>" for src, c in tiles)
             parts.append(f"<h3>{title}</h3><p class='muted'>solid: the top-1 guess; dashed: the true boxes</p>"
                          f"<div class='gallery'>{figs}</div>")

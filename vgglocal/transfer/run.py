@@ -18,6 +18,7 @@ protocol's metrics:
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from collections.abc import Sequence
@@ -80,11 +81,18 @@ def run_transfer(cfg: Config, req: TransferRequest, out: str | Path, *, progress
         raise TransferError(f"unknown protocol {req.protocol!r}; choose voc-cls, caltech or voc-action")
     metrics = {**metrics, **common, "seconds": round(time.time() - start, 1)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    header, body = rows
-    with open(out / "per_class.csv", "w") as f:
-        f.write(",".join(header) + "\n")
-        f.writelines(",".join(str(v) for v in row) + "\n" for row in body)
+    header, body, *per_image = rows
+    _write_csv(out / "per_class.csv", header, body)
+    if per_image:  # Caltech: every test image of every split, for paired tests between runs
+        _write_csv(out / "predictions.csv", *per_image)
     return metrics
+
+
+def _write_csv(path: Path, header: list[str], body: list[list[Any]]) -> None:
+    with open(path, "w", newline="") as f:  # csv quotes a name with a comma in it
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(body)
 
 
 def _fit_predict(cfg: Config, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, kind: str, n_classes: int,
@@ -107,10 +115,13 @@ def _caltech(cfg: Config, fs: FeatureSet, how: str, log: Log) -> tuple[dict[str,
                             f"transfer.val_fraction {t.val_fraction:g} of them over {n_classes} classes for choosing C; "
                             f"use at least {need}")
     splits = caltech_splits(y, t.train_per_class, t.test_per_class, t.splits, cfg.seed, fs.classes)
-    means, recalls, chosen, held_scores = [], [], [], []
+    means, recalls, chosen, held_scores, predictions = [], [], [], [], []
     for k, (train, test) in enumerate(splits):
         scores, c, held, converged = _fit_predict(cfg, x[train], y[train], x[test], "multiclass", n_classes, cfg.seed + k)
-        mean, per_class = mean_class_recall(y[test], scores.argmax(1), n_classes)
+        predicted = scores.argmax(1)
+        mean, per_class = mean_class_recall(y[test], predicted, n_classes)
+        predictions += [[k, fs.ids[i], fs.classes[y[i]], fs.classes[p]] for i, p in zip(test.tolist(), predicted.tolist(),
+                                                                                        strict=True)]
         means.append(mean)
         recalls.append(per_class)
         chosen.append(c)
@@ -125,7 +136,7 @@ def _caltech(cfg: Config, fs: FeatureSet, how: str, log: Log) -> tuple[dict[str,
                "train_per_class": t.train_per_class, "test_per_class": t.test_per_class, "splits": t.splits,
                "n_train": int(len(splits[0][0])), "n_test": int(len(splits[0][1]))}
     rows = [[name, f"{r:.4f}"] for name, r in zip(fs.classes, per_class.tolist(), strict=True)]
-    return metrics, (["class", "mean_recall"], rows)
+    return metrics, (["class", "mean_recall"], rows, ["split", "image", "class", "predicted"], predictions)
 
 
 def _multilabel(cfg: Config, train: FeatureSet, test: FeatureSet, how: str, part: str,
