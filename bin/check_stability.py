@@ -1,6 +1,7 @@
 """bin/check-stability: does the demo classifier land in the same place under perturbations that
 should not matter? Trains configs/demo/cls.yaml once per perturbation -- each training seed on
-this machine's default CPU kernel path, and some seeds on the other path (ATEN_CPU_CAPABILITY)
+this machine's default CPU kernel path, and some seeds on the other path (ATEN_CPU_CAPABILITY,
+and for avx2 oneDNN's and MKL's instruction sets too)
 -- and reports per run the epoch at which validation error first falls below 50 % (leaving
 chance), the final centre-crop error and the cls-dense errors (section 3.2), with the spread
 (max - min) over runs. With --loc also the demo localiser (PCR, all layers) and its top-5
@@ -48,6 +49,18 @@ def kernel_paths() -> tuple[str, str]:
     default = os.environ.get("ATEN_CPU_CAPABILITY") or torch.backends.cpu.get_cpu_capability()
     default = default.lower()
     return default, ("avx2" if default.startswith("avx512") else "default")
+
+
+def path_env(path: str) -> dict[str, str]:
+    """The environment of a run on kernel path ``path``. For avx2 the convolutions (oneDNN) and
+    matrix products (MKL) are held to AVX2 too: ATEN_CPU_CAPABILITY reaches only ATen's own
+    kernels, and only with all three does an AVX-512 machine train bit for bit as an AVX2-only
+    one does (measured: the same commit, seed and data on an AMD EPYC with and one without
+    AVX-512). ``default`` lowers ATen's kernels alone."""
+    env = {"ATEN_CPU_CAPABILITY": path}
+    if path == "avx2":
+        env.update(ONEDNN_MAX_CPU_ISA="AVX2", MKL_ENABLE_INSTRUCTIONS="AVX2")
+    return env
 
 
 def run(cmd: list[str], env: dict[str, str], what: str) -> None:
@@ -111,7 +124,7 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
             note = "" if result.get("commit") == commit() else f" (trained on commit {result.get('commit')}, not this one)"
             log(f"{name}: done before, read {result_file}{note}")
             return result
-    env = dict(os.environ, ATEN_CPU_CAPABILITY=path)
+    env = dict(os.environ, **path_env(path))
     sets = ["--set", f"data.root={data}", "--set", f"seed={seed}", "--set", f"train.epochs={args.epochs}"]
     cls_dir = out / name / "cls"
     start = time.time()

@@ -64,3 +64,14 @@ def test_joint_columns_and_which_saved_runs_are_complete(cs):
     args = lambda loc, joint: type("Args", (), {"loc": loc, "joint": joint})()  # noqa: E731
     assert all(k in saved for k in cs.wanted_keys(args(True, False)))
     assert not all(k in saved for k in cs.wanted_keys(args(True, True)))
+
+
+def test_the_avx2_path_holds_onednn_and_mkl_to_avx2_too(cs, bin_script, monkeypatch):
+    assert cs.path_env("avx2") == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                   "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert cs.path_env("default") == {"ATEN_CPU_CAPABILITY": "default"}
+    stages = bin_script("_stages")
+    for key, value in cs.path_env("avx2").items():
+        monkeypatch.setenv(key, value)
+    assert stages.machine(kernels=True).endswith(", AVX2 kernels (oneDNN AVX2, MKL AVX2)")
+    assert "kernels" not in stages.machine()
