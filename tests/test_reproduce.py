@@ -91,7 +91,7 @@ def test_table_11_over_seeds_and_its_orderings_image_by_image(rp, tmp_path, monk
                                           "svm_c": [0.1, 10.0 ** s, 1.0]}, {"top1_cls_error": wrong})
     rep.write_report()
     text = rep.report.read_text()
-    row = next(line for line in text.splitlines() if line.startswith("| demo classifier") and "| stack |" in line)
+    row = next(line for line in text.splitlines() if line.startswith("| jittered D classifier") and "| stack |" in line)
     assert "| 91.0 ± 1.0 (90.0 to 92.0) | 2.0 | 0.1, 1, 10, 100 |" in row and "`transfer-trained-stack-s*`" in row
     assert "hexagon, diamond" in text  # the shapes' names without the data set on disk
     trained = next(line for line in text.splitlines() if "| 11 | trained features beat random weights (stack)" in line)
