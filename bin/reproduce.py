@@ -35,6 +35,7 @@ import os
 import platform
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -374,10 +375,6 @@ class Reproduce:
                   "tested image by image with the others (below)."]
         return lines
 
-    def final_val_error(self, stage: str) -> str:
-        error = self.metrics(stage).get("val_top1_cls_error")
-        return "unknown" if error is None else pct(error) + "%"
-
     def transfer_names(self) -> list[str]:
         # the generator's own shape order, so that a report rebuilt without the data says the same
         from vgglocal.data.synth import SHAPES
@@ -547,9 +544,7 @@ class Reproduce:
     def stage_commits(records: list[dict]) -> str:
         """Each commit the stages ran at, with how many, oldest first (from the records alone,
         so that a report rebuilt on another machine says the same)."""
-        counts: dict[str, int] = {}
-        for r in sorted(records, key=lambda r: r.get("finished", "")):
-            counts[r.get("commit", "unknown")] = counts.get(r.get("commit", "unknown"), 0) + 1
+        counts = Counter(r.get("commit", "unknown") for r in sorted(records, key=lambda r: r.get("finished", "")))
         return ", ".join(f"{c} ({n} stage{'s' if n != 1 else ''})" for c, n in counts.items()) or "none yet"
 
     def plot(self) -> bool:
@@ -660,7 +655,7 @@ def main() -> None:
     p.add_argument("--only", choices=["transfer", "joint"], default=None,
                    help="transfer: run only the Table 11 (Appendix B) stages and the classifier chains they use (each "
                         f"seed's), then rewrite the report; joint: read {STABILITY} (bin/check-stability --loc --joint "
-                        "--report " f"{STABILITY}) and rewrite only that section of the existing report.")
+                        f"--report {STABILITY}) and rewrite only that section of the existing report.")
     args = p.parse_args()
     try:
         seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
