@@ -20,7 +20,7 @@ VGGLOCAL = [sys.executable, "-m", "vgglocal"]
 # demo classifier needed many passes over few images and its take-off from chance came at a
 # random epoch; 1,000 per class and 6 epochs see as many images in the same time.
 DEMO_CLASSES = 10
-DEMO_SYNTH = ["--classes", str(DEMO_CLASSES), "--train", "1000", "--val", "50"]
+DEMO_SYNTH = ["--classes", str(DEMO_CLASSES), "--train", "1000", "--val", "200"]
 
 
 def machine(kernels: bool = False) -> str:
