@@ -118,12 +118,13 @@ def left_chance(epochs: list[dict]) -> int | None:
 def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Path) -> dict:
     out = args.out / "runs"
     result_file = out / f"{name}.json"
+    before: dict = {}
     if result_file.exists():
-        result = json.loads(result_file.read_text())
-        if all(key in result for key in wanted_keys(args)):
-            note = "" if result.get("commit") == commit() else f" (trained on commit {result.get('commit')}, not this one)"
+        before = json.loads(result_file.read_text())
+        if all(key in before for key in wanted_keys(args)):
+            note = "" if before.get("commit") == commit() else f" (trained on commit {before.get('commit')}, not this one)"
             log(f"{name}: done before, read {result_file}{note}")
-            return result
+            return before
     env = dict(os.environ, **path_env(path))
     sets = ["--set", f"data.root={data}", "--set", f"seed={seed}", "--set", f"train.epochs={args.epochs}"]
     cls_dir = out / name / "cls"
@@ -137,7 +138,9 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
              "--checkpoint", str(cls_dir / "model.pt"), "--out", str(dense_dir), "--overwrite"], env, f"{name}: eval cls-dense")
     dense = json.loads((dense_dir / "metrics.json").read_text())
     result = {
-        "name": name, "seed": seed, "kernel_path": path, "epochs": args.epochs, "commit": commit(),
+        # A run completed later (--loc or --joint added) keeps the commit its classifier was trained on.
+        "name": name, "seed": seed, "kernel_path": path, "epochs": args.epochs, "commit": before.get("commit", commit()),
+        "val_images": dense["n_images"],
         "left_chance_epoch": left_chance(epochs),
         "val_top1_cls_error_per_epoch": [round(r["val_top1_cls_error"], 4) for r in epochs],
         "center_crop_top1_cls_error": epochs[-1]["val_top1_cls_error"],
@@ -168,6 +171,8 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
                         f"{name} (joint)")
         for key in ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error"):
             result[f"joint_full_{key}"] = full[key]
+    if before and before.get("commit") != commit():
+        result["completed_on_commit"] = commit()
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(result_file)
@@ -183,7 +188,7 @@ JOINT_KEYS = ["joint_full_top1_cls_error", "joint_full_top5_cls_error", "joint_f
 def wanted_keys(args: argparse.Namespace) -> list[str]:
     """The summary's keys a run must have for these options (a run saved without --loc or
     --joint is completed, not retrained)."""
-    return (["cls_dense_top1_cls_error"] + (LOC_KEYS if args.loc else []) + (JOINT_KEYS if args.joint else []))
+    return (["cls_dense_top1_cls_error", "val_images"] + (LOC_KEYS if args.loc else []) + (JOINT_KEYS if args.joint else []))
 
 
 def spread(results: list[dict], key: str) -> float | None:
@@ -213,7 +218,7 @@ def summary_keys(loc: bool, joint: bool) -> list[str]:
 
 
 def summarise(results: list[dict], loc: bool, joint: bool = False) -> dict:
-    summary: dict = {"runs": results, "machine": machine()}
+    summary: dict = {"runs": results, "machine": machine(), "val_images": sorted({r.get("val_images") for r in results} - {None})}
     for key in summary_keys(loc, joint):
         values = [r[key] for r in results]
         summary[f"{key}_mean"] = sum(values) / len(values)

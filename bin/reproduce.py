@@ -426,7 +426,9 @@ class Reproduce:
         diffs = {k: [r[f"joint_full_{k}"] - r[f"loc_full_{k}"] for r in runs] for k in keys}
         lines.append("| joint - separate, per run | | " + " | ".join(
             f"{mean_std(d, signed=True)} (joint better in {sum(x < 0 for x in d)} of {len(d)})" for d in diffs.values()) + " |")
-        lines += ["", "Errors in percent of the 500 validation images, mean ± standard deviation over the runs "
+        counts = sorted({r["val_images"] for r in runs if r.get("val_images")})
+        images = f"the {counts[0]:,} validation images" if len(counts) == 1 else "the validation images"
+        lines += ["", f"Errors in percent of {images}, mean ± standard deviation over the runs "
                   "(min-max in brackets).", "", JOINT_MARK[1]]
         return lines
 

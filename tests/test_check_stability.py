@@ -29,7 +29,7 @@ def test_left_chance_is_the_first_epoch_below_half_and_resumed_epochs_count_once
 
 
 def run(name, left, dense, loc=None, joint=None):
-    r = {"name": name, "seed": 0, "kernel_path": "avx2", "left_chance_epoch": left,
+    r = {"name": name, "seed": 0, "kernel_path": "avx2", "left_chance_epoch": left, "val_images": 2000,
          "center_crop_top1_cls_error": dense + 0.05, "cls_dense_top1_cls_error": dense, "cls_dense_top5_cls_error": dense / 4}
     if loc is not None:
         r.update(loc_center_crop_top5_cls_error=dense / 2, loc_center_crop_loc_error=loc + 0.1, loc_full_top1_cls_error=dense, loc_full_top5_cls_error=dense / 4,
@@ -64,6 +64,9 @@ def test_joint_columns_and_which_saved_runs_are_complete(cs):
     args = lambda loc, joint: type("Args", (), {"loc": loc, "joint": joint})()  # noqa: E731
     assert all(k in saved for k in cs.wanted_keys(args(True, False)))
     assert not all(k in saved for k in cs.wanted_keys(args(True, True)))
+    del saved["val_images"]  # a run saved before the image count was recorded is completed too
+    assert not all(k in saved for k in cs.wanted_keys(args(True, False)))
+    assert both["val_images"] == [2000]
 
 
 def test_the_avx2_path_holds_onednn_and_mkl_to_avx2_too(cs, bin_script, monkeypatch):

@@ -7,7 +7,7 @@ import json
 
 
 def _run(name, sep, joint):
-    r = {"name": name, "commit": "abc1234"}
+    r = {"name": name, "commit": "abc1234", "val_images": 2000}
     for key, value in zip(("top1_cls_error", "top1_loc_error", "top5_loc_error"), sep, strict=True):
         r[f"loc_full_{key}"] = value
     for key, value in zip(("top1_cls_error", "top1_loc_error", "top5_loc_error"), joint, strict=True):
@@ -24,6 +24,7 @@ def test_joint_section_pairs_the_runs_and_splices_alone(tmp_path, monkeypatch, b
     (tmp_path / "stability.json").write_text(json.dumps({"runs": runs, "machine": "Test CPU, 2 cores"}))
     text = "\n".join(rep.joint_section())
     assert "2 runs on Test CPU, 2 cores, commit abc1234" in text
+    assert "Errors in percent of the 2,000 validation images" in text  # the count the runs were scored on
     assert "| separate (the paper): classifier + localiser | 2 | 12.0 ± 2.8 (10.0 to 14.0) |" in text
     assert "| joint (`train-loc --joint`, `loc.cls_weight` 1) | 1 | 12.0 ± 0.0 (12.0 to 12.0) |" in text
     # per-run differences: cls +2 and -2 points, top-5 loc -2 and -2
