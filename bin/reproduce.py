@@ -415,7 +415,9 @@ class Reproduce:
             "classifier (`configs/demo/cls.yaml`) and train `configs/demo/loc.yaml` (PCR, all layers); the separate one "
             "is evaluated with `--cls-checkpoint` (two nets), the joint one alone (one net). Each run of "
             f"`bin/check-stability` (training seed x CPU kernel path) trains both, so the rows are paired; {len(runs)} "
-            f"runs on {summary.get('machine', 'an unnamed machine')}, commit {runs[0].get('commit', 'unknown')}.", "",
+            f"runs on {summary.get('machine', 'an unnamed machine')}, commit {runs[0].get('commit', 'unknown')}"
+            + (f" (the joint localisers trained later, at {runs[0]['completed_on_commit']})" if runs[0].get("completed_on_commit") else "")
+            + ".", "",
             "| recipe | nets at test time | full top-1 cls err. | full top-1 loc err. | full top-5 loc err. |",
             "|---|---|---|---|---|"]
         keys = ("top1_cls_error", "top1_loc_error", "top5_loc_error")

@@ -23,7 +23,11 @@ def test_joint_section_pairs_the_runs_and_splices_alone(tmp_path, monkeypatch, b
     runs = [_run("a", (0.10, 0.30, 0.28), (0.12, 0.29, 0.26)), _run("b", (0.14, 0.34, 0.32), (0.12, 0.35, 0.30))]
     (tmp_path / "stability.json").write_text(json.dumps({"runs": runs, "machine": "Test CPU, 2 cores"}))
     text = "\n".join(rep.joint_section())
-    assert "2 runs on Test CPU, 2 cores, commit abc1234" in text
+    assert "2 runs on Test CPU, 2 cores, commit abc1234." in text
+    runs[0]["completed_on_commit"] = "def5678"  # --joint added to runs trained before
+    (tmp_path / "stability.json").write_text(json.dumps({"runs": runs, "machine": "Test CPU, 2 cores"}))
+    assert "commit abc1234 (the joint localisers trained later, at def5678)." in "\n".join(rep.joint_section())
+    text = "\n".join(rep.joint_section())
     assert "Errors in percent of the 2,000 validation images" in text  # the count the runs were scored on
     assert "| separate (the paper): classifier + localiser | 2 | 12.0 ± 2.8 (10.0 to 14.0) |" in text
     assert "| joint (`train-loc --joint`, `loc.cls_weight` 1) | 1 | 12.0 ± 0.0 (12.0 to 12.0) |" in text
