@@ -304,6 +304,7 @@ def main() -> None:
         f"{default_path}, other {other_path}")
     results = [one_run(name, seed, path, args, data.resolve()) for name, seed, path in plan]
     summary = summarise(results, args.loc, args.joint)
+    summary["kernel_paths"] = {"default": default_path, "other": other_path}  # the machine's, besides its name
     for path in [args.out / "summary.json"] + ([args.report] if args.report else []):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1) + "\n")
