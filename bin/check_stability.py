@@ -173,6 +173,8 @@ def one_run(name: str, seed: int, path: str, args: argparse.Namespace, data: Pat
             result[f"joint_full_{key}"] = full[key]
     if before and before.get("commit") != commit():
         result["completed_on_commit"] = commit()
+    elif "completed_on_commit" in before:
+        result["completed_on_commit"] = before["completed_on_commit"]
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(result_file)
