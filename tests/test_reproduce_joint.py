@@ -26,8 +26,8 @@ def test_joint_section_pairs_the_runs_and_splices_alone(tmp_path, monkeypatch, b
     assert "2 runs on Test CPU, 2 cores, commit abc1234." in text
     runs[0]["completed_on_commit"] = "def5678"  # --joint added to runs trained before
     (tmp_path / "stability.json").write_text(json.dumps({"runs": runs, "machine": "Test CPU, 2 cores"}))
-    assert "commit abc1234 (the joint localisers trained later, at def5678)." in "\n".join(rep.joint_section())
     text = "\n".join(rep.joint_section())
+    assert "commit abc1234 (the joint localisers trained later, at def5678)." in text
     assert "Errors in percent of the 2,000 validation images" in text  # the count the runs were scored on
     assert "| separate (the paper): classifier + localiser | 2 | 12.0 ± 2.8 (10.0 to 14.0) |" in text
     assert "| joint (`train-loc --joint`, `loc.cls_weight` 1) | 1 | 12.0 ± 0.0 (12.0 to 12.0) |" in text
