@@ -30,8 +30,6 @@ def resolve_device(name: str, key: str = "eval.device", local_rank: int | None =
         if int(gpu) >= torch.cuda.device_count():
             raise UserError(f"{key}: {name}: this machine has {torch.cuda.device_count()} CUDA devices")
         return torch.device(name)
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"{key}: cuda was asked for but no CUDA device is available")
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if local_rank is None:
             return torch.device("cuda")

@@ -25,7 +25,8 @@ from vgglocal.engine.train import (
     fit,
     train_one_epoch,
 )
-from vgglocal.engine.validate import LocGroundTruth, evaluate
+from vgglocal.engine.validate import evaluate
+from vgglocal.inference.options import InferenceOptions
 from vgglocal.models.io import load_model
 from vgglocal.models.vgg import add_box_head, build_vgg
 
@@ -59,7 +60,7 @@ def run_fit(tmp_path, net, data, task="cls", epochs=3, lr=0.01, loss_fn=None, ch
     ckpt = Checkpointer(run, net, opt, sched, {"normalization": NORM, "classes": ["a", "b", "c"], "meta": {}}, env, task)
     opts = StepOptions(log_every=2, checkpoint_every=checkpoint_every, progress=False)
     out = fit(TrainForward(net, task), loss_fn or LOSSES[task], opt, sched, at, loader.batches_per_epoch,
-              lambda: evaluate(net, val, num_records=len(data), opts=opts), epochs=epochs, metric="top1_cls_error",
+              lambda: evaluate(net, val, records=[Sample(str(i), int(c)) for i, c in enumerate(data.labels)], opts=InferenceOptions()), epochs=epochs, metric="top1_cls_error",
               opts=opts, env=env, checkpoints=ckpt)
     return out, run
 
@@ -140,11 +141,11 @@ def test_evaluate_protocol1_decodes_to_original_pixels_and_judges_the_true_class
               "scale": torch.tensor(0.5), "flipped": torch.tensor(False), "image_hw": torch.tensor([96, 96])}
              for i, r in enumerate(recs)]
     batches = [torch.utils.data.default_collate(items[:3]), torch.utils.data.default_collate(items[1:])]  # #1, #2 seen twice
-    m = evaluate(net, batches, num_records=4, opts=StepOptions(progress=False), gt=LocGroundTruth.from_records(recs))
+    m = evaluate(net, batches, records=recs, opts=InferenceOptions(), loc=True)
     assert m["n_images"] == 4
     assert m["top1_cls_error"] == pytest.approx(0.5)  # predicts class 1 everywhere
     assert m["top5_cls_error"] == 0.0
-    assert m["loc_error"] == pytest.approx(0.5)
+    assert m["top1_loc_error"] == m["top5_loc_error"] == pytest.approx(0.5)
     # the two class-1 records miss by (.25, .25, .5, .5): 0.5 * 0.625 each, averaged over 4
     assert m["box_loss"] == pytest.approx(2 * 0.5 * (2 * 0.25**2 + 2 * 0.5**2) / 4)
 

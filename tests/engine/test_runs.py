@@ -89,7 +89,7 @@ def test_train_loc_pcr_all_lowers_the_box_loss_and_keeps_the_frozen_class_head(c
        "--set", f"data.root={data}", "--out", out)
     lines = metrics(out)
     assert lines[1]["loss"] < 0.8 * lines[0]["loss"]
-    assert {"val_loc_error", "val_box_loss"} <= set(lines[0])
+    assert {"val_top1_loc_error", "val_top5_loc_error", "val_box_loss"} <= set(lines[0])
     model = load_model(out / "model.pt")
     assert model.box_head_kind == "pcr" and model.box_head.fc8.out_channels == 16
     init, new = _states(cls_run / "model.pt"), _states(out / "model.pt")

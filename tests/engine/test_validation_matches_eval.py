@@ -13,11 +13,12 @@ from vgglocal.data.loader import SampleDataset, build_loader
 from vgglocal.data.synth import SynthSpec, synthesize, wnid
 from vgglocal.data.transforms import build_eval_transform, normalization_of
 from vgglocal.engine.tasks import eval_scale
-from vgglocal.engine.train import StepOptions
-from vgglocal.engine.validate import LocGroundTruth, _center_crop_misses, evaluate
-from vgglocal.evaluation.ilsvrc import center_crop_errors, protocol1_errors
+from vgglocal.engine.validate import evaluate
+from vgglocal.evaluation.ilsvrc import center_crop_errors, pad_guesses, protocol1_errors
 from vgglocal.evaluation.run import EvalRequest
 from vgglocal.evaluation.run import evaluate as run_eval
+from vgglocal.inference.localize import center_crop_boxes
+from vgglocal.inference.protocols import RunOptions
 from vgglocal.models.io import save_model
 from vgglocal.models.vgg import build_vgg
 
@@ -50,22 +51,22 @@ def test_validation_equals_eval_center_crop_for_one_checkpoint(tmp_path):
     val = SampleDataset(records, build_eval_transform(cfg.data, 32, eval_scale(cfg)), "loc", cfg.seed)
     loader = build_loader(val, cfg.eval.batch_size, shuffle=False, seed=cfg.seed)
     loader.set_epoch(0)
-    got = evaluate(net, loader, num_records=len(val), opts=StepOptions(progress=False), gt=LocGroundTruth.from_records(records))
+    got = evaluate(net, loader, records=records, opts=RunOptions.from_config(cfg.eval, torch.device("cpu")), loc=True)
 
     want = run_eval(cfg, EvalRequest("center-crop", [str(ckpt)]), tmp_path / "eval", progress=False)
     assert want["checkpoints"][0]["scales"] == [eval_scale(cfg)] and want["n_images"] == got["n_images"] == len(records)
-    assert got["top1_cls_error"] == want["top1_cls_error"]
-    assert got["top5_cls_error"] == want["top5_cls_error"]
-    assert got["loc_error"] == want["top1_loc_error"]
-    assert 0 < got["loc_error"] < 1  # some boxes hit, some miss: the comparison can tell a difference
+    keys = ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error", "n_images")
+    assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+    assert 0 < got["top1_loc_error"] < 1  # some boxes hit, some miss: the comparison can tell a difference
 
     # The case really needs the clipping: scored unclipped, the same boxes give another error.
     loader.set_epoch(0)
     misses = []
     for batch in loader:
-        big = {**batch, "image_hw": torch.full_like(batch["image_hw"], 10**6)}  # no image border
-
         with torch.no_grad():
-            boxes = net.maps(batch["image"])["boxes"].flatten(1)
-        misses.append(_center_crop_misses(boxes, big, LocGroundTruth.from_records(records)))
-    assert torch.cat(misses).mean().item() != pytest.approx(got["loc_error"])
+            maps = net.maps(batch["image"])
+        boxes = center_crop_boxes(maps["boxes"], batch["label"], batch["origin"].float(), batch["scale"].float(), 32.0,
+                                  torch.full_like(batch["image_hw"], 10**6), batch["flipped"])  # no image border
+        gl, gb = pad_guesses([(records[i].box_labels, records[i].boxes) for i in batch["index"].tolist()])
+        misses.append(center_crop_errors(batch["label"], boxes, gl, gb))
+    assert torch.cat(misses).mean().item() != pytest.approx(got["top1_loc_error"])

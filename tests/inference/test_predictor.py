@@ -16,11 +16,14 @@ from torch.testing import assert_close
 
 import vgglocal
 from vgglocal.cli import cli
+from vgglocal.config import EvalConfig
 from vgglocal.data.files import expand_images
 from vgglocal.data.images import load_rgb
 from vgglocal.data.synth import SynthSpec, synthesize
 from vgglocal.errors import UserError
 from vgglocal.evaluation.ilsvrc import read_kaggle_csv
+from vgglocal.inference import predictor as predictor_module
+from vgglocal.inference.protocols import RunOptions
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "test"
 NAMES = ["disc", "triangle", "square", "star"]
@@ -152,3 +155,91 @@ def test_predict_reads_a_file_list_in_its_order(trained, tmp_path):
                                    str(root / "cls" / "model.pt"), "--scales", "32", str(listing), "--workers", "0", "-q"])
     assert res.exit_code == 0, res.output
     assert [json.loads(t)["image"] for t in res.output.splitlines()] == [str(images[1]), str(images[0])]
+
+
+def _chunk_sizes(monkeypatch) -> tuple[list[int], list[RunOptions]]:
+    """Record the images per protocol-2 call of the Predictor (and the options it ran with)."""
+    sizes: list[int] = []
+    seen: list[RunOptions] = []
+    real = predictor_module.run_protocol
+
+    def spy(protocol, images, nets, opts, **kw):
+        sizes.append(len(images))
+        seen.append(opts)
+        return real(protocol, images, nets, opts, **kw)
+
+    monkeypatch.setattr(predictor_module, "run_protocol", spy)
+    return sizes, seen
+
+
+def test_predictor_takes_its_options_from_the_eval_config(trained, monkeypatch):
+    root, _ = trained
+    loc, cls = root / "loc" / "model.pt", root / "cls" / "model.pt"
+    plain = vgglocal.Predictor(loc, cls_checkpoint=cls, scales=(32, 48))
+    # no eval_config, no keywords: the settings it always had
+    assert plain.options == RunOptions(flip=True, device=torch.device("cpu"), batch_size=32, precision="fp32", topk=5, det_topk=5,
+                                       merge_threshold=EvalConfig().merge_threshold, cls_method="dense")
+    ev = EvalConfig(batch_size=5, flip=False, merge_threshold=0.5, cls_method="both", device="cpu")
+    predictor = vgglocal.Predictor(loc, cls_checkpoint=cls, scales=(32, 48), eval_config=ev)
+    assert (predictor.options.batch_size, predictor.options.flip, predictor.options.merge_threshold,
+            predictor.options.cls_method) == (5, False, 0.5, "both")
+    # the keywords given win over the config
+    mine = vgglocal.Predictor(loc, cls_checkpoint=cls, scales=(32, 48), eval_config=ev, flip=True, merge_threshold=0.0, topk=2)
+    assert (mine.options.flip, mine.options.merge_threshold, mine.options.topk, mine.options.cls_method) == (True, 0.0, 2, "both")
+    sizes, _ = _chunk_sizes(monkeypatch)
+    images = _val_images(root)
+    predictor.predict(images)
+    assert sizes == [5, 5, 2]  # eval.batch_size, not 32
+    sizes.clear()
+    predictor.predict(images, batch_size=4)
+    assert sizes == [4, 4, 4]
+
+
+def test_predictor_applies_channels_last_and_compile(trained, monkeypatch):
+    root, _ = trained
+    loc, cls = root / "loc" / "model.pt", root / "cls" / "model.pt"
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(kw) or fn)  # record, do not compile
+    plain = vgglocal.Predictor(loc, cls_checkpoint=cls, scales=(32, 48))
+    assert compiled == []
+    for net in plain.nets + plain.cls_nets:
+        assert not net.model.features.conv1_1.weight.is_contiguous(memory_format=torch.channels_last)
+    fast = vgglocal.Predictor(loc, cls_checkpoint=cls, scales=(32, 48), eval_config=EvalConfig(channels_last=True, compile=True))
+    assert compiled == [{"dynamic": True}] * 2  # each net's conv trunk once: the localiser and the classifier
+    for net in fast.nets + fast.cls_nets:
+        convs = [m for m in net.model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    images = _val_images(root)[:3]
+    for a, b in zip(plain.predict(images), fast.predict(images), strict=True):
+        assert torch.equal(a.labels, b.labels)
+        assert_close(b.boxes, a.boxes, rtol=1e-4, atol=1e-3)
+
+
+def test_predictor_makes_detections_of_det_topk_labels(trained):
+    root, _ = trained
+    loc, cls = root / "loc" / "model.pt", root / "cls" / "model.pt"
+    images = _val_images(root)
+    few = vgglocal.Predictor(loc, cls_checkpoint=cls, scales=(32, 48), eval_config=EvalConfig(topk=1, det_topk=1))
+    more = vgglocal.Predictor(loc, cls_checkpoint=cls, scales=(32, 48), eval_config=EvalConfig(topk=1, det_topk=3))
+    assert more.options.det_topk == 3
+    for a, b in zip(few.predict(images), more.predict(images), strict=True):
+        assert len(a.labels) == len(b.labels) == 1 and torch.equal(a.labels, b.labels)
+        assert set(a.detections.labels.tolist()) == {int(a.labels[0])}
+        assert int(a.labels[0]) in set(b.detections.labels.tolist())
+        assert len(set(b.detections.labels.tolist())) == 3  # the top-3 labels' merged boxes
+
+
+def test_predict_command_forwards_the_config_batch_size(trained, monkeypatch):
+    root, cfg = trained  # eval.batch_size: 4, merge_threshold: 0.5
+    sizes, seen = _chunk_sizes(monkeypatch)
+    args = ["predict", "--checkpoint", str(root / "loc" / "model.pt"), "--cls-checkpoint", str(root / "cls" / "model.pt"),
+            "--scales", "32", "-c", str(cfg), *map(str, _val_images(root)[:6]), "--workers", "0", "-q"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert sizes == [4, 2]
+    assert (seen[0].batch_size, seen[0].merge_threshold, seen[0].flip) == (4, 0.5, True)
+    sizes.clear()
+    res = CliRunner().invoke(cli, [*args, "--batch-size", "5", "--no-flip", "--merge-threshold", "0.7"])
+    assert res.exit_code == 0, res.output
+    assert sizes == [5, 1]
+    assert (seen[-1].batch_size, seen[-1].merge_threshold, seen[-1].flip) == (5, 0.7, False)

@@ -211,11 +211,13 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
     ({"image", "height", "width", "predictions": [{"label", "name", "index", "score", "box"}],
     "detections": [...]}; boxes x1 y1 x2 y2 in image pixels), or a Kaggle CSV. Exit status 1
     when an image could not be read (its line has "error")."""
-    from vgglocal.config import load_config
+    from vgglocal.config import load_config, replace
     from vgglocal.data.files import expand_images
 
     # config and path errors before torch is imported
     cfg = load_config(config, overrides)
+    options = {"eval.merge_threshold": merge_threshold, "eval.flip": flip, "eval.batch_size": batch_size}
+    cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
     ev = cfg.eval
     fmt = fmt or ("csv" if out and out.lower().endswith(".csv") else "jsonl")
     if fmt == "csv" and not out:
@@ -235,27 +237,36 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
             truth = {str(Path(r.path).resolve()): r for r in records}
         except DataError as e:
             _log(f"no ground truth drawn: {e}")
-    predictor = Predictor(list(checkpoints), list(cls_checkpoints) or None, scales=_scales(scales) or list(ev.scales) or None,
-                          device=ev.device, precision=ev.precision,
-                          merge_threshold=ev.merge_threshold if merge_threshold is None else merge_threshold,
-                          cls_scales=parse_scales(cls_scales) if cls_scales else list(ev.scales) or None,
-                          flip=ev.flip if flip is None else flip, cls_method=ev.cls_method, topk=ev.topk)
-    if predictor.cls_nets is None:
-        check_class_heads(predictor.nets)  # as eval's full protocol: a stale class head would rank the boxes
-    stream = None
-    if fmt == "jsonl":
-        if out:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            stream = open(out, "w")  # noqa: SIM115 - closed below
-        else:
-            stream = sys.stdout
+    from vgglocal import comm
+
+    # Under torchrun each rank predicts its share on its own device; rank 0 writes the files.
+    env = comm.setup(ev.device, cfg.train.dist_timeout, key="eval.device")
+    log = _log if env.is_main else (lambda msg: _log(f"rank {env.rank}: {msg}"))
     try:
-        summary = predict_files(predictor, items, jsonl=stream, csv=out if fmt == "csv" else None, draw=draw, truth=truth,
-                                batch_size=batch_size or ev.batch_size, workers=cfg.data.workers if workers is None else workers,
-                                score_floor=ev.score_floor, progress=not quiet, log=_log, limits=ImageLimits.of(cfg.data))
+        predictor = Predictor(list(checkpoints), list(cls_checkpoints) or None, scales=_scales(scales) or list(ev.scales) or None,
+                              cls_scales=parse_scales(cls_scales) if cls_scales else list(ev.scales) or None, eval_config=ev,
+                              device=env.device)
+        if predictor.cls_nets is None:
+            check_class_heads(predictor.nets)  # as eval's full protocol: a stale class head would rank the boxes
+        stream = None
+        if fmt == "jsonl" and env.is_main:
+            if out:
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                stream = open(out, "w")  # noqa: SIM115 - closed below
+            else:
+                stream = sys.stdout
+        try:
+            summary = predict_files(predictor, items, jsonl=stream, csv=out if fmt == "csv" and env.is_main else None, draw=draw,
+                                    truth=truth, batch_size=predictor.options.batch_size,
+                                    workers=cfg.data.workers if workers is None else workers, score_floor=ev.score_floor,
+                                    progress=not quiet, log=log, limits=ImageLimits.of(cfg.data))
+        finally:
+            if stream is not None and stream is not sys.stdout:
+                stream.close()
     finally:
-        if stream is not None and stream is not sys.stdout:
-            stream.close()
+        comm.teardown()
+    if not env.is_main:
+        sys.exit(1 if summary["n_failed"] else 0)
     if out and not quiet:
         _log(f"wrote {out}: {summary['n_images']} images" + (f", {summary['n_failed']} unreadable" if summary["n_failed"] else ""))
     if summary["n_failed"]:

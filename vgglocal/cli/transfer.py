@@ -6,6 +6,7 @@ stays fast."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -112,15 +113,25 @@ def features_cmd(images, config, checkpoints, protocol, scales, aggregate, rando
 
         items = expand_images(images)  # path errors before torch is imported
     cfg = _config(config, overrides, None, aggregate)
+    from vgglocal import comm
     from vgglocal.transfer.features import extract_features, extract_image_features
 
-    log = None if quiet else _log
-    if images:
-        fs = extract_image_features(cfg, list(checkpoints), items, scales=_scales(scales), random_weights=random_weights,
-                                    progress=not quiet, log=log)
-    else:
-        fs = extract_features(cfg, list(checkpoints), split or "train", protocol=protocol, scales=_scales(scales), boxes=boxes,
-                              random_weights=random_weights, progress=not quiet, log=log)
+    # Under torchrun each rank describes its share of the images on its own device; rank 0
+    # collects them and writes OUT.
+    env = comm.setup(cfg.transfer.device, cfg.train.dist_timeout, key="transfer.device")
+    cfg = dataclasses.replace(cfg, transfer=dataclasses.replace(cfg.transfer, device=str(env.device)))
+    log = None if quiet else (_log if env.is_main else lambda msg: _log(f"rank {env.rank}: {msg}"))
+    try:
+        if images:
+            fs = extract_image_features(cfg, list(checkpoints), items, scales=_scales(scales), random_weights=random_weights,
+                                        progress=not quiet, log=log)
+        else:
+            fs = extract_features(cfg, list(checkpoints), split or "train", protocol=protocol, scales=_scales(scales), boxes=boxes,
+                                  random_weights=random_weights, progress=not quiet, log=log)
+    finally:
+        comm.teardown()
+    if not env.is_main:
+        return
     path = fs.save(out, cfg.transfer.aggregate, keep_scales=per_scale)
     dim = fs.descriptors(cfg.transfer.aggregate).shape[1]
     click.echo(json.dumps({"out": str(path), "items": len(fs), "dim": int(dim), "n_unreadable": len(fs.bad)}))

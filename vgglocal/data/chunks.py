@@ -19,10 +19,11 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from vgglocal import comm
 from vgglocal.data import DataError, Sample
 from vgglocal.data.images import ImageLimits, load_rgb
 
-__all__ = ["ImageChunk", "image_chunks", "chunked_images"]
+__all__ = ["ImageChunk", "image_chunks", "chunked_images", "sharded_chunks"]
 
 
 @dataclass
@@ -101,20 +102,44 @@ def image_chunks(records: Sequence[Sample], size: int, workers: int = 0, limits:
 
 def chunked_images(records: Sequence[Sample], size: int, workers: int = 0, limits: ImageLimits | None = None, *,
                    desc: str, progress: bool = True, tty_only: bool = True,
-                   mininterval: float = 0.1) -> Iterator[tuple[ImageChunk, list[np.ndarray], list[str]]]:
+                   mininterval: float = 0.1, position: int | None = None) -> Iterator[tuple[ImageChunk, list[np.ndarray], list[str]]]:
     """:func:`image_chunks` with a progress bar: yield ``(chunk, images, unreadable)`` per chunk of
     ``size`` records, in order, where ``images`` are the decoded images (``chunk.good`` order) and
     ``unreadable`` the messages of the records that could not be decoded (record order).
 
     The bar (``desc``, on stderr, ``len(records)`` images) advances by a chunk when the caller
     asks for the next one, so it counts the chunks the caller has finished with; it is shown when
-    ``progress`` and, with ``tty_only``, only when stderr is a terminal.
+    ``progress`` and, with ``tty_only``, only when stderr is a terminal; ``position``: its line
+    (one per process under ``torchrun``).
     """
     disable = not progress or (tty_only and not sys.stderr.isatty())
-    bar = tqdm(total=len(records), desc=desc, unit="img", disable=disable, file=sys.stderr, mininterval=mininterval)
+    bar = tqdm(total=len(records), desc=desc, unit="img", disable=disable, file=sys.stderr, mininterval=mininterval,
+               position=position)
     try:
         for chunk in image_chunks(records, size, workers, limits):
             yield chunk, [chunk.images[i] for i in chunk.good], [err for err in chunk.errors if err]
             bar.update(len(chunk))
     finally:
         bar.close()
+
+
+def sharded_chunks(records: Sequence[Sample], size: int, workers: int = 0, limits: ImageLimits | None = None, *,
+                   desc: str, progress: bool = True, tty_only: bool = True,
+                   mininterval: float = 0.1) -> Iterator[tuple[int, ImageChunk | None, list[np.ndarray], list[str]]]:
+    """:func:`chunked_images` over this process's share under ``torchrun``: chunk ``k`` of
+    ``records`` (``size`` records each, the same chunks whatever the number of processes) is
+    rank ``k % world``'s. Yields ``(k, chunk, images, unreadable)`` once per round, and the same
+    number of rounds, ``ceil(chunks / world)``, on every rank: ``(-1, None, [], [])`` in a round
+    where this rank has no chunk left, so that a collective per round keeps the ranks in step.
+    In one process it is :func:`chunked_images` with the chunk numbers."""
+    world, me = comm.world_size(), comm.rank()
+    n_chunks = -(-len(records) // size)
+    mine = list(range(me, n_chunks, world))
+    share = [r for k in mine for r in records[k * size : (k + 1) * size]]
+    label = f"{desc} [rank {me}/{world}]" if world > 1 else desc
+    chunks = chunked_images(share, size, workers, limits, desc=label, progress=progress, tty_only=tty_only,
+                            mininterval=mininterval, position=me if world > 1 else None)
+    for k, item in zip(mine, chunks, strict=True):
+        yield (k, *item)
+    for _ in range(-(-n_chunks // world) - len(mine)):
+        yield -1, None, [], []

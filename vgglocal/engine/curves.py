@@ -17,9 +17,10 @@ from vgglocal.engine.runs import RunDir, RunError
 
 __all__ = ["Curves", "read_curves", "plot_runs"]
 
-# Validation keys drawn, with their line styles.
-_VAL_STYLES = {"val_top1_cls_error": "-", "val_top5_cls_error": "--", "val_loc_error": "-"}
-_VAL_LABELS = {"val_top1_cls_error": "top-1 cls", "val_top5_cls_error": "top-5 cls", "val_loc_error": "loc"}
+# Validation keys drawn, with their line styles. Protocol 1's top-5 localisation error is its
+# top-1 (one guess), so one line; ``val_loc_error`` is its name in older runs.
+_VAL_STYLES = {"val_top1_cls_error": "-", "val_top5_cls_error": "--", "val_top1_loc_error": "-", "val_loc_error": "-"}
+_VAL_LABELS = {"val_top1_cls_error": "top-1 cls", "val_top5_cls_error": "top-5 cls", "val_top1_loc_error": "loc", "val_loc_error": "loc"}
 
 
 @dataclass

@@ -39,7 +39,7 @@ from vgglocal.engine.train import (
     channels_last,
     fit,
 )
-from vgglocal.engine.validate import LocGroundTruth, evaluate
+from vgglocal.engine.validate import evaluate
 from vgglocal.models.build import build_model, check_arch
 from vgglocal.models.io import load_model_checkpoint, model_from_checkpoint
 from vgglocal.models.vgg import VGG, add_box_head
@@ -357,8 +357,8 @@ def _run(cfg: Config, task: str, root: Path, resume: bool, log: Log, env: DistEn
 
     log(_summary(cfg, task, data, env, micro, steps, run, start))
     try:
-        fit(model, training_loss(task, cfg, net), optimizer, schedule, train_loader, steps, _validator(net, task, data, val_loader, opts, rank_log),
-            epochs=cfg.train.epochs, metric="loc_error" if task == "loc" else "top1_cls_error", opts=opts, env=env,
+        fit(model, training_loss(task, cfg, net), optimizer, schedule, train_loader, steps, _validator(net, task, data, val_loader, cfg, opts, rank_log),
+            epochs=cfg.train.epochs, metric="top1_loc_error" if task == "loc" else "top1_cls_error", opts=opts, env=env,
             checkpoints=checkpoints, start=start, tracker=tracker, log=log)
     finally:
         if checkpoints.tensorboard is not None:
@@ -505,18 +505,21 @@ def _step_options(cfg: Config, env: DistEnv, log: Log) -> StepOptions:
                        log=log if env.is_main and not bars else None)
 
 
-def _validator(net: VGG, task: str, data: RunData, val_loader: Any, opts: StepOptions,
+def _validator(net: VGG, task: str, data: RunData, val_loader: Any, cfg: Config, opts: StepOptions,
                log: Log) -> Callable[[], dict[str, float]]:
-    """``() -> metrics`` over the validation split (:func:`~vgglocal.engine.validate.evaluate`);
-    each unreadable validation image is named once per run."""
-    gt = LocGroundTruth.from_records(data.val_records) if task == "loc" else None
+    """``() -> metrics`` over the validation split (:func:`~vgglocal.engine.validate.evaluate`:
+    ``eval --protocol center-crop``'s evaluators and keys, the nets run as the ``eval`` section
+    says); each unreadable validation image is named once per run."""
+    from vgglocal.inference.protocols import RunOptions
+
+    run = RunOptions.from_config(cfg.eval, opts.device)
     named: set[str] = set()
 
     def validate() -> dict[str, float]:
         val_loader.set_epoch(0)
         bad: list[tuple[str, str]] = []
         try:
-            return evaluate(net, val_loader, num_records=len(data.val), opts=opts, gt=gt, bad=bad)
+            return evaluate(net, val_loader, records=data.val_records, opts=run, loc=task == "loc", bad=bad, progress=opts.progress)
         finally:
             for path, message in bad:
                 if path not in named:

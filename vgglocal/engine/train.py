@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vgglocal.config import TRAIN_TASKS
-from vgglocal.data.device import to_device as move_batch
+from vgglocal.data.device import to_device
 from vgglocal.engine.distributed import DistEnv, all_reduce_max, all_reduce_sum
 from vgglocal.engine.schedule import PlateauSchedule
 from vgglocal.errors import UserError
@@ -39,7 +39,6 @@ __all__ = [
     "build_optimizer",
     "set_train_mode",
     "train_one_epoch",
-    "to_device",
     "batch_size_of",
     "fit",
 ]
@@ -154,11 +153,6 @@ def _ddp(model: nn.Module) -> DistributedDataParallel | None:
     return inner if isinstance(inner, DistributedDataParallel) else None
 
 
-def to_device(batch: dict[str, Any], opts: StepOptions) -> dict[str, Any]:
-    """The batch on ``opts.device``, uint8 crops normalised there (:func:`vgglocal.data.device.to_device`)."""
-    return move_batch(batch, opts.device, opts.channels_last)
-
-
 def batch_size_of(batch: dict[str, Any]) -> int:
     return int(batch["image"].shape[0]) if "image" in batch else 0
 
@@ -268,7 +262,7 @@ def _accumulate(model: nn.Module, loss_fn: Callable[[Tensor, dict[str, Any]], Te
         totals["bad"] += len(batch.get("bad") or ())
         # Gradients are all-reduced only on the last micro-batch of a step.
         sync = ddp.no_sync() if ddp is not None and micro < opts.grad_accum - 1 else contextlib.nullcontext()
-        loss, n = _micro_step(model, loss_fn, to_device(batch, opts), opts, sync)
+        loss, n = _micro_step(model, loss_fn, to_device(batch, opts.device, opts.channels_last), opts, sync)
         step_loss += loss
         step_n += n
     return step_loss, step_n

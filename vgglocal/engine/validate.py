@@ -1,145 +1,115 @@
-"""Validation during training: centre-crop classification errors and Appendix A's protocol 1
-(the box of the ground-truth class from one centre crop), reduced over every process.
-Full-image evaluation (dense, multi-crop, protocol 2) is :mod:`vgglocal.evaluation`.
+"""Validation during training: ``eval --protocol center-crop`` on the validation split, through
+the same evaluators and under the same keys (Detectron2's ``inference_on_dataset`` serves both
+periodic evaluation and the final test). Full-image evaluation (dense, multi-crop, protocol 2)
+is :mod:`vgglocal.evaluation`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
-from vgglocal.boxes import clip_boxes
+from vgglocal import comm
+from vgglocal.data.device import to_device
 from vgglocal.data.records import Sample
-from vgglocal.engine.distributed import all_reduce_sum
 from vgglocal.engine.losses import box_errors
-from vgglocal.engine.train import StepOptions, batch_size_of, to_device
+from vgglocal.engine.train import batch_size_of
 from vgglocal.errors import UserError
-from vgglocal.evaluation.classification import topk_correct
-from vgglocal.evaluation.ilsvrc import center_crop_errors, pad_guesses
-from vgglocal.geometry import decode_windows
-from vgglocal.models.heads import select_class_boxes
+from vgglocal.evaluation.base import gather_results
+from vgglocal.evaluation.run import center_crop_evaluators
+from vgglocal.inference.localize import center_crop_boxes
+from vgglocal.inference.options import InferenceOptions
+from vgglocal.inference.protocols import center_crop_results
 from vgglocal.models.vgg import VGG
 
-__all__ = ["LocGroundTruth", "ValidationError", "evaluate"]
+__all__ = ["ValidationError", "evaluate"]
 
 
 class ValidationError(UserError):
     """The validation split cannot be scored (no readable image); names the split's count."""
 
 
-@dataclass(frozen=True)
-class LocGroundTruth:
-    """Ground-truth boxes of the validation records, padded for batched lookup.
-
-    Attributes:
-        boxes (Tensor[R, K, 4] float64): x1, y1, x2, y2 in original-image pixels (K: most boxes of any record).
-        labels (Tensor[R, K] int64): class of each box; -1 for padding.
-    """
-
-    boxes: Tensor
-    labels: Tensor
-
-    @classmethod
-    def from_records(cls, records: list[Sample]) -> LocGroundTruth:
-        labels, boxes = pad_guesses([(r.box_labels, r.boxes) for r in records])
-        return cls(boxes, labels)
-
-
 @torch.no_grad()
-def _center_crop_misses(boxes: Tensor, batch: dict[str, Any], gt: LocGroundTruth) -> Tensor:
-    """Protocol 1's per-sample miss (1.0) or hit (0.0), on ``boxes``' device: the box of the
-    ground-truth class, decoded through the window, clipped to its image as
-    :func:`~vgglocal.inference.localize.localize_center_crop` clips it, scored by
-    :func:`~vgglocal.evaluation.ilsvrc.center_crop_errors`."""
-    labels = batch["label"]
-    side = float(batch["image"].shape[-1])
-    px = decode_windows(select_class_boxes(boxes, labels), batch["origin"].float(), batch["scale"].float(), side,
-                        batch.get("flipped", False))
-    px = clip_boxes(px, batch["image_hw"])
-    rec = batch["index"].cpu()
-    return center_crop_errors(labels.cpu(), px.cpu(), gt.labels[rec], gt.boxes[rec]).to(boxes.device)
-
-
 def evaluate(
     net: VGG,
     loader: Iterable[dict[str, Any]],
     *,
-    num_records: int,
-    opts: StepOptions,
-    gt: LocGroundTruth | None = None,
+    records: Sequence[Sample],
+    opts: InferenceOptions,
+    loc: bool = False,
     bad: list[tuple[str, str]] | None = None,
-) -> dict[str, float]:
-    """Centre-crop validation errors, reduced over every process.
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Centre-crop validation of ``records`` (the loader's dataset, which yields each sample's
+    ``index`` into them), on every process alike. ``opts``: the ``eval`` section's device,
+    precision and memory format (:meth:`~vgglocal.inference.protocols.RunOptions.from_config`),
+    as ``eval`` runs the nets; ``progress``: a bar.
 
-    Classification: top-1 and top-5 error of the class posteriors. Localisation (when ``gt`` is
-    given and the net has a box head): protocol 1 of Appendix A, the box predicted for the
-    ground-truth class, decoded to original-image pixels through the batch's window (``origin``
-    [n, 2] in rescaled pixels, ``scale`` [n], ``flipped`` [n]) and clipped to the image
-    (``image_hw`` [n, 2]); plus the validation box loss (:func:`~vgglocal.engine.losses.box_errors`).
-    Both errors come from the functions ``eval --protocol center-crop``'s evaluators use
-    (:func:`~vgglocal.evaluation.classification.topk_correct`,
-    :func:`~vgglocal.evaluation.ilsvrc.center_crop_errors`), so for a checkpoint and its scale S
-    the numbers are ``eval``'s on the same crops.
-
-    Each record is counted once even when a sharded sampler repeats it (per-record sums are
-    reduced over processes and divided by the times the record was seen). A record no process
-    could read (a bad sample: missing, truncated, too large) counts as wrong, as the devkit
-    counts an image without a prediction, so ``n_images`` is always ``num_records``. Returns
-    ``top1_cls_error``, ``top5_cls_error``, ``n_images``, ``n_unreadable`` and, for
-    localisation, ``loc_error`` and ``box_loss`` (over the readable records); errors are
-    fractions in [0, 1]. ``bad``, when given, receives this process's ``(path, message)`` of
-    the unreadable samples.
+    Each process turns its batches into the per-image results of ``eval --protocol
+    center-crop`` (:func:`~vgglocal.inference.protocols.center_crop_results`: the top-5 labels
+    of the crop's posteriors and, with ``loc`` and a box head, the box of the ground-truth
+    class decoded through the window, ``origin``, ``scale``, ``flipped``, and clipped to the
+    image, ``image_hw``, by :func:`~vgglocal.inference.localize.center_crop_boxes`). Rank 0
+    gathers them (:func:`~vgglocal.evaluation.base.gather_results`; a record a padded sampler
+    repeats counts once), runs ``eval``'s centre-crop evaluators on them
+    (:func:`~vgglocal.evaluation.run.center_crop_evaluators`) and shares the metrics. A record
+    no process could read counts as wrong, as the devkit counts an image without a
+    prediction. Returns ``top1_cls_error``, ``top5_cls_error``, ``n_images`` (all records),
+    ``n_unreadable`` and, for localisation, ``top1_loc_error`` = ``top5_loc_error`` and the
+    validation ``box_loss`` (:func:`~vgglocal.engine.losses.box_errors`, over the readable
+    records). ``bad``, when given, receives this process's ``(path, message)`` of the
+    unreadable samples.
 
     Raises:
         ValidationError: no validation record could be read (nothing to score).
     """
     net.eval()
-    loader = tqdm(loader, desc="validation", unit="batch", leave=False, dynamic_ncols=True, disable=not opts.progress)
-    loc = gt is not None and net.box_head is not None
-    cols = 4 if loc else 2
-    sums = torch.zeros(num_records, cols, dtype=torch.float64, device=opts.device)
-    seen = torch.zeros(num_records, dtype=torch.float64, device=opts.device)
+    loader = tqdm(loader, desc="validation", unit="batch", leave=False, dynamic_ncols=True, disable=not progress)
+    loc = loc and net.box_head is not None
+    indices: list[int] = []
+    results: list = []
+    losses: list[float] = []
     for batch in loader:
         if bad is not None:
             bad.extend(batch.get("bad") or ())
         if not batch_size_of(batch):
             continue  # every sample of the batch was bad: nothing to score
-        batch = to_device(batch, opts)
-        idx = batch["index"]
-        labels = batch["label"]
+        batch = to_device(batch, opts.device, opts.channels_last)
+        labels = batch["label"].cpu()
         with opts.autocast():
             maps = net.maps(batch["image"])
-        # The posteriors, ranked as eval's centre-crop protocol ranks them (softmax, then top-k).
-        posteriors = maps["scores"].flatten(1).float().softmax(dim=1)
-        rows = [~c for c in topk_correct(posteriors, labels, (1, 5))]
+        posteriors = maps["scores"].flatten(1).float().softmax(dim=1).cpu()
+        boxes = None
         if loc:
-            boxes = maps["boxes"].flatten(1).float()
-            rows += [_center_crop_misses(boxes, batch, gt), box_errors(boxes, batch["target"], batch["target_label"])]
-        sums.index_add_(0, idx, torch.stack([r.double() for r in rows], dim=1))
-        seen.index_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
-    all_reduce_sum(sums)
-    all_reduce_sum(seen)
-    mask = seen > 0
-    per = sums[mask] / seen[mask, None]
-    n = int(mask.sum())
-    if num_records and not n:
-        first = f" (e.g. {bad[0][1]})" if bad else ""
-        raise ValidationError(f"validation: none of the {num_records} validation images could be read{first}; "
-                              "nothing to score, so the run stops; `vgglocal data check` lists the files")
-    unreadable = num_records - n
-    total = per.sum(0).tolist()
-    # An unreadable record is wrong: it adds 1 to every error's numerator (not to the box loss).
-    # The same arithmetic as the evaluators' (1 - mean of hits; mean of misses), so that the
-    # numbers equal eval's to the last bit.
-    wrong = [t + unreadable for t in total[:3]]
-    n_all = max(num_records, 1)
-    out = {"top1_cls_error": 1.0 - (num_records - wrong[0]) / n_all, "top5_cls_error": 1.0 - (num_records - wrong[1]) / n_all,
-           "n_images": num_records, "n_unreadable": unreadable}
+            raw = maps["boxes"].flatten(1).float()
+            boxes = center_crop_boxes(raw.cpu(), labels, batch["origin"].float().cpu(), batch["scale"].float().cpu(),
+                                      float(batch["image"].shape[-1]), batch["image_hw"].cpu(), batch.get("flipped", False))
+            losses += box_errors(raw, batch["target"], batch["target_label"]).double().cpu().tolist()
+        results += center_crop_results(posteriors, labels, boxes)
+        indices += batch["index"].cpu().tolist()
+    gathered = gather_results(len(records), indices, results, extra=losses if loc else None)
+    metrics = _summarize(records, gathered, loc) if gathered is not None else None
+    metrics = comm.broadcast_object(metrics)
+    if isinstance(metrics, str):
+        raise ValidationError(metrics)
+    return metrics
+
+
+def _summarize(records: Sequence[Sample], gathered: tuple[list, list[float | None]], loc: bool) -> dict[str, Any] | str:
+    """Rank 0: the evaluators over every record; a message instead when none could be read."""
+    outputs, extra = gathered
+    n = len(records)
+    readable = sum(o is not None for o in outputs)
+    if n and not readable:
+        return (f"validation: none of the {n} validation images could be read; nothing to score, so the run stops; "
+                "`vgglocal data check` lists the files")
+    evaluators = center_crop_evaluators(loc)
+    evaluators.process(list(records), outputs)
+    out: dict[str, Any] = {**evaluators.summarize(), "n_images": n, "n_unreadable": n - readable}
     if loc:
-        out.update(loc_error=wrong[2] / n_all, box_loss=total[3] / max(n, 1))
+        seen = [v for v in extra if v is not None]
+        out["box_loss"] = sum(seen) / max(len(seen), 1)
     return out

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from vgglocal.config import Config
 from vgglocal.data import ClassList, DataError, Sample, read_split, scan_split
-from vgglocal.evaluation.ilsvrc import MAX_GUESSES
 from vgglocal.inference.nets import (
     EvalError,
     Net,
@@ -76,7 +77,8 @@ class EvalJob:
         return self.protocol in LOC_PROTOCOLS
 
 
-def prepare(cfg: Config, req: EvalRequest, *, progress: bool = False, log: Log | None = None) -> EvalJob:
+def prepare(cfg: Config, req: EvalRequest, *, progress: bool = False, log: Log | None = None,
+            device: torch.device | None = None) -> EvalJob:
     """Check ``req``, read ``cfg.data``'s validation split, load the nets."""
     log = log or (lambda msg: None)
     if req.protocol not in PROTOCOLS:
@@ -87,10 +89,8 @@ def prepare(cfg: Config, req: EvalRequest, *, progress: bool = False, log: Log |
     if req.protocol == "center-crop" and len(req.checkpoints) != 1:
         raise EvalError("center-crop (protocol 1) evaluates one --checkpoint")
     ev = cfg.eval
-    threshold = ev.merge_threshold if req.merge_threshold is None else req.merge_threshold
-    if threshold < 0:
-        raise EvalError(f"--merge-threshold {threshold}: must be >= 0")
-    device = resolve_device(ev.device)
+    device = device if device is not None else resolve_device(ev.device)  # a torchrun rank: its own device
+    options = RunOptions.from_config(ev, device, flip=req.flip, merge_threshold=req.merge_threshold)
     split = req.split or cfg.data.val_split
     records, classes, has_truth = _read(cfg, split, "loc" if loc else "cls", progress)
     if req.protocol == "center-crop" and not has_truth:
@@ -104,11 +104,6 @@ def prepare(cfg: Config, req: EvalRequest, *, progress: bool = False, log: Log |
         cls_nets = load_nets(req.cls_checkpoints, [req.cls_scales] if req.cls_scales else [], tuple(ev.scales), "cls-dense", classes, False, device)
     elif req.protocol == "full":
         check_class_heads(nets)
-    options = RunOptions(
-        flip=ev.flip if req.flip is None else req.flip, device=device, batch_size=ev.batch_size, precision=ev.precision,
-        channels_last=ev.channels_last, compile=ev.compile,
-        topk=min(ev.topk, MAX_GUESSES), det_topk=ev.det_topk, merge_threshold=threshold, cls_method=ev.cls_method,
-    )
     for n in {id(x): x for x in nets + cls_nets}.values():
         speed_up(n.model, options)
         log(f"{Path(n.name).name}: arch {n.model.arch}, crop {n.model.crop}, scales {list(n.scales)}")

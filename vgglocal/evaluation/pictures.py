@@ -40,14 +40,21 @@ class PictureGrid:
         self.limit, self.classes = limit, classes
         self._drawn: list[tuple[np.ndarray, Sample, Tensor, Tensor | None, list[float | None]]] = []
 
+    @property
+    def full(self) -> bool:
+        return len(self._drawn) >= self.limit
+
+    def add(self, img: np.ndarray, rec: Sample, out: ImageResult | None) -> None:
+        """Keep one decoded image with its result (None: nothing was predicted) while there is room."""
+        if self.full:
+            return
+        labels, boxes, scores = _guesses(out) if out is not None else (torch.zeros(0, dtype=torch.int64), None, [])
+        self._drawn.append((img, rec, labels, boxes, scores))
+
     def process(self, chunk: ImageChunk, outputs: list[ImageResult | None]) -> None:
         for img, rec, out in zip(chunk.images, chunk.records, outputs, strict=True):
-            if len(self._drawn) >= self.limit:
-                return
-            if img is None:
-                continue
-            labels, boxes, scores = _guesses(out) if out is not None else (torch.zeros(0, dtype=torch.int64), None, [])
-            self._drawn.append((img, rec, labels, boxes, scores))
+            if img is not None:
+                self.add(img, rec, out)
 
     def _name(self, label: int) -> str:
         return self.classes.names[label] if self.classes.names else self.classes.ids[label]

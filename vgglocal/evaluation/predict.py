@@ -2,6 +2,8 @@
 folders (searched recursively) and glob patterns, decoded by loader workers and predicted in
 batches, written as JSON Lines (one object per image, as it goes) or a Kaggle CSV, with one
 picture per image on request (MMDetection's ``DetInferencer`` does the same for folders).
+Under ``torchrun`` the images are shared out a chunk per rank, and rank 0 writes the same
+files a single process writes.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from vgglocal.data.chunks import chunked_images
+from vgglocal import comm
+from vgglocal.data.chunks import sharded_chunks
 from vgglocal.data.images import ImageLimits
 from vgglocal.data.records import Sample
 from vgglocal.evaluation.writers import write_kaggle_csv
 from vgglocal.inference.predictor import Prediction, Predictor
+from vgglocal.inference.results import pack_results, unpack_results
 
 __all__ = ["predict_files"]
 
@@ -40,7 +44,7 @@ def predict_files(
     csv: str | Path | None = None,
     draw: str | Path | None = None,
     truth: dict[str, Sample] | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int = 0,
     score_floor: float = 0.01,
     progress: bool = False,
@@ -48,7 +52,7 @@ def predict_files(
     limits: ImageLimits | None = None,
 ) -> dict[str, Any]:
     """Predict ``items`` (``(path, key)`` pairs of :func:`vgglocal.data.files.expand_images`)
-    ``batch_size`` images at a time.
+    ``batch_size`` images at a time (default: the predictor's ``eval.batch_size``).
 
     Args:
         jsonl: stream for JSON Lines, one object per image, in order: ``{"image": path, "height",
@@ -65,30 +69,41 @@ def predict_files(
         ``{"n_images", "n_failed"}``.
     """
     log = log or (lambda msg: None)
+    batch_size = batch_size or predictor.options.batch_size
     records = [Sample(path=p, label=-1) for p, _ in items]
     keys = [k for _, k in items]
     rows: list[tuple[str, list[tuple[str, list[float]]]]] = []
-    n_failed = done = 0
-    for chunk, images, _ in chunked_images(records, batch_size, workers, limits, desc="predict", progress=progress):
-        outputs = chunk.spread(predictor.predict_arrays(images))
-        for k, (rec, img, err, pred) in enumerate(zip(chunk.records, chunk.images, chunk.errors, outputs, strict=True)):
-            key = keys[done + k]
-            if pred is None:
-                n_failed += 1
-                log(f"error: {err}")
-                line: dict[str, Any] = {"image": rec.path, "error": err}
-                rows.append((Path(rec.path).stem, []))
-            else:
-                line = {"image": rec.path, **pred.to_dict(score_floor)}
-                rows.append((Path(rec.path).stem, [(i, b) for i, b in zip(pred.ids, pred.boxes.tolist(), strict=True)]))
-                if draw is not None:
-                    target = Path(draw) / f"{key}.png"
-                    _draw(img, pred, (truth or {}).get(str(Path(rec.path).resolve())), predictor.classes.names, target)
+    n_failed = 0
+    main = comm.rank() == 0
+    # Under torchrun each rank predicts its chunks and draws their pictures; rank 0 writes the
+    # lines of every chunk, a round at a time, in the order of the images.
+    for k, chunk, images, _ in sharded_chunks(records, batch_size, workers, limits, desc="predict", progress=progress):
+        packed = None
+        if chunk is not None:
+            results = chunk.spread(predictor.predict_results(images))
+            packed = (k, pack_results(results), chunk.errors)
+            if draw is not None:
+                for j, (rec, img, res) in enumerate(zip(chunk.records, chunk.images, results, strict=True)):
+                    if res is not None:
+                        target = Path(draw) / f"{keys[k * batch_size + j]}.png"
+                        _draw(img, predictor.prediction(res), (truth or {}).get(str(Path(rec.path).resolve())),
+                              predictor.classes.names, target)
+        for k, tensors, errors in sorted(p for p in comm.gather_objects(packed) or [] if p is not None):
+            for j, (res, err) in enumerate(zip(unpack_results(tensors), errors, strict=True)):
+                rec = records[k * batch_size + j]
+                if res is None:
+                    n_failed += 1
+                    log(f"error: {err}")
+                    line: dict[str, Any] = {"image": rec.path, "error": err}
+                    rows.append((Path(rec.path).stem, []))
+                else:
+                    pred = predictor.prediction(res)
+                    line = {"image": rec.path, **pred.to_dict(score_floor)}
+                    rows.append((Path(rec.path).stem, [(i, b) for i, b in zip(pred.ids, pred.boxes.tolist(), strict=True)]))
+                if jsonl is not None:
+                    jsonl.write(json.dumps(line) + "\n")
             if jsonl is not None:
-                jsonl.write(json.dumps(line) + "\n")
-        if jsonl is not None:
-            jsonl.flush()
-        done += len(chunk)
-    if csv is not None:
+                jsonl.flush()
+    if csv is not None and main:
         write_kaggle_csv(csv, rows)
-    return {"n_images": len(records), "n_failed": n_failed}
+    return comm.broadcast_object({"n_images": len(records), "n_failed": n_failed})

@@ -32,28 +32,27 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from vgglocal import comm
 from vgglocal.config import Config
-from vgglocal.data.chunks import ImageChunk, chunked_images
-from vgglocal.data.images import ImageLimits, unreadable_reason
+from vgglocal.data.images import ImageLimits, load_rgb, unreadable_reason
 from vgglocal.evaluation.base import Evaluator, EvaluatorList
 from vgglocal.evaluation.classification import ClassificationEvaluator
 from vgglocal.evaluation.coco import COCO_KEYS
 from vgglocal.evaluation.detection import DetectionEvaluator
 from vgglocal.evaluation.ilsvrc import CenterCropEvaluator, LocalizationEvaluator
 from vgglocal.evaluation.job import EvalJob, EvalRequest, Log, prepare
+from vgglocal.evaluation.parts import PartError, PartStore, digest_files, digest_records
 from vgglocal.evaluation.pictures import PictureGrid
+from vgglocal.evaluation.shard import collect_parts, compute_parts, deal, together
 from vgglocal.evaluation.writers import SubmissionWriter
 from vgglocal.inference.nets import EvalError, scales_desc
-from vgglocal.inference.protocols import full_candidates, full_merge, run_protocol
 
-__all__ = ["EvalError", "EvalRequest", "METRIC_KEYS", "evaluators_for", "evaluate"]
+__all__ = ["EvalError", "EvalRequest", "METRIC_KEYS", "evaluators_for", "center_crop_evaluators", "evaluate"]
 
 # metrics.json's metric keys, in the order written.
 METRIC_KEYS = ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error", "n_images", *COCO_KEYS,
@@ -79,11 +78,17 @@ def evaluators_for(job: EvalJob, cfg: Config) -> list[Evaluator]:
     the protocol makes detections (protocol 2), on every data format, from the results as
     ``detections.json`` receives them (so ``vgglocal score`` on it gives the same numbers)."""
     if job.protocol == "center-crop":
-        return [ClassificationEvaluator(), CenterCropEvaluator()]
+        return center_crop_evaluators(True).evaluators
     if job.protocol == "full":
         annotations = _coco_annotations(cfg) if _native_coco(cfg, job) else None
         return [LocalizationEvaluator(), DetectionEvaluator(job.classes, annotations, cfg.eval.score_floor)]
     return [ClassificationEvaluator()]
+
+
+def center_crop_evaluators(boxes: bool) -> EvaluatorList:
+    """The evaluators of protocol 1 (``center-crop``): classification error, and with ``boxes``
+    the localisation error of the one guess. Training-time validation scores with these too."""
+    return EvaluatorList(ClassificationEvaluator(), *([CenterCropEvaluator()] if boxes else []))
 
 
 # What an evaluation writes into its folder (checked before overwriting one).
@@ -104,56 +109,111 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
              overwrite: bool = False) -> dict[str, Any]:
     """Run ``req`` on the split (``req.split``, default the validation split); write the files
     into ``out``; return the metrics (on a split without ground truth: what was run, and no
-    metrics)."""
+    metrics).
+
+    Under ``torchrun`` every process runs this: the images are shared out a part at a time
+    (:mod:`vgglocal.evaluation.shard`), each rank on its own device, and rank 0 computes the
+    metrics once from every image and writes the files; every rank returns the metrics. The
+    per-image results are written to ``out/parts/`` as they finish (:mod:`vgglocal.evaluation.parts`),
+    so the same command run again after a kill computes only the parts still missing; the
+    folder is removed once the files are written.
+    """
     log = log or (lambda msg: None)
-    out = Path(out)
-    check_output_folder(out, overwrite)
-    job = prepare(cfg, req, progress=progress, log=log)
+    owned = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not comm.world_size() > 1
+    env = comm.setup(cfg.eval.device, cfg.train.dist_timeout, key="eval.device")
+    if env.rank:
+        log = _ranked(log, env.rank)
+    try:
+        return _evaluate(cfg, req, Path(out), env, progress, log, overwrite)
+    finally:
+        if owned:
+            comm.teardown()
+
+
+def _ranked(log: Log, rank: int) -> Log:
+    return lambda msg: log(f"rank {rank}: {msg}")
+
+
+def _evaluate(cfg: Config, req: EvalRequest, out: Path, env: comm.DistEnv, progress: bool, log: Log,
+              overwrite: bool) -> dict[str, Any]:
+    together(lambda: check_output_folder(out, overwrite))
+    job = together(lambda: prepare(cfg, req, progress=progress and env.is_main, log=log if env.is_main else None, device=env.device))
+    store = PartStore(out, together(lambda: _agreed_key(cfg, req, job)), len(job.records), cfg.eval.batch_size)
+    together(lambda: _open_parts(store, overwrite))
+    comm.barrier()
+    mine, done = deal(store)
+    if done and env.is_main:
+        log(f"resuming: {done} of {store.n_parts} parts of {store.part_size} images already in {store.root}")
+    workers = cfg.data.workers if cfg.eval.workers < 0 else cfg.eval.workers
+    compute_parts(job, store, mine, workers=workers, limits=ImageLimits.of(cfg.data), progress=progress, log=log)
+    collect_parts(store)
+    metrics = _write(cfg, req, job, store, out, log) if env.is_main else None
+    metrics = comm.broadcast_object(metrics)  # after rank 0 has read every part
+    store.clear()
+    return metrics
+
+
+def _agreed_key(cfg: Config, req: EvalRequest, job: EvalJob) -> dict[str, str]:
+    """The key of this evaluation's parts (:mod:`vgglocal.evaluation.parts`), the same on every rank."""
+    key = part_key(cfg, job)
+    keys = comm.all_gather_objects(key)
+    for r, other in enumerate(keys):
+        differ = [k for k in key if other.get(k) != key[k]]
+        if differ:
+            raise EvalError(f"rank {r} sees other {', '.join(differ)} than rank 0 (every node needs the same checkpoints and data)")
+    return key
+
+
+def part_key(cfg: Config, job: EvalJob) -> dict[str, str]:
+    """What an evaluation's per-image results depend on (``vgglocal.evaluation.parts``)."""
+    import vgglocal
+
+    o = job.options
+    run = dict(protocol=job.protocol, split=job.split, flip=o.flip, batch_size=o.batch_size, precision=o.precision,
+               channels_last=o.channels_last, compile=o.compile, topk=o.topk, det_topk=o.det_topk,
+               merge_threshold=o.merge_threshold, cls_method=o.cls_method, device=o.device.type,
+               scales=[list(n.scales) for n in job.nets], cls_scales=[list(n.scales) for n in job.cls_nets],
+               limits=[cfg.data.max_pixels, cfg.data.max_aspect], vgglocal=vgglocal.__version__)
+    return {
+        "config": json.dumps(run, sort_keys=True),
+        "checkpoints": digest_files([n.name for n in job.nets]) + "+" + digest_files([n.name for n in job.cls_nets]),
+        "images": digest_records(job.records),
+        "part size": str(cfg.eval.batch_size),
+    }
+
+
+def _open_parts(store: PartStore, overwrite: bool) -> None:
+    """Check the parts already on disk; ``overwrite`` removes those of another evaluation."""
+    for tmp in store.foreign():  # a write a kill interrupted
+        tmp.unlink(missing_ok=True)
+    try:
+        store.done()
+    except PartError:
+        if not overwrite:
+            raise
+        store.clear()
+
+
+def _write(cfg: Config, req: EvalRequest, job: EvalJob, store: PartStore, out: Path, log: Log) -> dict[str, Any]:
+    """Rank 0: every part through the evaluators, the writer and the picture grid, in record
+    order; the files written; the metrics returned."""
     out.mkdir(parents=True, exist_ok=True)
     evaluators = EvaluatorList(*(evaluators_for(job, cfg) if job.has_truth else []))
     writer = SubmissionWriter(job.classes, guesses=job.localizes, detections=job.protocol == "full", labels=not job.localizes,
                               score_floor=cfg.eval.score_floor, native_ids=_native_coco(cfg, job))
     pictures = PictureGrid(req.draw, job.classes) if req.draw else None
+    limits = ImageLimits.of(cfg.data)
     unreadable: Counter[str] = Counter()
-
-    def finish(chunk: ImageChunk, results: list) -> None:
-        outputs = chunk.spread(results)
-        evaluators.process(chunk.records, outputs)
-        writer.process(chunk.records, outputs)
+    for k in range(store.n_parts):
+        outputs, errors = store.read(k)
+        records = [job.records[i] for i in store.span(k)]
+        unreadable.update(unreadable_reason(e) for e in errors if e)
+        evaluators.process(records, outputs)
+        writer.process(records, outputs)
         if pictures is not None:
-            pictures.process(chunk, outputs)
-
-    # Protocol 2: the greedy merge of chunk k (CPU, compiled, releases the GIL) runs in a thread
-    # while the network computes chunk k+1's boxes on the device.
-    merger = ThreadPoolExecutor(1) if job.protocol == "full" else None
-    pending: tuple[ImageChunk, Future] | None = None
-    workers = cfg.data.workers if cfg.eval.workers < 0 else cfg.eval.workers
-    try:
-        for chunk, images, bad in chunked_images(job.records, cfg.eval.batch_size, workers, ImageLimits.of(cfg.data),
-                                                 desc=f"eval {job.protocol}", progress=progress):
-            for err in bad:
-                unreadable[unreadable_reason(err)] += 1
-                log(f"unreadable, counted as wrong: {err}")
-            good = chunk.good
-            if merger is None:
-                results = []
-                if good:
-                    labels = torch.tensor([chunk.records[i].label for i in good], dtype=torch.int64)
-                    results = run_protocol(job.protocol, images, job.nets, job.options,  # type: ignore[arg-type]
-                                           cls_nets=job.cls_nets or None, labels=labels)
-                finish(chunk, results)
-                continue
-            cands = full_candidates(images, job.cls_nets or job.nets, job.nets, job.options) if good else []  # type: ignore[arg-type]
-            merged = merger.submit(full_merge, cands, job.options)
-            if pending is not None:
-                finish(pending[0], pending[1].result())
-            pending = (chunk, merged)
-        if pending is not None:
-            finish(pending[0], pending[1].result())
-    finally:
-        if merger is not None:
-            merger.shutdown(wait=True, cancel_futures=True)
-
+            for rec, res in zip(records, outputs, strict=True):
+                if res is not None and not pictures.full:
+                    pictures.add(load_rgb(rec.path, limits), rec, res)
     n_bad = sum(unreadable.values())
     if n_bad:
         why = ", ".join(f"{k} {v}" for k, v in sorted(unreadable.items()))

@@ -37,6 +37,7 @@ from torch import Tensor
 from vgglocal.boxes import clip_boxes, has_area
 from vgglocal.config import CLS_METHODS
 from vgglocal.data.transforms import EvalTransform
+from vgglocal.geometry import decode_windows
 from vgglocal.inference.dense import (
     ScaleMaps,
     align_locations,
@@ -52,7 +53,7 @@ from vgglocal.inference.results import Detections, ImageResult
 from vgglocal.models.heads import select_class_boxes
 from vgglocal.models.vgg import VGG
 
-__all__ = ["Candidates", "classify", "box_candidates", "merge_candidates", "localize_center_crop", "METHODS"]
+__all__ = ["Candidates", "classify", "box_candidates", "merge_candidates", "localize_center_crop", "center_crop_boxes", "METHODS"]
 
 METHODS = CLS_METHODS
 _MIN_WEIGHT = 1e-30  # soft-max underflow would make a weight 0; the merge needs positive ones
@@ -252,7 +253,22 @@ def localize_center_crop(
             else:
                 logits = maps["scores"].flatten(1)
         posteriors.append(logits.float().softmax(dim=1).cpu())
-        params = select_class_boxes(maps["boxes"].float().cpu(), labels[lo : lo + batch_size].cpu())[..., 0, 0]  # [B, 4]
-        for img, t, p in zip(chunk, ts, params, strict=True):
-            boxes.append(clip_boxes(t.geometry.decode(p[None]), tuple(img.shape[:2]))[0])
-    return torch.cat(posteriors), torch.stack(boxes)
+        origin = torch.tensor([t.geometry.origin for t in ts], dtype=torch.float32)
+        factor = torch.tensor([t.geometry.scale for t in ts], dtype=torch.float32)
+        image_hw = torch.tensor([img.shape[:2] for img in chunk], dtype=torch.float32)
+        flipped = torch.tensor([t.geometry.flipped for t in ts])
+        boxes.append(center_crop_boxes(maps["boxes"].float().cpu(), labels[lo : lo + batch_size].cpu(), origin, factor,
+                                       float(ts[0].geometry.side), image_hw, flipped))
+    return torch.cat(posteriors), torch.cat(boxes)
+
+
+def center_crop_boxes(box_maps: Tensor, labels: Tensor, origin: Tensor, scale: Tensor, side: float, image_hw: Tensor,
+                      flipped: bool | Tensor = False) -> Tensor:
+    """Protocol 1's box per window: the box of class ``labels [B]`` among ``box_maps`` (the box
+    head's output for one window each, ``[B, 4 or 4C, ...]``), decoded through the window
+    (:func:`vgglocal.geometry.decode_windows`: corner ``origin [B, 2]`` and side ``side`` in
+    rescaled pixels, rescale factor ``scale [B]``, mirrored where ``flipped``) and clipped to the
+    image (``image_hw [B, 2]``). ``eval --protocol center-crop`` and training-time validation
+    both decode their centre crops here. Returns ``Tensor[B, 4]`` x1y1x2y2 original pixels."""
+    params = select_class_boxes(box_maps.flatten(1), labels)
+    return clip_boxes(decode_windows(params, origin, scale, side, flipped), image_hw)

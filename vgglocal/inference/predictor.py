@@ -11,6 +11,11 @@ original-image pixels::
     predictor = vgglocal.Predictor("runs/loc/model.pt", cls_checkpoint="runs/cls/model.pt")
     for p in predictor.predict(["a.jpg", "b.jpg"], batch_size=16):
         print(p.names[0], p.scores[0].item(), p.boxes[0].tolist())   # best label, its box x1y1x2y2
+
+How the nets run (batch size, flip, precision, channels_last, compile, merge threshold, ...)
+comes from an ``eval`` config section, ``eval_config=load_config(path).eval`` (its defaults
+without one), with the keywords given over it: the options ``vgglocal eval`` builds
+(:meth:`~vgglocal.inference.protocols.RunOptions.from_config`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vgglocal.config import CLS_METHODS, PRECISIONS, EvalConfig
+from vgglocal.config import EvalConfig
 from vgglocal.data.images import load_rgb
 from vgglocal.data.records import ClassList
 from vgglocal.errors import UserError
@@ -37,8 +42,9 @@ from vgglocal.inference.nets import (
     check_class_heads,
     load_nets,
     parse_scales,
+    speed_up,
 )
-from vgglocal.inference.protocols import TOPK, RunOptions, run_protocol
+from vgglocal.inference.protocols import RunOptions, run_protocol
 from vgglocal.inference.results import Detections, ImageResult
 from vgglocal.runtime import resolve_device
 
@@ -156,13 +162,22 @@ class Predictor:
         scales: test scales Q of the localisation nets: ``None`` (from each checkpoint's
             training scale: S-32, S, S+32, or Smin, mid, Smax), an int, ``"352,384"`` or a
             tuple for all, or a list with one of those per checkpoint.
-        device: ``"cpu"``, ``"cuda"``, a ``torch.device``, or None (CUDA when available).
-        precision: ``"fp32"`` or ``"bf16"`` (autocast).
-        merge_threshold: greedy-merge threshold; None: ``eval.merge_threshold``'s default.
+        device: ``"cpu"``, ``"cuda"``, a ``torch.device``, or None (``eval_config.device``;
+            ``auto``: CUDA when available).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast); None: ``eval.precision``.
+        merge_threshold: greedy-merge threshold; None: ``eval.merge_threshold``.
         cls_scales: test scales of the classification nets (default as for ``scales``).
-        flip: also the mirror images (section 3.2).
-        cls_method: ranking of the labels: ``dense``, ``multicrop`` or ``both`` (Table 5).
-        topk: labels (with boxes) per image.
+        flip: also the mirror images (section 3.2); None: ``eval.flip``.
+        cls_method: ranking of the labels: ``dense``, ``multicrop`` or ``both`` (Table 5);
+            None: ``eval.cls_method``.
+        topk: labels (with boxes) per image; None: ``eval.topk`` (at most 5).
+        eval_config: the ``eval`` config section the other settings come from (None: its
+            defaults): ``batch_size`` (images per :meth:`predict` chunk), ``channels_last`` and
+            ``compile`` (applied to the loaded nets), ``det_topk`` (labels whose merged boxes
+            become detections), and the defaults of the keywords above. The resolved settings
+            are :attr:`options` (:meth:`RunOptions.from_config
+            <vgglocal.inference.protocols.RunOptions.from_config>`, as ``vgglocal eval`` builds
+            them).
     """
 
     def __init__(
@@ -171,23 +186,23 @@ class Predictor:
         cls_checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         scales: Scales = None,
         device: str | torch.device | None = None,
-        precision: str = "fp32",
+        precision: str | None = None,
         merge_threshold: float | None = None,
         *,
         cls_scales: Scales = None,
-        flip: bool = True,
-        cls_method: str = "dense",
-        topk: int = TOPK,
+        flip: bool | None = None,
+        cls_method: str | None = None,
+        topk: int | None = None,
+        eval_config: EvalConfig | None = None,
     ) -> None:
-        defaults = EvalConfig()
-        if precision not in PRECISIONS:
-            raise UserError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
-        if cls_method not in CLS_METHODS:
-            raise UserError(f"cls_method {cls_method!r}: choose from {', '.join(CLS_METHODS)}")
-        threshold = defaults.merge_threshold if merge_threshold is None else float(merge_threshold)
-        if threshold < 0:
-            raise UserError(f"merge_threshold {threshold}: must be >= 0")
-        self.device = device if isinstance(device, torch.device) else resolve_device(device or "auto", key="Predictor device")
+        ev = eval_config if eval_config is not None else EvalConfig()
+        if isinstance(device, torch.device):
+            self.device = device
+        else:
+            self.device = resolve_device(device or ev.device, key="Predictor device" if device else "eval.device")
+        # checked before any checkpoint is read
+        options = RunOptions.from_config(ev, self.device, flip=flip, precision=precision, merge_threshold=merge_threshold,
+                                         cls_method=cls_method, topk=topk)
         locs = _paths(loc_checkpoint)
         if not locs:
             raise UserError("Predictor: give at least one localisation checkpoint")
@@ -211,8 +226,9 @@ class Predictor:
             except EvalError as e:
                 warnings.warn(f"{e}; ranking labels with it anyway", stacklevel=2)
         self.classes = classes
-        self.options = RunOptions(flip=flip, device=self.device, batch_size=defaults.batch_size, precision=precision, topk=topk,
-                                  det_topk=topk, merge_threshold=threshold, cls_method=cls_method)
+        self.options = options
+        for n in {id(x): x for x in self.nets + (self.cls_nets or [])}.values():
+            speed_up(n.model, options)
 
     @property
     def scales(self) -> list[tuple[int, ...]]:
@@ -231,20 +247,29 @@ class Predictor:
             detection_names=[names[i] for i in det.labels.tolist()], size=size,
         )
 
-    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """One call of protocol 2 on decoded ``[H, W, 3]`` uint8 RGB images (one chunk)."""
+    def prediction(self, res: ImageResult) -> Prediction:
+        """One image's result of :meth:`predict_results` with its class ids and names."""
+        return self._prediction(res, res.size)
+
+    def predict_results(self, images: Sequence[np.ndarray]) -> list[ImageResult]:
+        """One call of protocol 2 on decoded ``[H, W, 3]`` uint8 RGB images (one chunk): the
+        protocol's results (``size`` set), as ``vgglocal eval`` gets them."""
         if not images:
             return []
-        results = run_protocol("full", list(images), self.nets, self.options, cls_nets=self.cls_nets)
-        return [self._prediction(r, tuple(img.shape[:2])) for r, img in zip(results, images, strict=True)]  # type: ignore[arg-type]
+        return run_protocol("full", list(images), self.nets, self.options, cls_nets=self.cls_nets)
+
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """One call of protocol 2 on decoded ``[H, W, 3]`` uint8 RGB images (one chunk)."""
+        return [self.prediction(r) for r in self.predict_results(images)]
 
     def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int | None = None) -> list[Prediction]:
         """Predict ``images`` (one, or an iterable of paths, PIL images, uint8 arrays or
-        tensors), ``batch_size`` at a time (default ``eval.batch_size``'s, 32); one
-        :class:`Prediction` per image, in order. An unreadable file raises its one-line error."""
+        tensors), ``batch_size`` at a time (default ``options.batch_size``: the ``eval_config``'s
+        ``eval.batch_size``); one :class:`Prediction` per image, in order. An unreadable file
+        raises its one-line error."""
         single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, Tensor))
         items = [images] if single else list(images)  # type: ignore[arg-type]
-        size = int(batch_size or EvalConfig().batch_size)
+        size = int(self.options.batch_size if batch_size is None else batch_size)
         if size < 1:
             raise UserError(f"batch_size {size}: must be at least 1")
         out: list[Prediction] = []

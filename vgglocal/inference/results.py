@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Detections", "ImageResult"]
+__all__ = ["Detections", "ImageResult", "pack_results", "unpack_results"]
 
 
 @dataclass
@@ -75,3 +75,65 @@ class ImageResult:
         if self.boxes is None or self.box_labels is None:
             return None
         return self.box_labels, self.boxes
+
+
+def _flat(parts: list[Tensor], shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    return torch.cat(parts).contiguous() if parts else torch.zeros((0, *shape), dtype=dtype)
+
+
+def pack_results(results: Sequence[ImageResult | None]) -> dict[str, Tensor]:
+    """Results of consecutive images (None: no result, an unreadable image) as flat tensors, for
+    a file or a message between processes: per image the counts (``k`` labels, ``g`` guesses,
+    ``m`` detections; -1 for a field that is None) and sizes, then every image's values
+    concatenated. :func:`unpack_results` gives back equal results, bit for bit. Each image
+    costs its top-k labels, its guesses and its detections, never a score per class."""
+    n = len(results)
+    present = torch.tensor([r is not None for r in results], dtype=torch.bool)
+    size = torch.tensor([list(r.size) if r is not None else [0, 0] for r in results], dtype=torch.int64).reshape(n, 2)
+    real = [r for r in results if r is not None]
+
+    def count(values: list[Tensor | None]) -> Tensor:
+        return torch.tensor([-1 if v is None else int(v.shape[0]) for v in values], dtype=torch.int64)
+
+    dets = [r.detections for r in real]
+    guesses = [r.guesses() for r in real]
+    return {
+        "present": present, "size": size,
+        "k": count([r.labels for r in real]),
+        "labels": _flat([r.labels.cpu().to(torch.int64) for r in real], (), torch.int64),
+        "scores": _flat([r.scores.cpu() for r in real], (), torch.float32),
+        "g": count([g[0] if g is not None else None for g in guesses]),
+        "box_labels": _flat([g[0].cpu().to(torch.int64) for g in guesses if g is not None], (), torch.int64),
+        "boxes": _flat([g[1].cpu().reshape(-1, 4) for g in guesses if g is not None], (4,), torch.float32),
+        "m": count([d.labels if d is not None else None for d in dets]),
+        "det_boxes": _flat([d.boxes.cpu().reshape(-1, 4) for d in dets if d is not None], (4,), torch.float32),
+        "det_scores": _flat([d.scores.cpu() for d in dets if d is not None], (), torch.float32),
+        "det_labels": _flat([d.labels.cpu() for d in dets if d is not None], (), torch.int64),
+    }
+
+
+def unpack_results(t: dict[str, Tensor]) -> list[ImageResult | None]:
+    """The inverse of :func:`pack_results`."""
+    cursor = dict.fromkeys(("labels", "g", "m"), 0)
+
+    def take(key: str, n: int, *fields: str) -> list[Tensor]:
+        lo = cursor[key]
+        cursor[key] = lo + n
+        return [t[f][lo : lo + n].clone() for f in fields]
+
+    out: list[ImageResult | None] = []
+    real = 0
+    for present, size in zip(t["present"].tolist(), t["size"].tolist(), strict=True):
+        if not present:
+            out.append(None)
+            continue
+        k, g, m = (int(t[c][real]) for c in ("k", "g", "m"))
+        real += 1
+        labels, scores = take("labels", k, "labels", "scores")
+        boxes = box_labels = detections = None
+        if g >= 0:
+            box_labels, boxes = take("g", g, "box_labels", "boxes")
+        if m >= 0:
+            detections = Detections(*take("m", m, "det_boxes", "det_scores", "det_labels"))
+        out.append(ImageResult(labels, scores, boxes, box_labels, detections, (int(size[0]), int(size[1]))))
+    return out

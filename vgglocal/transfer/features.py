@@ -3,7 +3,8 @@
 :func:`extract_features` reads a split of a transfer data set (:func:`vgglocal.data.labelled.read_labelled`)
 or of any other ``data.format`` (:func:`vgglocal.data.labelled.read_any_split`);
 :func:`extract_image_features` takes image files (:func:`vgglocal.data.files.expand_images`).
-Both decode the images in worker processes (:func:`vgglocal.data.chunks.chunked_images`) and
+Both decode the images in worker processes (:func:`vgglocal.data.chunks.sharded_chunks`; under
+``torchrun`` each rank its share, rank 0 collecting the descriptors) and
 compute per-scale FC7 descriptors with every net through :class:`vgglocal.FeatureExtractor`
 (so Python callers get the same numbers), plus (``boxes``) the descriptor of each item's box
 region. Images are visited in order of aspect ratio so that dense application can batch images
@@ -28,9 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from vgglocal import comm
 from vgglocal.config import Config
 from vgglocal.data import DataError
-from vgglocal.data.chunks import chunked_images
+from vgglocal.data.chunks import sharded_chunks
 from vgglocal.data.images import ImageLimits, image_size
 from vgglocal.data.labelled import PROTOCOL_FORMATS, LabelledSet, read_any_split, read_labelled
 from vgglocal.data.records import Sample
@@ -252,24 +254,34 @@ def _describe(cfg: Config, fx: FeatureExtractor, items: LabelledSet, boxes: bool
     bad: list[str] = []
     # one record per image file, in aspect order (the first item of each file stands for it)
     by_file = [items.records[items_of[paths[i]][0]] for i in order]
-    for chunk, images, unreadable in chunked_images(by_file, 4 * t.batch_size, t.workers, ImageLimits.of(cfg.data),
-                                                    desc=desc, progress=progress, tty_only=False, mininterval=1.0):
+    # Under torchrun each rank describes its chunks; rank 0 collects them a round at a time
+    # (memory bounded by one chunk per rank) and is the one that returns the descriptors.
+    for _, chunk, images, unreadable in sharded_chunks(by_file, 4 * t.batch_size, t.workers, ImageLimits.of(cfg.data),
+                                                      desc=desc, progress=progress, tty_only=False, mininterval=1.0):
         for err in unreadable:
-            bad.append(err)
             log(f"skipped: {err}")
-        if images:
+        rows: list[list[int]] = []
+        described: list[np.ndarray] = []
+        box_targets: list[int] = []
+        box_described: list[np.ndarray] = []
+        if images and chunk is not None:
             rows = [items_of[chunk.records[k].path] for k in chunk.good]
-            for d, store in zip(fx.per_scale(images), per_scale, strict=True):
-                for r, members in enumerate(rows):
-                    store[members] = d[r]
+            described = fx.per_scale(images)
             if boxes:
-                crops, targets_idx = [], []
+                crops = []
                 for img, members in zip(images, rows, strict=True):
                     for i in members:
                         crops.append(box_region(img, items.records[i].boxes[0]))
-                        targets_idx.append(i)
-                for d, store in zip(fx.per_scale(crops), box_per_scale, strict=True):
-                    store[targets_idx] = d
+                        box_targets.append(i)
+                box_described = fx.per_scale(crops)
+        gathered = comm.gather_objects((rows, described, box_targets, box_described, unreadable))
+        for rows, described, box_targets, box_described, unreadable in gathered or []:
+            bad.extend(unreadable)
+            for d, store in zip(described, per_scale, strict=True):
+                for r, members in enumerate(rows):
+                    store[members] = d[r]
+            for d, store in zip(box_described, box_per_scale, strict=True):
+                store[box_targets] = d
             for members in rows:
                 ok[members] = True
     keep = np.flatnonzero(ok)
