@@ -48,3 +48,19 @@ def test_group_sizes_follow_the_dense_engines_rescaled_sizes():
     scales = [73, 110]
     real = {(q, rescale(np.zeros((h, w, 3), np.uint8), q, NORM)[2]) for q in scales for h, w in shapes}
     assert be.mean_group_size(shapes, scales) == len(shapes) * len(scales) / len(real)
+
+
+def test_the_ranks_projection_runs_protocol_2_over_two_processes_and_gathers_on_rank_0():
+    import json
+    import os
+    import subprocess
+
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "bench-eval"), "--width", "0.0625", "--crop", "32", "--classes", "10",
+                          "--images", "2", "--rounds", "1", "--rank-chunks", "3", "--ranks", "2", "--cores", "2", "--json"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out["ranks_2_threads"] == 1 and out["ranks_2_img_s"] > 0
+    assert abs(out["ranks_2_projected_full_50k_s"] * out["ranks_2_img_s"] - 50_000) < 50
+    # every one of the 3 x 2 images reached rank 0, each with its top-5 labels, guesses and detections
+    assert out["ranks_2_images"] == 6 and out["gather_bytes_per_image"] > 5 * (8 + 4 + 16 + 8)

@@ -259,3 +259,56 @@ def test_validation_under_ddp_gives_the_keys_and_values_of_eval_center_crop(setu
     keys = ("top1_cls_error", "top5_cls_error", "top1_loc_error", "top5_loc_error", "n_images", "n_unreadable")
     assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
     assert got["n_unreadable"] == 1 and 0 < got["top1_loc_error"] < 1
+
+
+# Rank 1 of the first attempt stops (SIGKILL, as the OOM killer would) in its third part; with
+# --max-restarts 1 torchelastic restarts the group, which resumes from the parts on disk.
+_RESTARTED = """
+import os, sys, time
+from pathlib import Path
+import vgglocal.evaluation.shard as shard
+real, calls = shard.begin_protocol, []
+def slow(*args, **kwargs):
+    calls.append(1)
+    if os.environ["RANK"] == "1" and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" and len(calls) == 3:
+        Path(sys.argv[1]).write_text(str(os.getpid()))
+        time.sleep(300)
+    return real(*args, **kwargs)
+shard.begin_protocol = slow
+from vgglocal.cli import cli
+cli(sys.argv[2:], prog_name="vgglocal")
+"""
+
+
+def test_a_group_that_torchelastic_restarts_resumes_the_evaluation(setup, tmp_path):
+    one_per_part = ("--set", "eval.batch_size=1")
+    _invoke(_eval_args(setup, "full", tmp_path / "ref", *one_per_part))
+    script, flag, out = tmp_path / "restarted.py", tmp_path / "pid", tmp_path / "restarted"
+    script.write_text(_RESTARTED)
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as f:
+        proc = subprocess.Popen([*TORCHRUN, "--nproc-per-node", "2", "--max-restarts", "1", str(script), str(flag),
+                                 *_eval_args(setup, "full", out, *one_per_part)], env=ENV, stdout=subprocess.DEVNULL, stderr=f)
+    deadline = time.monotonic() + 120
+    while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert flag.exists(), err.read_text()[-3000:]
+    time.sleep(0.2)  # the pid is written before the sleep starts
+    os.kill(int(flag.read_text()), signal.SIGKILL)
+    assert proc.wait(timeout=300) == 0, err.read_text()[-3000:]
+    assert "resuming:" in err.read_text(), err.read_text()[-3000:]
+    _same_files(tmp_path / "ref", out)
+
+
+def test_torchrun_features_of_a_split_are_the_features_of_one_process(setup, tmp_path):
+    import numpy as np
+
+    root, paths, config = setup
+    args = ["features", "-c", config, "--checkpoint", paths["cls"], "--split", "val", "--scales", "32,48",
+            "--set", "transfer.batch_size=1", "--set", "transfer.workers=0", "--set", "transfer.device=cpu", "--quiet"]
+    _invoke([*args, "--out", tmp_path / "one.npz"])
+    _torchrun(2, [*args, "--out", tmp_path / "many.npz"])
+    one, many = np.load(tmp_path / "one.npz"), np.load(tmp_path / "many.npz")
+    assert sorted(one.files) == sorted(many.files) and len(one["features"]) == 11  # the unreadable image is skipped
+    for key in one.files:
+        assert np.array_equal(one[key], many[key]), key

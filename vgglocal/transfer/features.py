@@ -277,6 +277,8 @@ def _describe(cfg: Config, fx: FeatureExtractor, items: LabelledSet, boxes: bool
         gathered = comm.gather_objects((rows, described, box_targets, box_described, unreadable))
         for rows, described, box_targets, box_described, unreadable in gathered or []:
             bad.extend(unreadable)
+            if not rows:  # a rank without a chunk this round, or a chunk of unreadable images
+                continue
             for d, store in zip(described, per_scale, strict=True):
                 for r, members in enumerate(rows):
                     store[members] = d[r]
