@@ -70,3 +70,23 @@ def test_validation_equals_eval_center_crop_for_one_checkpoint(tmp_path):
         gl, gb = pad_guesses([(records[i].box_labels, records[i].boxes) for i in batch["index"].tolist()])
         misses.append(center_crop_errors(batch["label"], boxes, gl, gb))
     assert torch.cat(misses).mean().item() != pytest.approx(got["top1_loc_error"])
+
+
+def test_validation_decodes_large_jpegs_as_eval_does(tmp_path):
+    # A JPEG four times the validation scale on its short side: libjpeg could decode it at 1/4
+    # (the training crops do), but validation must see eval's pixels, which decodes it whole.
+    import numpy as np
+    from PIL import Image
+
+    from vgglocal.data.images import load_rgb
+    from vgglocal.data.records import Sample
+    from vgglocal.data.transforms import EvalTransform
+
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((160, 200, 3)) * 40 + np.linspace(0, 200, 200)[None, :, None]).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=90)
+    cfg = from_dict({"data": {"format": "ilsvrc-kaggle", "root": str(tmp_path), "scale": 40}, "model": {"crop": 32}})
+    transform = build_eval_transform(cfg.data, 32, 40)
+    val = SampleDataset([Sample(str(tmp_path / "big.jpg"), 0)], transform, "cls", 0)
+    want = EvalTransform(40, 32, transform.mean, transform.std)(load_rgb(tmp_path / "big.jpg")).image
+    torch.testing.assert_close(val[0]["image"], want, rtol=0, atol=0)

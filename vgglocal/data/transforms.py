@@ -254,7 +254,11 @@ class EvalTransform:
     def __init__(self, scale: int, crop: int | None, mean: Any, std: Any):
         self.scale = int(scale)
         self.crop = int(crop or 0)
-        self.min_side = self.scale  # decode reduced to this short side at most (images.decode_rgb)
+        # Decoded at full resolution (no libjpeg DCT scaling, images.decode_rgb): the evaluation
+        # decodes every image whole (images.load_rgb), and training-time validation, which uses
+        # this transform through the loader, must see the same pixels to give eval's numbers
+        # (a reduced decode and a full one differ by a few grey levels after the resize).
+        self.min_side = 0
         self.resize = A.SmallestMaxSize(max_size=self.scale, interpolation=cv2.INTER_LINEAR)
         self.mean = np.asarray(mean, np.float64)
         self.std = np.asarray(std, np.float64)

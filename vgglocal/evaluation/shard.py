@@ -105,7 +105,8 @@ def compute_parts(job: EvalJob, store: PartStore, parts: Sequence[int], *, worke
 
     merger = ThreadPoolExecutor(1)
     try:
-        for chunk, images, bad in chunked_images(records, store.part_size, workers, limits, desc=desc, progress=progress):
+        for chunk, images, bad in chunked_images(records, store.part_size, workers, limits, desc=desc, progress=progress,
+                                                 position=comm.rank() if world > 1 else None):
             k = next(order)
             if len(chunk) != len(store.span(k)):  # parts are whole chunks: only the split's last one is short
                 raise RuntimeError(f"part {k}: {len(chunk)} images decoded for {len(store.span(k))}")
