@@ -19,7 +19,7 @@ MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 WIDTH, HIDDEN, CLASSES, SIDE = 0.125, 16, 5, 1  # fc6 over a 1x1 map: the 32-px crop
 
 
-def caffe_weights(arch: str, seed: int = 0) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+def caffe_weights(arch: str, seed: int = 0, classes: int = CLASSES) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """(name, kind, weight, bias) of a tiny VGG ``arch`` in Caffe's layout (FC weights (out, in))."""
     g = np.random.default_rng(seed)
     layers, cin = [], 3
@@ -29,7 +29,7 @@ def caffe_weights(arch: str, seed: int = 0) -> list[tuple[str, str, np.ndarray, 
             layers.append((f"conv{b}_{i}", "conv", g.normal(0, (2 / (9 * cin)) ** 0.5, (cout, cin, 3, 3)).astype(np.float32),
                            g.normal(0, 0.01, cout).astype(np.float32)))
             cin = cout
-    for name, fin, fout in (("fc6", cin * SIDE * SIDE, HIDDEN), ("fc7", HIDDEN, HIDDEN), ("fc8", HIDDEN, CLASSES)):
+    for name, fin, fout in (("fc6", cin * SIDE * SIDE, HIDDEN), ("fc7", HIDDEN, HIDDEN), ("fc8", HIDDEN, classes)):
         layers.append((name, "fc", g.normal(0, (2 / fin) ** 0.5, (fout, fin)).astype(np.float32),
                        g.normal(0, 0.01, fout).astype(np.float32)))
     return layers
@@ -89,15 +89,17 @@ def caffe_forward(layers, image_bgr: np.ndarray) -> np.ndarray:
 ARCH_OF = {sum(len(b) for b in VGG_SPECS[a].blocks): a for a in ("A", "B", "D", "E")}
 
 
-@pytest.mark.parametrize("arch,version", [("D", 1), ("E", 2)])
-def test_imported_caffe_net_gives_caffes_logits(tmp_path, arch, version):
-    layers = caffe_weights(arch)
+# classes 1: V1 writes that fc8 weight 1x1x1x16, its bias 1x1x1x1, read from the right as [1, 16] and [1]
+@pytest.mark.parametrize("arch,version,classes", [("D", 1, CLASSES), ("E", 2, CLASSES), ("D", 1, 1)])
+def test_imported_caffe_net_gives_caffes_logits(tmp_path, arch, version, classes):
+    layers = caffe_weights(arch, classes=classes)
     src, out = tmp_path / "tiny.caffemodel", tmp_path / "tiny.pt"
     write_caffemodel(src, layers, version)
     res = CliRunner().invoke(cli, ["import-weights", str(src), "--format", "caffe", "--arch", arch, "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert f"caffe VGG {arch}" in res.output
     net = load_model(out)
+    assert net.num_classes == classes
     assert net.normalization["mean"] == pytest.approx([123.68, 116.779, 103.939]) and net.normalization["std"] == [1, 1, 1]
     rgb = np.random.default_rng(1).integers(0, 256, (32 * SIDE, 32 * SIDE, 3)).astype(np.float32)
     expected = caffe_forward(layers, rgb[..., ::-1].copy())  # Caffe reads BGR
@@ -160,3 +162,38 @@ def test_files_that_are_not_a_vgg_caffemodel_are_one_line(tmp_path, case):
     assert needle in res.output, res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "o.pt").exists()
+
+
+# Each holds the right number of values, so only the shape can refuse it, as Caffe's
+# Net::CopyTrainedLayersFrom does (Blob::ShapeEquals). Tiny D: conv2_1 is [16, 8, 3, 3], fc7 [16, 16].
+@pytest.mark.parametrize("layer,declared,version,shown,expected", [
+    ("conv2_1", (8, 16, 3, 3), 2, "[8, 16, 3, 3]", "[16, 8, 3, 3]"),  # transposed
+    ("conv2_1", (8, 16, 3, 3), 1, "[8, 16, 3, 3]", "[16, 8, 3, 3]"),
+    ("conv2_1", (16, 8, 1, 9), 2, "[16, 8, 1, 9]", "[16, 8, 3, 3]"),
+    ("fc7", (8, 32), 2, "[8, 32]", "[16, 16]"),
+    ("fc7", (8, 32), 1, "[1, 1, 8, 32]", "[1, 1, 16, 16]"),  # legacy dims, target read from the right
+    ("fc7", (2, 1, 8, 16), 1, "[2, 1, 8, 16]", "[out, in]"),  # num 2: no InnerProduct weight
+], ids=["conv-transposed-v2", "conv-transposed-v1", "conv-1x9-v2", "fc-v2", "fc-v1", "fc-num2-v1"])
+def test_a_blob_of_the_wrong_shape_is_refused(tmp_path, layer, declared, version, shown, expected):
+    layers = [(n, k, w.reshape(declared) if n == layer else w, b) for n, k, w, b in caffe_weights("D")]
+    src, out = tmp_path / "bad.caffemodel", tmp_path / "o.pt"
+    write_caffemodel(src, layers, version)
+    res = CliRunner().invoke(cli, ["import-weights", str(src), "--format", "caffe", "--arch", "D", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    assert "bad.caffemodel" in lines[0] and f"layer {layer}: weight declared {shown}" in lines[0], lines[0]
+    assert expected in lines[0], lines[0]
+    assert ("V1 num, channels, height, width" in lines[0]) == (version == 1)
+    assert not out.exists()
+
+
+def test_a_legacy_bias_is_read_from_the_right(tmp_path):
+    """A conv bias declared 16x1x1x1 holds 16 values, but Caffe's is 1x1x1x16."""
+    layers = [(n, k, w, b.reshape(-1, 1, 1, 1) if n == "conv2_1" else b) for n, k, w, b in caffe_weights("D")]
+    src, out = tmp_path / "bad.caffemodel", tmp_path / "o.pt"
+    write_caffemodel(src, layers, 1)
+    res = CliRunner().invoke(cli, ["import-weights", str(src), "--format", "caffe", "--arch", "D", "--out", str(out)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "layer conv2_1: bias declared [16, 1, 1, 1]" in res.output and "[out]" in res.output, res.output
+    assert not out.exists()

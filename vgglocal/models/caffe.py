@@ -23,12 +23,20 @@ identity: the same sums in another order) and records ``mean = [123.68, 116.779,
 Caffe's max pooling rounds output sizes up where PyTorch's rounds down: identical on the
 224 crop and at every size whose maps stay even (multiples of 32), which is what the paper's
 dense evaluation uses.
+
+Every blob must have exactly the shape Caffe would load it into (``Net::CopyTrainedLayersFrom``
+refuses any other: ``Blob::ShapeEquals``): a Convolution weight ``[out, in, kh, kw]``, an
+InnerProduct weight ``[out, in]``, a bias ``[out]``. V2 ``BlobShape`` dims are compared as they
+are; the legacy ``num, channels, height, width`` of V1 files against that shape read from the
+right (a bias is ``1x1x1xOUT``, an InnerProduct weight ``1x1xOUTxIN``). Equal element counts are
+not enough: a transposed kernel holds as many numbers as the right one.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -37,8 +45,8 @@ from vgglocal.checkpoint import CheckpointError
 from vgglocal.models.checks import check_hparams, expected_shapes
 from vgglocal.models.vgg import VGG, VGG_SPECS
 
-__all__ = ["CAFFE_NORMALIZATION", "CaffeLayer", "read_caffemodel", "read_prototxt", "convert_caffe", "import_caffe",
-           "caffe_messages"]
+__all__ = ["CAFFE_NORMALIZATION", "CaffeLayer", "DeclaredShape", "read_caffemodel", "read_prototxt", "convert_caffe",
+           "import_caffe", "caffe_messages"]
 
 # RGB order, 0..255 units (vgglocal's convention); std 1: Caffe subtracts the mean pixel only.
 CAFFE_NORMALIZATION = {"mean": [123.68, 116.779, 103.939], "std": [1.0, 1.0, 1.0]}
@@ -58,6 +66,7 @@ _V1_TO_V2 = {"CONVOLUTION": "Convolution", "INNER_PRODUCT": "InnerProduct", "REL
              "DROPOUT": "Dropout", "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "DATA": "Data"}
 
 _MESSAGES: dict[str, Any] | None = None
+_LEGACY = " (V1 num, channels, height, width)"
 
 
 def caffe_messages(packed_floats: bool = False) -> dict[str, Any]:
@@ -122,26 +131,63 @@ def caffe_messages(packed_floats: bool = False) -> dict[str, Any]:
     return classes
 
 
-class CaffeLayer:
-    """One layer of a Caffe net: name, V2 type string, and its blobs as float32 arrays."""
+# Axes of the (weight, bias) blobs Caffe's layers hold: ConvolutionLayer's weight is
+# [num_output, channels, kernel_h, kernel_w], InnerProductLayer's [num_output, C*H*W]
+# (transpose off, as in VGG), both biases [num_output].
+_BLOB_AXES = {"Convolution": (4, 1), "InnerProduct": (2, 1)}
+_BLOB_FORMS = {"Convolution": ("[out, in, kh, kw]", "[out]"), "InnerProduct": ("[out, in]", "[out]")}
 
-    def __init__(self, name: str, type: str, blobs: list[np.ndarray]):
+
+class DeclaredShape(NamedTuple):
+    """A blob's shape as its file declares it: ``BlobShape.dim`` (V2), or ``legacy``: the 4-D
+    ``num, channels, height, width`` of V1 files."""
+
+    dims: tuple[int, ...]
+    legacy: bool
+
+    def equals(self, target: tuple[int, ...]) -> bool:
+        """Caffe's ``Blob::ShapeEquals`` against a blob of shape ``target``: legacy dims are
+        ``LegacyShape(-4..-1)`` of the target (read from the right, 1 for a missing leading
+        axis, at most 4 axes); V2 dims must be the target's exactly."""
+        if self.legacy:
+            return len(target) <= 4 and self.dims == (1,) * (4 - len(target)) + tuple(target)
+        return self.dims == tuple(target)
+
+    def like(self, target: tuple[int, ...]) -> str:
+        """``target`` written as this blob declares shapes (legacy: padded to 4-D with leading 1s)."""
+        return str(list((1,) * (4 - len(target)) + tuple(target) if self.legacy else target))
+
+    def __str__(self) -> str:
+        return str(list(self.dims))
+
+
+class CaffeLayer:
+    """One layer of a Caffe net: name, V2 type string, its blobs as float32 arrays, and each
+    blob's shape as the file declares it (``declared``, what Caffe compares)."""
+
+    def __init__(self, name: str, type: str, blobs: list[np.ndarray], declared: list[DeclaredShape] | None = None):
         self.name, self.type, self.blobs = name, type, blobs
+        self.declared = declared if declared is not None else [DeclaredShape(tuple(b.shape), False) for b in blobs]
 
     def __repr__(self) -> str:
         return f"CaffeLayer({self.name!r}, {self.type!r}, {[list(b.shape) for b in self.blobs]})"
 
 
-def _blob(blob: Any, where: str) -> np.ndarray:
-    """A ``BlobProto`` as a float32 array of its shape (``shape.dim``, or the legacy 4-D
-    ``num, channels, height, width`` of V1 files)."""
-    if blob.HasField("shape"):
-        shape = tuple(int(d) for d in blob.shape.dim)
+def _blob(blob: Any, where: str, axes: int | None) -> tuple[np.ndarray, DeclaredShape]:
+    """A ``BlobProto`` as a float32 array, and its declared shape. As in ``Blob::FromProto``,
+    any of the legacy ``num, channels, height, width`` present makes those four the shape,
+    else ``shape.dim``. A legacy array drops leading 1s down to ``axes`` (the axes Caffe's layer
+    gives this blob: ``LegacyShape`` indexes from the right), so a valid V1 blob reads as its V2
+    twin; whether the shape is the right one is :meth:`DeclaredShape.equals`' question."""
+    legacy = any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+    if legacy:
+        dims = tuple(int(d) for d in (blob.num, blob.channels, blob.height, blob.width))
     else:
-        shape = tuple(int(d) for d in (blob.num, blob.channels, blob.height, blob.width))
-        while len(shape) > 1 and shape[0] == 1:  # V1 stores a bias as 1x1x1xN, an FC weight as 1x1xOxI
-            shape = shape[1:]
-    count = int(np.prod(shape)) if shape else 0
+        dims = tuple(int(d) for d in blob.shape.dim)
+    shape = dims
+    while legacy and axes is not None and len(shape) > axes and shape[0] == 1:
+        shape = shape[1:]
+    count = math.prod(dims) if dims else 0
     if blob.data:
         values = np.frombuffer(b"".join(blob.data), dtype="<f4")
     elif blob.double_data:
@@ -149,9 +195,15 @@ def _blob(blob: Any, where: str) -> np.ndarray:
     else:
         values = np.zeros(0, np.float32)
     if values.size != count or count == 0:
-        raise ValueError(f"{where}: blob of shape {list(shape)} holds {values.size} values"
+        raise ValueError(f"{where}: blob of shape {list(dims)} holds {values.size} values"
                          + (" (unpacked floats: not written by Caffe)" if count and not values.size else ""))
-    return values.reshape(shape)
+    return values.reshape(shape), DeclaredShape(dims, legacy)
+
+
+def _layer(name: str, type: str, blobs: Any) -> CaffeLayer:
+    axes = _BLOB_AXES.get(type, ())
+    read = [_blob(b, f"layer {name}", axes[j] if j < len(axes) else None) for j, b in enumerate(blobs)]
+    return CaffeLayer(name, type, [a for a, _ in read], [d for _, d in read])
 
 
 def read_caffemodel(path: str | Path) -> list[CaffeLayer]:
@@ -170,10 +222,10 @@ def read_caffemodel(path: str | Path) -> list[CaffeLayer]:
     enum = net.DESCRIPTOR.fields_by_name["layers"].message_type.enum_types_by_name["LayerType"]
     try:
         for layer in net.layer:
-            layers.append(CaffeLayer(layer.name, layer.type, [_blob(b, f"layer {layer.name}") for b in layer.blobs]))
+            layers.append(_layer(layer.name, layer.type, layer.blobs))
         for layer in net.layers:
             v1 = enum.values_by_number[layer.type].name if layer.type in enum.values_by_number else "NONE"
-            layers.append(CaffeLayer(layer.name, _V1_TO_V2.get(v1, v1), [_blob(b, f"layer {layer.name}") for b in layer.blobs]))
+            layers.append(_layer(layer.name, _V1_TO_V2.get(v1, v1), layer.blobs))
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     return layers
@@ -215,6 +267,11 @@ def convert_caffe(layers: list[CaffeLayer], arch: str) -> VGG:
     for layer in convs + fcs:
         if len(layer.blobs) != 2:
             raise ValueError(f"layer {layer.name}: {len(layer.blobs)} blobs, expected a weight and a bias")
+        for what, blob, declared, axes, form in zip(("weight", "bias"), layer.blobs, layer.declared,
+                                                    _BLOB_AXES[layer.type], _BLOB_FORMS[layer.type], strict=True):
+            if blob.ndim != axes:  # no setting of this layer type gives a blob that shape
+                raise ValueError(f"layer {layer.name}: {what} declared {declared}{_LEGACY if declared.legacy else ''}, "
+                                 f"a Caffe {layer.type} {what} is {form}")
     first = convs[0].blobs[0]
     if first.ndim != 4 or first.shape[1] != 3:
         raise ValueError(f"layer {convs[0].name}: weight of shape {list(first.shape)}, not a convolution over 3 colour channels")
@@ -236,9 +293,14 @@ def convert_caffe(layers: list[CaffeLayer], arch: str) -> VGG:
     for name, layer in zip(ours, convs + fcs, strict=True):
         weight, bias = layer.blobs
         target = shapes[f"{name}.weight"]
-        if weight.size != int(np.prod(target)) or bias.size != target[0]:
-            raise ValueError(f"layer {layer.name}: weight {list(weight.shape)}, bias {list(bias.shape)}; "
-                             f"arch {arch} at width {width:g} needs {list(target)}")
+        # What Net::CopyTrainedLayersFrom copies into: the conv kernel as is, the FC-as-conv kernel
+        # (out, C, H, W) as InnerProduct's (out, C*H*W), the bias (out,).
+        caffe = target if layer.type == "Convolution" else (target[0], math.prod(target[1:]))
+        for what, declared, expected in (("weight", layer.declared[0], caffe), ("bias", layer.declared[1], target[:1])):
+            if not declared.equals(expected):
+                raise ValueError(f"layer {layer.name}: {what} declared {declared}{_LEGACY if declared.legacy else ''}, "
+                                 f"expected {declared.like(expected)} for arch {arch} at width {width:g} "
+                                 f"(fc width {hp['fc_width']}, {hp['num_classes']} classes)")
         # Caffe's InnerProduct weight is (out, C*H*W) over a C, H, W blob: our FC-as-conv kernel.
         state[f"{name}.weight"] = torch.from_numpy(weight.copy()).reshape(target)
         state[f"{name}.bias"] = torch.from_numpy(bias.copy()).reshape(-1)
