@@ -63,6 +63,8 @@ def test_a_large_jpeg_decodes_reduced_and_the_window_still_maps_to_original_pixe
     box = np.array([[100.0, 200.0, 600.0, 700.0]], np.float32)
     records = [Sample(str(tmp_path / "big.jpg"), 0, box, np.array([0]), (768, 1024))]
     ev = EvalTransform(64, 32, (0, 0, 0), (1, 1, 1))
+    assert ev.min_side == 0  # evaluation and validation decode whole images, as eval does
+    ev.min_side = 64  # asked for a reduced decode, as the training transforms ask
     item = SampleDataset(records, ev, "loc")[(0, 0)]
     reference = ev(full.image).geometry.encode(box)[0]
     assert np.allclose(item["target"].numpy(), reference.numpy(), atol=0.02)
