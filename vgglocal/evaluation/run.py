@@ -119,7 +119,7 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
     folder is removed once the files are written.
     """
     log = log or (lambda msg: None)
-    owned = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not comm.world_size() > 1
+    owned = int(os.environ.get("WORLD_SIZE", "1")) > 1 and comm.world_size() == 1  # we join the group, we leave it
     env = comm.setup(cfg.eval.device, cfg.train.dist_timeout, key="eval.device")
     if env.rank:
         log = _ranked(log, env.rank)
