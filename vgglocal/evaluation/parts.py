@@ -24,7 +24,6 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
@@ -170,6 +169,3 @@ class PartStore:
     def clear(self) -> None:
         """Remove the parts folder."""
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def describe(self) -> dict[str, Any]:
-        return {"n_parts": self.n_parts, "part_size": self.part_size}

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vgglocal.data.chunks import ImageChunk
 from vgglocal.data.records import ClassList, Sample
 from vgglocal.evaluation.ilsvrc import whole_pixels
 from vgglocal.inference.results import ImageResult
@@ -50,11 +49,6 @@ class PictureGrid:
             return
         labels, boxes, scores = _guesses(out) if out is not None else (torch.zeros(0, dtype=torch.int64), None, [])
         self._drawn.append((img, rec, labels, boxes, scores))
-
-    def process(self, chunk: ImageChunk, outputs: list[ImageResult | None]) -> None:
-        for img, rec, out in zip(chunk.images, chunk.records, outputs, strict=True):
-            if img is not None:
-                self.add(img, rec, out)
 
     def _name(self, label: int) -> str:
         return self.classes.names[label] if self.classes.names else self.classes.ids[label]

@@ -275,16 +275,16 @@ def _describe(cfg: Config, fx: FeatureExtractor, items: LabelledSet, boxes: bool
                         box_targets.append(i)
                 box_described = fx.per_scale(crops)
         gathered = comm.gather_objects((rows, described, box_targets, box_described, unreadable))
-        for rows, described, box_targets, box_described, unreadable in gathered or []:
-            bad.extend(unreadable)
-            if not rows:  # a rank without a chunk this round, or a chunk of unreadable images
+        for their_rows, their_desc, their_targets, their_box_desc, their_bad in gathered or []:
+            bad.extend(their_bad)
+            if not their_rows:  # a rank without a chunk this round, or a chunk of unreadable images
                 continue
-            for d, store in zip(described, per_scale, strict=True):
-                for r, members in enumerate(rows):
+            for d, store in zip(their_desc, per_scale, strict=True):
+                for r, members in enumerate(their_rows):
                     store[members] = d[r]
-            for d, store in zip(box_described, box_per_scale, strict=True):
-                store[box_targets] = d
-            for members in rows:
+            for d, store in zip(their_box_desc, box_per_scale, strict=True):
+                store[their_targets] = d
+            for members in their_rows:
                 ok[members] = True
     keep = np.flatnonzero(ok)
     return keep, [p[keep] for p in per_scale], [p[keep] for p in box_per_scale], bad
