@@ -97,3 +97,14 @@ def test_grid_places_pictures_of_any_size_in_white_cells(tmp_path):
     grid = np.asarray(Image.open(out))
     assert grid.shape == (8 + 2 * (120 + 8), 8 + 2 * (150 + 8), 3)
     assert (grid[8:108, 8:158] == 0).all() and (grid[8:128, 166:246] == 7).all() and (grid[8:128, 246:316] == 255).all()
+
+
+def test_an_inverted_box_is_drawn_by_its_corners():
+    # a raw regressor box may come out with x2 < x1; it draws as the same rectangle, not an error
+    straight = draw_image(_grey(64, 64), torch.tensor([[10.0, 12, 50, 40]]), ["disc"], classes=[1], legend=False)
+    inverted = draw_image(_grey(64, 64), torch.tensor([[50.0, 40, 10, 12]]), ["disc"], classes=[1], legend=False,
+                          true_boxes=torch.tensor([[40.0, 30, 20, 20]]))
+    plain = draw_image(_grey(64, 64), torch.tensor([[10.0, 12, 50, 40]]), ["disc"], classes=[1], legend=False,
+                       true_boxes=torch.tensor([[20.0, 20, 40, 30]]))
+    assert _has(straight, class_colour(1))
+    assert torch.equal(inverted, plain)

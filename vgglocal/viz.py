@@ -139,6 +139,12 @@ def _as_list(values, n: int, default=None) -> list:
     return list(values)
 
 
+def _corners(b: Tensor) -> Tensor:
+    """Boxes with x1 <= x2 and y1 <= y2: a regressor's raw box may come out inverted (Euclidean
+    loss does not forbid it), and PIL refuses to draw such a rectangle."""
+    return torch.cat([torch.minimum(b[:, :2], b[:, 2:]), torch.maximum(b[:, :2], b[:, 2:])], 1)
+
+
 def draw_image(
     image: np.ndarray | Tensor | Image.Image,
     boxes: Tensor | np.ndarray | None = None,
@@ -193,11 +199,11 @@ def draw_image(
             for n, c in zip(true_names, _as_list(true_classes, len(true_names)), strict=True)]
 
     if true_boxes is not None and len(true_boxes):
-        for b in (torch.as_tensor(true_boxes, dtype=torch.float64).reshape(-1, 4) * s).tolist():
+        for b in _corners(torch.as_tensor(true_boxes, dtype=torch.float64).reshape(-1, 4) * s).tolist():
             _dashed_rectangle(draw, b, lw, dash=4 * fs // 3)
     taken: list[tuple[int, int, int, int]] = []
     if boxes is not None and k:
-        xy = (torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4) * s).tolist()
+        xy = _corners(torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4) * s).tolist()
         shown = [i for i in range(k) if i == 0 or sc[i] is None or sc[i] >= box_min_score]
         for i in reversed(shown):  # the best box on top
             draw.rectangle(xy[i], outline=class_colour(cls[i]), width=lw)

@@ -68,3 +68,48 @@ def test_cli_on_kaggle_files_and_bad_input(tmp_path):
     assert r.exit_code == 2 and "give them in pairs" in r.output
     r = CliRunner().invoke(cli, ["compare", str(good), str(tmp_path / "missing.csv"), "--data", str(truth)])
     assert r.exit_code != 0 and "missing.csv" in r.output and "Traceback" not in r.output
+
+
+def _eval_folder(path, rows, **recorded):
+    """An eval output folder as `vgglocal eval` leaves it: metrics.json and predictions.csv."""
+    path.mkdir()
+    metrics = {"protocol": "full", "split": "val", "n_images": len(rows), "top1_loc_error": 0.0,
+               "data": {"root": "/data/ilsvrc", "format": "ilsvrc-kaggle"}, **recorded}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    (path / "predictions.csv").write_text("ImageId,PredictionString\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_evaluations_of_other_images_splits_or_measurements_are_refused_in_one_line(tmp_path):
+    truth = tmp_path / "solution.csv"
+    rows = [f"img{i},n0000000{1 + i % 2} 10 10 50 50" for i in range(20)]
+    truth.write_text("ImageId,PredictionString\n" + "\n".join(rows) + "\n")
+    a = _eval_folder(tmp_path / "a", rows)
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["compare", *map(str, args), "--data", str(truth)])
+
+    r = run(a, _eval_folder(tmp_path / "same", rows))
+    assert r.exit_code == 0, r.output  # the baseline: the same images, split and protocol
+    r = run(a, _eval_folder(tmp_path / "cls", rows, protocol="cls-dense"))
+    assert r.exit_code == 0, r.output  # both make their own guesses: their classification errors compare
+    cases = [
+        (_eval_folder(tmp_path / "train", rows, split="train"), "split 'val' against 'train'"),
+        (_eval_folder(tmp_path / "fewer", rows[:15]), "n_images 20 against 15"),
+        (_eval_folder(tmp_path / "cc", rows, protocol="center-crop"), "protocol full against center-crop"),
+        (_eval_folder(tmp_path / "other", rows[1:], n_images=None), "they predict different images (20 against 19"),
+    ]
+    for b, what in cases:
+        r = run(a, b)
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"error: cannot compare {a} with {b}: {what}"), r.output
+    r = run(a, cases[0][0], "--split", "val")
+    assert r.exit_code == 2 and "it was evaluated on split 'train'" in r.output, r.output
+    # prediction files (no metrics.json): their rows say which images they cover
+    partial = tmp_path / "partial.csv"
+    partial.write_text("ImageId,PredictionString\n" + "\n".join(rows[:18]) + "\n")
+    r = run(truth, partial)
+    assert r.exit_code == 2 and "(20 against 18; 2 only in the first, 0 only in the second, e.g. 'img18')" in r.output, r.output
+    # a later pair is held to the first one's images too
+    r = run(a, tmp_path / "same", a, cases[1][0])
+    assert r.exit_code == 2 and "n_images 20 against 15" in r.output, r.output

@@ -156,3 +156,53 @@ def test_the_chromium_check_sees_a_script_error(tmp_path):
     page = tmp_path / "script.html"
     page.write_text("<!DOCTYPE html><html><body><script>console.error('x'); undefinedCall()</script></body></html>")
     assert _loaded(page, tmp_path) == (0, 0, 2)
+
+
+def test_names_with_markup_newlines_and_other_encodings_stay_text(tmp_path):
+    """Evaluation folders named with markup, quotes, a newline and bytes that are not UTF-8, and
+    an image id with markup, a quote and a comma: the page is written, valid UTF-8, every name
+    shown as text (no tag of its own), each section's id free of whitespace."""
+    import csv
+    import json
+    from html.parser import HTMLParser
+
+    synthesize(tmp_path / "synth", SynthSpec(classes=2, train=1, val=2, size=36, seed=1))
+    hostile_id = '<b>&amp;<i> "x",y'
+    solution = tmp_path / "synth" / "LOC_val_solution.csv"
+    rows = list(csv.reader(solution.open(newline="")))
+    val = tmp_path / "synth" / "ILSVRC" / "Data" / "CLS-LOC" / "val"
+    (val / f"{rows[1][0]}.JPEG").rename(val / f"{hostile_id}.JPEG")
+    rows[1][0] = hostile_id
+    with solution.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    names = ["<b>&amp;<i> 'q' \"d\"", "new\nline", os.fsdecode(b"caf\xe9")]
+    for k, name in enumerate(names):
+        folder = tmp_path / "evals" / name
+        folder.mkdir(parents=True)
+        root = str(tmp_path / "synth") if k == 0 else str(tmp_path / "gone <b>")  # galleries for the first only
+        (folder / "metrics.json").write_text(json.dumps({
+            "protocol": "center-crop", "split": "val", "n_images": 4, "top1_loc_error": 0.0, "top5_loc_error": 0.0,
+            "data": {"root": root, "format": "ilsvrc-kaggle"}}))
+        shutil.copy(solution, folder / "predictions.csv")  # every guess right
+    res = CliRunner().invoke(cli, ["report", str(tmp_path / "evals")])
+    assert res.exit_code == 0, res.output
+    assert len(res.stderr.splitlines()) == len(names)  # "report: <folder>", one line each
+    page = (tmp_path / "evals" / "report.html").read_bytes().decode("utf-8")  # strict: valid UTF-8
+
+    class Tags(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.ids = set(), []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.add(tag)
+            self.ids += [v for k, v in attrs if k == "id"]
+
+    parsed = Tags()
+    parsed.feed(page)
+    assert not parsed.tags & {"b", "i"} and "<b>" not in page and "<i>" not in page
+    assert page.count("&lt;b&gt;&amp;amp;&lt;i&gt; &#x27;q&#x27; &quot;d&quot;") == 2  # the nav link and the heading
+    assert "&lt;b&gt;&amp;amp;&lt;i&gt; &quot;x&quot;,y: top-1" in page  # the image's gallery caption
+    assert "new\\nline" in page and "caf\\xe9" in page
+    assert len(parsed.ids) == len(set(parsed.ids)) == len(names) and not any(re.search(r"\s", i) for i in parsed.ids)
+    assert not list((tmp_path / "evals").glob("*.tmp"))

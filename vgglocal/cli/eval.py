@@ -4,6 +4,7 @@ evaluations, image by image), ``report`` and ``predict``."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,12 @@ def _log(msg: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(msg, file=sys.stderr)
+
+
+def _main_process() -> bool:
+    """Rank 0 of torchrun, or a plain process (read before torch is imported): the one that
+    reports what the image arguments left out."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _scales(values: tuple[str, ...]) -> list[tuple[int, ...]]:
@@ -145,7 +152,9 @@ def compare_cmd(runs: tuple[str, ...], ground_truth: str, fmt: str | None, split
 
     A and B: `vgglocal eval` output folders (their predictions.csv or predictions.txt) or
     prediction files. More pairs (A2 B2: the same two recipes trained with another seed)
-    pool into one test. Prints one JSON object keyed by metric.
+    pool into one test. Prints one JSON object keyed by metric. Evaluations of another split,
+    number of images or set of predicted images, or center-crop against another protocol, are
+    refused in one line.
     """
     from vgglocal.evaluation.compare import compare
 
@@ -209,10 +218,13 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
     lists (one path per line, relative to the list's folder), by protocol 2 ("full": dense
     boxes, greedy merge) in batches. Writes JSON Lines, one object per image
     ({"image", "height", "width", "predictions": [{"label", "name", "index", "score", "box"}],
-    "detections": [...]}; boxes x1 y1 x2 y2 in image pixels), or a Kaggle CSV. Exit status 1
-    when an image could not be read (its line has "error")."""
+    "detections": [...]}; boxes x1 y1 x2 y2 in image pixels), or a Kaggle CSV (ImageId: the
+    picture's name, the file stem or the path below a folder argument; a name that is not UTF-8
+    is refused). A folder's symlink loops, named pipes, devices and folder symlinks are skipped,
+    each named in one line; files without an image extension are counted. Exit status 1 when an
+    image could not be read (its line has "error")."""
     from vgglocal.config import load_config, replace
-    from vgglocal.data.files import expand_images
+    from vgglocal.data.files import check_utf8_names, expand_images
 
     # config and path errors before torch is imported
     cfg = load_config(config, overrides)
@@ -222,7 +234,9 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
     fmt = fmt or ("csv" if out and out.lower().endswith(".csv") else "jsonl")
     if fmt == "csv" and not out:
         raise click.UsageError("--format csv writes a file: give --out FILE.csv")
-    items = expand_images(images)
+    items = expand_images(images, log=_log if _main_process() else None)
+    if fmt == "csv":
+        check_utf8_names(items, out)
     from vgglocal.data.images import ImageLimits
     from vgglocal.evaluation.predict import predict_files
     from vgglocal.inference.nets import check_class_heads, parse_scales

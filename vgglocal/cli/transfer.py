@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def features_cmd(images, config, checkpoints, protocol, scales, aggregate, rando
     fusion). The nets' own input normalisation is used.
 
     IMAGES: files, folders (searched recursively for image files), glob patterns
-    ("photos/**/*.jpg") and .txt/.lst file lists (one path per line), as for predict. A split
+    ("photos/**/*.jpg") and .txt/.lst file lists (one path per line), as for predict (what a
+    folder leaves out is named in one line each). A split
     (-c, --split) of any data.format: by the transfer protocol's reader (Appendix B's targets)
     when data.format is its layout (voc-cls, voc-action: voc; caltech: caltech), else every
     image of the split with its class index (ilsvrc, ilsvrc-kaggle, coco, ...).
@@ -111,7 +113,8 @@ def features_cmd(images, config, checkpoints, protocol, scales, aggregate, rando
     if images:
         from vgglocal.data.files import expand_images
 
-        items = expand_images(images)  # path errors before torch is imported
+        # path errors before torch is imported; what a folder leaves out told by rank 0 alone
+        items = expand_images(images, log=None if quiet or os.environ.get("RANK", "0") != "0" else _log)
     cfg = _config(config, overrides, None, aggregate)
     from vgglocal import comm
     from vgglocal.transfer.features import extract_features, extract_image_features

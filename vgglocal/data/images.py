@@ -131,6 +131,8 @@ def check_header(source: str | os.PathLike | bytes, limits: ImageLimits | None =
 def _bad(path: str | os.PathLike, error: BaseException) -> BadImageError:
     if isinstance(error, FileNotFoundError):
         return BadImageError(f"{os.fspath(path)}: no such image file")
+    if isinstance(error, PermissionError):  # not "cannot decode": nothing was read
+        return BadImageError(f"{os.fspath(path)}: permission denied")
     if isinstance(error, UnidentifiedImageError):
         return BadImageError(f"{os.fspath(path)}: not an image (no JPEG/PNG/GIF/BMP/TIFF/WebP/PPM header)")
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

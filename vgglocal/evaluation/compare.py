@@ -14,6 +14,14 @@ files ``vgglocal score`` reads, against the same ground truth), and
 * the interval is a paired bootstrap 95 % interval of the mean difference (A - B), images
   resampled with replacement within each pair.
 
+A paired test needs the same images under the same rules, so evaluations that differ in what
+was measured are refused in one line naming the difference: the split or the number of images
+their ``metrics.json`` records, a protocol-1 evaluation
+(``center-crop``, which localises the true class, so its guesses are no classification) against
+another protocol, or prediction files that cover different images. The classification
+protocols and ``full`` all make their own top-5 guesses, so their classification errors
+compare (dense against multi-crop is the paper's Table 5 question).
+
 scipy's ``binomtest`` gives the exact p-value. The bootstrap draws multinomial counts of the
 distinct per-image differences (a handful of values: -1, 0, 1 for 0/1 errors) rather than
 image indices: the same distribution as resampling the images, at no cost per image.
@@ -29,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from vgglocal.config import CLS_PROTOCOLS, ILSVRC_METRICS
+from vgglocal.data.files import shown
 from vgglocal.evaluation.ilsvrc import (
     MAX_GUESSES,
     SubmissionError,
@@ -62,11 +71,57 @@ def predictions_file(path: str | Path, labels: bool = False) -> tuple[str, bool]
     raise SubmissionError(f"{p}: no predictions.csv or predictions.txt (not a vgglocal eval folder?)")
 
 
-def per_image_errors(predictions: str, ground_truth: str, *, fmt: str | None = None, split: str | None = None,
-                     labels: bool = False) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The ground truth's image ids and, per metric of :data:`METRICS`, each image's error
-    (the fraction of its labelled classes missed; 0 or 1 for one class), as ``score`` counts it.
-    ``labels``: a devkit .txt of class ids only, so the classification metrics only."""
+def _recorded(path: str | Path) -> dict[str, Any]:
+    """What an eval folder's ``metrics.json`` says was measured (protocol, split, n_images);
+    empty for a prediction file or a folder without one."""
+    p = Path(path) / "metrics.json"
+    if not p.is_file():
+        return {}
+    try:
+        metrics = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise SubmissionError(f"{shown(p)}: not the metrics JSON vgglocal eval writes") from None
+    if not isinstance(metrics, dict):
+        raise SubmissionError(f"{shown(p)}: not the metrics JSON vgglocal eval writes")
+    return {k: metrics[k] for k in ("protocol", "split", "n_images") if metrics.get(k) is not None}
+
+
+def _check_same_split(runs: Sequence[str], seen: Sequence[dict[str, Any]], split: str | None) -> None:
+    """Refuse evaluations of another split or number of images than the first (``seen``: what
+    each run's metrics.json records), or of another split than ``split``."""
+    first, ref = runs[0], seen[0]
+    for run, rec in zip(runs, seen, strict=True):
+        if split is not None and rec.get("split") not in (None, split):
+            raise SubmissionError(f"cannot compare {shown(run)} on --split {split!r}: it was evaluated on split {rec['split']!r}")
+        for key in ("split", "n_images"):
+            if key in rec and key in ref and rec[key] != ref[key]:
+                raise SubmissionError(f"cannot compare {shown(first)} with {shown(run)}: {key} {ref[key]!r} against {rec[key]!r}")
+
+
+def _check_protocols(runs: Sequence[str], seen: Sequence[dict[str, Any]]) -> None:
+    """Refuse center-crop evaluations among others (module doc)."""
+    protocols = [(run, str(rec["protocol"])) for run, rec in zip(runs, seen, strict=True) if "protocol" in rec]
+    one = [(run, p) for run, p in protocols if p == "center-crop"]
+    other = [(run, p) for run, p in protocols if p != "center-crop"]
+    if one and other:
+        (x, px), (y, py) = sorted([one[0], other[0]], key=lambda rp: runs.index(rp[0]))
+        raise SubmissionError(f"cannot compare {shown(x)} with {shown(y)}: protocol {px} against {py} "
+                              "(center-crop localises the true class: its errors compare only with center-crop's)")
+
+
+def _check_same_images(runs: Sequence[str], predicted: Sequence[set[str]]) -> None:
+    """Refuse prediction files over different images (one holds rows the other lacks)."""
+    for run, ids in zip(runs[1:], predicted[1:], strict=True):
+        if ids != predicted[0]:
+            only_a, only_b = sorted(predicted[0] - ids), sorted(ids - predicted[0])
+            raise SubmissionError(f"cannot compare {shown(runs[0])} with {shown(run)}: they predict different images "
+                                  f"({len(predicted[0])} against {len(ids)}; {len(only_a)} only in the first, "
+                                  f"{len(only_b)} only in the second, e.g. {shown(repr((only_a or only_b)[0]))})")
+
+
+def _scored(predictions: str, ground_truth: str, *, fmt: str | None, split: str | None,
+            labels: bool) -> tuple[list[str], dict[str, np.ndarray], set[str]]:
+    """:func:`per_image_errors` and the image ids the predictions hold."""
     preds, truth = read_ilsvrc(predictions, ground_truth, fmt=fmt, split=split, labels=labels)
     ids, (pl, pb, gl, gb) = kaggle_tensors(preds, truth, str(predictions), str(ground_truth))
     errors: dict[str, np.ndarray] = {}
@@ -75,7 +130,15 @@ def per_image_errors(predictions: str, ground_truth: str, *, fmt: str | None = N
         errors[f"top{k}_cls_error"] = cls.numpy()
         if not labels:
             errors[f"top{k}_loc_error"] = loc.numpy()
-    return ids, errors
+    return ids, errors, set(preds)
+
+
+def per_image_errors(predictions: str, ground_truth: str, *, fmt: str | None = None, split: str | None = None,
+                     labels: bool = False) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The ground truth's image ids and, per metric of :data:`METRICS`, each image's error
+    (the fraction of its labelled classes missed; 0 or 1 for one class), as ``score`` counts it.
+    ``labels``: a devkit .txt of class ids only, so the classification metrics only."""
+    return _scored(predictions, ground_truth, fmt=fmt, split=split, labels=labels)[:2]
 
 
 def paired_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, bootstrap: int = 10_000, seed: int = 0,
@@ -123,21 +186,29 @@ def compare(a: Sequence[str], b: Sequence[str], ground_truth: str, *, metrics: S
             seed: int = 0) -> dict[str, Any]:
     """Paired comparison of the evaluations ``a[j]`` and ``b[j]`` (eval folders or prediction
     files; ``labels``: the files are classification .txt) on ``ground_truth``, for each metric
-    (default: all that both sides have): ``{metric: paired_test(...)}``."""
+    (default: all that both sides have): ``{metric: paired_test(...)}``. Evaluations of other
+    images, splits or measurements (module doc) raise :class:`SubmissionError`."""
     unknown = [m for m in metrics or () if m not in METRICS]
     if unknown:
         raise SubmissionError(f"unknown metric {unknown[0]!r} (choose from {', '.join(METRICS)})")
     if len(a) != len(b) or not a:
         raise SubmissionError(f"{len(a) + len(b)} evaluations given: give them in pairs, A B [A2 B2 ...]")
 
-    def errors(path: str) -> dict[str, np.ndarray]:
-        file, only_labels = predictions_file(path, labels)
-        return per_image_errors(file, ground_truth, fmt=fmt, split=split, labels=only_labels)[1]
+    runs = [*a, *b]
+    recorded = [_recorded(r) for r in runs]
+    _check_same_split(runs, recorded, split)
 
-    per_a, per_b = [errors(p) for p in a], [errors(p) for p in b]
+    def errors(path: str) -> tuple[dict[str, np.ndarray], set[str]]:
+        file, only_labels = predictions_file(path, labels)
+        return _scored(file, ground_truth, fmt=fmt, split=split, labels=only_labels)[1:]
+
+    scored = [errors(p) for p in runs]
+    _check_same_images(runs, [ids for _, ids in scored])
+    per_a, per_b = [e for e, _ in scored[: len(a)]], [e for e, _ in scored[len(a):]]
     common = [m for m in METRICS if all(m in e for e in per_a + per_b)]
     missing = [m for m in metrics or () if m not in common]
     if missing:
         raise SubmissionError(f"{missing[0]}: a classification evaluation among the runs has no boxes to compare")
+    _check_protocols(runs, recorded)
     chosen = list(metrics) if metrics else common
     return {m: paired_test([e[m] for e in per_a], [e[m] for e in per_b], bootstrap=bootstrap, seed=seed) for m in chosen}

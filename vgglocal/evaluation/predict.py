@@ -18,6 +18,7 @@ import torch
 
 from vgglocal import comm
 from vgglocal.data.chunks import sharded_chunks
+from vgglocal.data.files import check_utf8_names, shown
 from vgglocal.data.images import ImageLimits
 from vgglocal.data.records import Sample
 from vgglocal.evaluation.writers import write_kaggle_csv
@@ -58,8 +59,10 @@ def predict_files(
         jsonl: stream for JSON Lines, one object per image, in order: ``{"image": path, "height",
             "width", "predictions": [{"label", "name", "index", "score", "box"}], "detections":
             [...]}`` (detections from ``score_floor`` up), or ``{"image": path, "error": msg}``.
-        csv: Kaggle submission to write (``ImageId`` = file stem, top-5 ``wnid x1 y1 x2 y2``;
-            an unreadable image gets an empty row, as ``eval`` writes).
+        csv: Kaggle submission to write (``ImageId`` = the picture name, ``key``: the file stem,
+            or the path below a folder argument; top-5 ``wnid x1 y1 x2 y2``; an unreadable image
+            gets an empty row, as ``eval`` writes). Names that are not UTF-8 are refused
+            (:func:`~vgglocal.data.files.check_utf8_names`) before any image is read.
         draw: folder for one PNG per image (``<key>.png``), with the ground truth of ``truth``
             (records keyed by resolved path) when the image is there.
         workers: loader processes decoding images.
@@ -69,6 +72,8 @@ def predict_files(
         ``{"n_images", "n_failed"}``.
     """
     log = log or (lambda msg: None)
+    if csv is not None:
+        check_utf8_names(items, csv)
     batch_size = batch_size or predictor.options.batch_size
     records = [Sample(path=p, label=-1) for p, _ in items]
     keys = [k for _, k in items]
@@ -90,16 +95,17 @@ def predict_files(
                               predictor.classes.names, target)
         for k, tensors, errors in sorted(p for p in comm.gather_objects(packed) or [] if p is not None):
             for j, (res, err) in enumerate(zip(unpack_results(tensors), errors, strict=True)):
-                rec = records[k * batch_size + j]
+                rec, key = records[k * batch_size + j], keys[k * batch_size + j]
                 if res is None:
                     n_failed += 1
-                    log(f"error: {err}")
+                    log(f"error: {shown(err)}")  # one line whatever the file name holds
                     line: dict[str, Any] = {"image": rec.path, "error": err}
-                    rows.append((Path(rec.path).stem, []))
+                    rows.append((key, []))
                 else:
                     pred = predictor.prediction(res)
                     line = {"image": rec.path, **pred.to_dict(score_floor)}
-                    rows.append((Path(rec.path).stem, [(i, b) for i, b in zip(pred.ids, pred.boxes.tolist(), strict=True)]))
+                    # the picture name, unique where stems are not (a/x.jpg, b/x.jpg)
+                    rows.append((key, [(i, b) for i, b in zip(pred.ids, pred.boxes.tolist(), strict=True)]))
                 if jsonl is not None:
                     jsonl.write(json.dumps(line) + "\n")
             if jsonl is not None:

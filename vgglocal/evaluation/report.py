@@ -26,6 +26,7 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vgglocal.data.files import shown
 from vgglocal.errors import UserError
 
 __all__ = ["ReportError", "protocol_folders", "write_report"]
@@ -54,9 +56,28 @@ def protocol_folders(root: Path) -> list[Path]:
         return [root]
     found = sorted(p for p in root.iterdir() if p.is_dir() and is_eval(p)) if root.is_dir() else []
     if not found:
-        raise ReportError(f"{root}: no evaluation output here (a folder with metrics.json and predictions; "
+        raise ReportError(f"{shown(root)}: no evaluation output here (a folder with metrics.json and predictions; "
                           "give `vgglocal eval`'s --out folder or the folder above several)")
     return found
+
+
+def _text(value: Any) -> str:
+    """``value`` as HTML text or attribute value: one printable line (:func:`~vgglocal.data.files.shown`:
+    a newline as ``\\n``, bytes that are not UTF-8 as ``\\xNN``), then escaped, quotes included."""
+    return html.escape(shown(str(value)))
+
+
+def _anchors(folders: list[Path]) -> list[str]:
+    """One HTML id per section: the folder name with whitespace as ``_`` (an id holds none), unique."""
+    out: list[str] = []
+    for f in folders:
+        base = re.sub(r"\s", "_", shown(f.name)) or "section"
+        name, n = base, 1
+        while name in out:
+            n += 1
+            name = f"{base}-{n}"
+        out.append(name)
+    return out
 
 
 # ---------------------------------------------------------------- pictures
@@ -202,7 +223,7 @@ def _gallery(v: dict[str, Any], order: np.ndarray, classes, log: Callable[[str],
         try:
             image = load_rgb(r.path)
         except (OSError, ValueError) as e:
-            log(f"report: {r.path}: not drawn ({e})")
+            log(shown(f"report: {r.path}: not drawn ({e})"))
             continue
         g = v["guesses"][int(i)]
         labels = [short_name(names[classes.ids.index(lab)]) if lab in classes.ids else lab for lab, _ in g]
@@ -210,7 +231,7 @@ def _gallery(v: dict[str, Any], order: np.ndarray, classes, log: Callable[[str],
         true_labels = [short_name(names[int(c)]) for c in np.asarray(r.box_labels).tolist()]
         tile = draw_image(image, boxes[:1], labels[:1], true_boxes=torch.as_tensor(np.asarray(r.boxes, np.float32)),
                           true_labels=true_labels, side=220, legend=False)
-        caption = (f"{html.escape(v['ids'][int(i)])}: top-1 {html.escape(labels[0] if labels else 'none')}, "
+        caption = (f"{_text(v['ids'][int(i)])}: top-1 {_text(labels[0] if labels else 'none')}, "
                    f"IoU {v['iou'][int(i)]:.2f}, top-5 {'found' if v['loc5'][int(i)] == 0 else 'missed'}")
         tiles.append((_jpeg(tile), caption))
     return tiles
@@ -234,26 +255,31 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     for key, value in metrics.items():
         if isinstance(value, (dict, list)) or value is None:
             continue
-        shown = f"{100 * value:.2f} %" if isinstance(value, float) and ("error" in key or key.endswith("map")) else html.escape(str(value))
+        cell = f"{100 * value:.2f} %" if isinstance(value, float) and ("error" in key or key.endswith("map")) else _text(value)
         if isinstance(value, float) and key.startswith("coco_"):
-            shown = f"{100 * value:.2f}" if value >= 0 else "n/a"
-        rows.append(f"<tr><th>{html.escape(key)}</th><td>{shown}</td></tr>")
+            cell = f"{100 * value:.2f}" if value >= 0 else "n/a"
+        rows.append(f"<tr><th>{_text(key)}</th><td>{cell}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _section(folder: Path, data_root: str | None, fmt: str | None, log: Callable[[str], None]) -> str:
+def _section(folder: Path, anchor: str, data_root: str | None, fmt: str | None, log: Callable[[str], None]) -> str:
     from vgglocal.evaluation.score import read_root
 
-    metrics = json.loads((folder / "metrics.json").read_text())
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(shown(f"{folder / 'metrics.json'}: not the metrics JSON vgglocal eval writes ({e})")) from None
+    if not isinstance(metrics, dict):
+        raise ReportError(shown(f"{folder / 'metrics.json'}: not the metrics JSON vgglocal eval writes (no object)"))
     protocol = metrics.get("protocol", folder.name)
-    parts = [f"<h2 id='{html.escape(folder.name)}'>{html.escape(folder.name)}: protocol {html.escape(str(protocol))}</h2>",
-             f"<p class='muted'>scales {html.escape(str(metrics.get('scales_desc', metrics.get('scales', ''))))}, "
-             f"split {html.escape(str(metrics.get('split', '')))}, "
-             f"{metrics.get('n_images', '?')} images</p>", _metrics_table(metrics)]
+    parts = [f"<h2 id='{_text(anchor)}'>{_text(folder.name)}: protocol {_text(protocol)}</h2>",
+             f"<p class='muted'>scales {_text(metrics.get('scales_desc', metrics.get('scales', '')))}, "
+             f"split {_text(metrics.get('split', ''))}, "
+             f"{_text(metrics.get('n_images', '?'))} images</p>", _metrics_table(metrics)]
     data = metrics.get("data") or {}
     root = data_root or data.get("root")
     if root is None or not Path(root).exists():
-        parts.append(f"<p class='muted'>the data root ({html.escape(str(root))}) is not here: "
+        parts.append(f"<p class='muted'>the data root ({_text(root)}) is not here: "
                      "pass --data ROOT for the per-class views and the galleries</p>")
         return "\n".join(parts)
     records, classes, _ = read_root(root, fmt or data.get("format"), metrics.get("split"))
@@ -291,7 +317,7 @@ def _section(folder: Path, data_root: str | None, fmt: str | None, log: Callable
             parts.append("<h3>Confusion of the top-1 labels</h3>")
             parts.append(f"<img class='chart' alt='confusion matrix' src='{_confusion(truth[keep], top1[keep], names)}'>")
         else:
-            log(f"report: {folder / 'predictions.txt'}: {len(lines)} lines for {len(records)} images; no confusion matrix")
+            log(shown(f"report: {folder / 'predictions.txt'}: {len(lines)} lines for {len(records)} images; no confusion matrix"))
     if (folder / "detections.json").is_file():
         parts.extend(_detection_views(folder, root, fmt or data.get("format"), metrics, dict(zip(classes.ids, names, strict=True))))
     return "\n".join(parts)
@@ -339,17 +365,21 @@ def write_report(target: str | Path, out: str | Path | None = None, *, data_root
     log = log or (lambda msg: None)
     target = Path(target)
     folders = protocol_folders(target)
+    anchors = _anchors(folders)
     sections = []
-    for folder in folders:
-        log(f"report: {folder}")
-        sections.append(_section(folder, data_root, fmt, log))
-    nav = " · ".join(f"<a href='#{html.escape(f.name)}'>{html.escape(f.name)}</a>" for f in folders)
+    for folder, anchor in zip(folders, anchors, strict=True):
+        log(shown(f"report: {folder}"))
+        sections.append(_section(folder, anchor, data_root, fmt, log))
+    nav = " · ".join(f"<a href='#{_text(a)}'>{_text(f.name)}</a>" for f, a in zip(folders, anchors, strict=True))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>vgglocal evaluation report: "
-            f"{html.escape(target.name)}</title><style>{_CSS}</style></head><body>"
-            f"<h1>vgglocal evaluation report: {html.escape(str(target))}</h1><p>{nav}</p>"
+            f"{_text(target.name)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>vgglocal evaluation report: {_text(target)}</h1><p>{nav}</p>"
             + "\n".join(sections) + "</body></html>\n")
     path = Path(out) if out is not None else target / "report.html"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves no half page behind
     return path

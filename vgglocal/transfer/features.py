@@ -33,6 +33,7 @@ from vgglocal import comm
 from vgglocal.config import Config
 from vgglocal.data import DataError
 from vgglocal.data.chunks import sharded_chunks
+from vgglocal.data.files import shown
 from vgglocal.data.images import ImageLimits, image_size
 from vgglocal.data.labelled import PROTOCOL_FORMATS, LabelledSet, read_any_split, read_labelled
 from vgglocal.data.records import Sample
@@ -317,7 +318,11 @@ def extract_image_features(cfg: Config, checkpoints: Sequence[str], images: Sequ
     """Per-scale descriptors of image files without labels: ``images`` as ``(path, key)`` pairs
     (:func:`vgglocal.data.files.expand_images`); ids are the keys, targets -1, no classes."""
     scales = tuple(scales or cfg.transfer.scales)
-    log = log or (lambda _msg: None)
+    say = log or (lambda _msg: None)
+
+    def log(msg: str) -> None:
+        say(shown(msg))  # one line whatever the file names hold
+
     if not images:
         raise TransferError("no images to describe")
     records = [Sample(path=p, label=-1, source_id=key) for p, key in images]
