@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-__all__ = ["quiet_interrupts", "quiet_worker", "interrupts_held"]
+__all__ = ["quiet_interrupts", "quiet_worker", "interrupts_held", "interrupts_deferred", "check_interrupt"]
 
 
 class Held:
@@ -59,6 +59,62 @@ def interrupts_held() -> Iterator[Held]:
         signal.signal(signal.SIGINT, previous)
     if state.count:  # the block ended normally: nothing delivered got through, deliver it now
         signal.raise_signal(signal.SIGINT)
+
+
+class _Deferred:
+    """Whether a Ctrl-C arrived inside an :func:`interrupts_deferred` block and waits for
+    :func:`check_interrupt`."""
+
+    pending = False
+
+
+_deferred = _Deferred()
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Turn a Ctrl-C (SIGINT) inside the block into a flag that :func:`check_interrupt` raises
+    as ``KeyboardInterrupt``, in plain Python code of the caller's choosing (the training loop
+    between batches); when the block ends with it still pending, it is raised there.
+
+    Python runs a signal handler between any two bytecodes of the main thread, and that
+    includes Python code that C++ is running as a callback: an autograd hook, a finaliser a
+    tensor's destructor triggers, the file ``write`` torch's zip writer calls. A
+    ``KeyboardInterrupt`` raised there becomes a pybind11 ``error_already_set`` in C++, and where
+    C++ cannot let it pass (a destructor, a ``noexcept`` function) the process aborts with
+    "terminate called after throwing an instance of 'pybind11::error_already_set'"; where C++
+    catches it, the interrupt is lost. A handler that only sets a flag raises nowhere. A second
+    Ctrl-C while one is pending is delivered at once, through the handler in place before (the
+    user insists: a loop stuck in a wait that never checks). Only the main thread can set
+    signal handlers; elsewhere, or when SIGINT is ignored, the block runs as it is."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
+        yield
+        return
+
+    def defer(signum: int, frame: Any) -> None:
+        if _deferred.pending:
+            signal.signal(signal.SIGINT, previous)
+            signal.raise_signal(signal.SIGINT)
+        _deferred.pending = True
+
+    outer, _deferred.pending = _deferred.pending, False
+    signal.signal(signal.SIGINT, defer)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        pending, _deferred.pending = _deferred.pending, outer
+    if pending:  # the block ended normally with the interrupt not yet raised: raise it now
+        raise KeyboardInterrupt
+
+
+def check_interrupt() -> None:
+    """Raise the ``KeyboardInterrupt`` an :func:`interrupts_deferred` block holds, if any; a
+    no-op outside such a block (the handler in place raises at once there)."""
+    if _deferred.pending:
+        _deferred.pending = False
+        raise KeyboardInterrupt
 
 
 def quiet_interrupts() -> None:

@@ -1,7 +1,10 @@
 """Ctrl-C while training with loader workers ends in one line ("Aborted!"), whatever it
 interrupts: a step, a worker start or stop, a batch's shared-memory hand-over, a checkpoint write.
 Without care Python prints tracebacks from finalisers and from multiprocessing's
-resource_sharer thread, and an interrupt that lands in a finaliser is swallowed."""
+resource_sharer thread, an interrupt that lands in a finaliser is swallowed, and one raised in
+Python code that C++ calls back (an autograd hook, a destructor's finaliser) is lost or aborts
+the process ("terminate called after throwing an instance of 'pybind11::error_already_set'");
+the trainer defers it to the next batch."""
 
 from __future__ import annotations
 
@@ -12,8 +15,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 from vgglocal.data.synth import SynthSpec, synthesize
 
@@ -51,10 +52,6 @@ def test_ctrl_c_with_loader_workers_is_one_line(tmp_path):
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # no worker outlives its trainer into the next round
-        if proc.returncode == 0 and (out / "model.pt").exists():
-            # Known, intermittent, not fixed: an interrupt lost without trace (no "Exception
-            # ignored", so not through sys.unraisablehook); seen once in a full suite run.
-            pytest.xfail(f"SIGINT {delay} s after the first checkpoint was lost; the training ran to its end")
         assert proc.returncode == 1, (delay, proc.returncode, err[-3000:])
         assert "Traceback" not in err and "Exception ignored" not in err, (delay, err[-3000:])
         assert err.rstrip().splitlines()[-1] == "Aborted!", (delay, err[-3000:])

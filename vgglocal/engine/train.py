@@ -26,6 +26,7 @@ from vgglocal.data.device import to_device
 from vgglocal.engine.distributed import DistEnv, all_reduce_max, all_reduce_sum
 from vgglocal.engine.schedule import PlateauSchedule
 from vgglocal.errors import UserError
+from vgglocal.interrupts import check_interrupt, interrupts_deferred
 from vgglocal.models.heads import FCHead
 from vgglocal.models.vgg import VGG
 from vgglocal.runtime import autocast
@@ -219,6 +220,7 @@ class _Running:
 
 
 def _next_batch(batches: Iterator[dict[str, Any]], step: int, steps: int, micro: int) -> dict[str, Any]:
+    check_interrupt()  # a Ctrl-C that fit deferred stops here, between batches
     try:
         return next(batches)
     except StopIteration:
@@ -487,31 +489,33 @@ def fit(
         log(f"nothing to train: the run stopped after epoch {epoch0}" + (" (schedule done)" if schedule.stopped else f" (train.epochs {epochs})"))
         return {"epochs": epoch0, "global_step": global_step, "best": schedule.best, "stopped": schedule.stopped}
     positions = _Positions(checkpoints)
-    try:
-        for epoch in range(epoch0, epochs):
-            stats = train_one_epoch(
-                model, loss_fn, train_loader(epoch, step0 * opts.grad_accum), optimizer, schedule, epoch=epoch,
-                steps=steps_per_epoch, opts=opts, start_step=step0, global_step=global_step, totals=totals, tracker=tracker,
-                world_size=env.world_size, save=lambda step, gstep, tot, e=epoch: positions.save(e, step, gstep, tot),
-                record=checkpoints.append_metrics if checkpoints is not None else None,
-            )
-            global_step = stats["global_step"]
-            if tracker is not None:
-                tracker.check()
-            val = validate()
-            error = float(val[metric])
-            outcome = schedule.epoch_end(error)
-            last = _epoch_line(epoch, stats, val, outcome, schedule)
-            if checkpoints is not None:
-                checkpoints.append_metrics(last)
-                if outcome == "improved":
-                    checkpoints.save_best(last)
-            positions.save(epoch + 1, 0, global_step, new_totals(), schedule.stopped or epoch + 1 >= epochs)
-            log(_epoch_message(epoch, epochs, stats, metric, error, outcome))
-            step0, totals = 0, new_totals()
-            if schedule.stopped:
-                log(f"stopping: validation {metric} stopped improving after {schedule.decreases} learning-rate decreases")
-                break
-    except NonFiniteLossError as e:
-        raise positions.diverged(e) from None
+    # Ctrl-C raises between batches (train_one_epoch, validation), never inside C++ (interrupts_deferred)
+    with interrupts_deferred():
+        try:
+            for epoch in range(epoch0, epochs):
+                stats = train_one_epoch(
+                    model, loss_fn, train_loader(epoch, step0 * opts.grad_accum), optimizer, schedule, epoch=epoch,
+                    steps=steps_per_epoch, opts=opts, start_step=step0, global_step=global_step, totals=totals, tracker=tracker,
+                    world_size=env.world_size, save=lambda step, gstep, tot, e=epoch: positions.save(e, step, gstep, tot),
+                    record=checkpoints.append_metrics if checkpoints is not None else None,
+                )
+                global_step = stats["global_step"]
+                if tracker is not None:
+                    tracker.check()
+                val = validate()
+                error = float(val[metric])
+                outcome = schedule.epoch_end(error)
+                last = _epoch_line(epoch, stats, val, outcome, schedule)
+                if checkpoints is not None:
+                    checkpoints.append_metrics(last)
+                    if outcome == "improved":
+                        checkpoints.save_best(last)
+                positions.save(epoch + 1, 0, global_step, new_totals(), schedule.stopped or epoch + 1 >= epochs)
+                log(_epoch_message(epoch, epochs, stats, metric, error, outcome))
+                step0, totals = 0, new_totals()
+                if schedule.stopped:
+                    log(f"stopping: validation {metric} stopped improving after {schedule.decreases} learning-rate decreases")
+                    break
+        except NonFiniteLossError as e:
+            raise positions.diverged(e) from None
     return {"epochs": epoch + 1, "global_step": global_step, "best": schedule.best, "stopped": schedule.stopped, **last}

@@ -23,6 +23,7 @@ from vgglocal.evaluation.run import center_crop_evaluators
 from vgglocal.inference.localize import center_crop_boxes
 from vgglocal.inference.options import InferenceOptions
 from vgglocal.inference.protocols import center_crop_results
+from vgglocal.interrupts import check_interrupt
 from vgglocal.models.vgg import VGG
 
 __all__ = ["ValidationError", "evaluate"]
@@ -73,6 +74,7 @@ def evaluate(
     results: list = []
     losses: list[float] = []
     for batch in loader:
+        check_interrupt()  # a deferred Ctrl-C (training's fit) stops between batches
         if bad is not None:
             bad.extend(batch.get("bad") or ())
         if not batch_size_of(batch):
