@@ -257,26 +257,27 @@ def predict_cmd(images, checkpoints, scales, cls_checkpoints, cls_scales, config
     env = comm.setup(ev.device, cfg.train.dist_timeout, key="eval.device")
     log = _log if env.is_main else (lambda msg: _log(f"rank {env.rank}: {msg}"))
     try:
-        predictor = Predictor(list(checkpoints), list(cls_checkpoints) or None, scales=_scales(scales) or list(ev.scales) or None,
-                              cls_scales=parse_scales(cls_scales) if cls_scales else list(ev.scales) or None, eval_config=ev,
-                              device=env.device)
-        if predictor.cls_nets is None:
-            check_class_heads(predictor.nets)  # as eval's full protocol: a stale class head would rank the boxes
-        stream = None
-        if fmt == "jsonl" and env.is_main:
-            if out:
-                Path(out).parent.mkdir(parents=True, exist_ok=True)
-                stream = open(out, "w")  # noqa: SIM115 - closed below
-            else:
-                stream = sys.stdout
-        try:
-            summary = predict_files(predictor, items, jsonl=stream, csv=out if fmt == "csv" and env.is_main else None, draw=draw,
-                                    truth=truth, batch_size=predictor.options.batch_size,
-                                    workers=cfg.data.workers if workers is None else workers, score_floor=ev.score_floor,
-                                    progress=not quiet, log=log, limits=ImageLimits.of(cfg.data))
-        finally:
-            if stream is not None and stream is not sys.stdout:
-                stream.close()
+        with comm.peers_watched(env, "prediction", "run the command again"):
+            predictor = Predictor(list(checkpoints), list(cls_checkpoints) or None, scales=_scales(scales) or list(ev.scales) or None,
+                                  cls_scales=parse_scales(cls_scales) if cls_scales else list(ev.scales) or None, eval_config=ev,
+                                  device=env.device)
+            if predictor.cls_nets is None:
+                check_class_heads(predictor.nets)  # as eval's full protocol: a stale class head would rank the boxes
+            stream = None
+            if fmt == "jsonl" and env.is_main:
+                if out:
+                    Path(out).parent.mkdir(parents=True, exist_ok=True)
+                    stream = open(out, "w")  # noqa: SIM115 - closed below
+                else:
+                    stream = sys.stdout
+            try:
+                summary = predict_files(predictor, items, jsonl=stream, csv=out if fmt == "csv" and env.is_main else None, draw=draw,
+                                        truth=truth, batch_size=predictor.options.batch_size,
+                                        workers=cfg.data.workers if workers is None else workers, score_floor=ev.score_floor,
+                                        progress=not quiet, log=log, limits=ImageLimits.of(cfg.data))
+            finally:
+                if stream is not None and stream is not sys.stdout:
+                    stream.close()
     finally:
         comm.teardown()
     if not env.is_main:

@@ -125,12 +125,13 @@ def features_cmd(images, config, checkpoints, protocol, scales, aggregate, rando
     cfg = dataclasses.replace(cfg, transfer=dataclasses.replace(cfg.transfer, device=str(env.device)))
     log = None if quiet else (_log if env.is_main else lambda msg: _log(f"rank {env.rank}: {msg}"))
     try:
-        if images:
-            fs = extract_image_features(cfg, list(checkpoints), items, scales=_scales(scales), random_weights=random_weights,
-                                        progress=not quiet, log=log)
-        else:
-            fs = extract_features(cfg, list(checkpoints), split or "train", protocol=protocol, scales=_scales(scales), boxes=boxes,
-                                  random_weights=random_weights, progress=not quiet, log=log)
+        with comm.peers_watched(env, "feature extraction", "run the command again"):
+            if images:
+                fs = extract_image_features(cfg, list(checkpoints), items, scales=_scales(scales), random_weights=random_weights,
+                                            progress=not quiet, log=log)
+            else:
+                fs = extract_features(cfg, list(checkpoints), split or "train", protocol=protocol, scales=_scales(scales), boxes=boxes,
+                                      random_weights=random_weights, progress=not quiet, log=log)
     finally:
         comm.teardown()
     if not env.is_main:

@@ -276,6 +276,9 @@ def _build_net(cfg: Config, task: str, last: dict[str, Any] | None, init: dict[s
     return net
 
 
+_RESUME_ADVICE = "under torchrun --max-restarts the group restarts and resumes from last.pt"
+
+
 def run_training(cfg: Config, task: str, out: str | Path | None = None, resume: bool = False, log: Log | None = None) -> Path:
     """Train ``task`` ("cls" or "loc") as ``cfg`` says into ``out`` (default ``runs/<cfg.name>``).
 
@@ -290,13 +293,8 @@ def run_training(cfg: Config, task: str, out: str | Path | None = None, resume: 
     # torchelastic restarted the group after a lost process: continue from last.pt by itself
     restart = distributed.restart_count() if not resume else 0
     try:
-        with _run_lock(root, env):
+        with _run_lock(root, env), distributed.peers_watched(env, "training", _RESUME_ADVICE):
             return _run(cfg, task, root, resume or restart > 0, log or _quiet, env, restart)
-    except (RuntimeError, distributed.dist.DistError) as e:
-        lost = distributed.peer_lost(e, env)
-        if lost is None:
-            raise
-        raise lost from None
     finally:
         distributed.teardown()
 

@@ -124,7 +124,8 @@ def evaluate(cfg: Config, req: EvalRequest, out: str | Path, *, progress: bool =
     if env.rank:
         log = _ranked(log, env.rank)
     try:
-        return _evaluate(cfg, req, Path(out), env, progress, log, overwrite)
+        with comm.peers_watched(env, "evaluation", "the same command run again computes only the parts still missing"):
+            return _evaluate(cfg, req, Path(out), env, progress, log, overwrite)
     finally:
         if owned:
             comm.teardown()
