@@ -7,6 +7,7 @@ clock for a result: each polls for the state it expects, with a deadline only fo
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -78,9 +79,16 @@ DEFERRED = textwrap.dedent("""
 """)
 
 
+def _sigint_default() -> None:
+    # A shell starts background jobs (`bin/test &`, nohup) with SIGINT ignored, and Python then
+    # installs no handler of its own: give the child a terminal's default, whatever the parent has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(script: str) -> str:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+                         preexec_fn=_sigint_default)
     assert out.returncode == 0, out.stderr
     assert "Exception ignored" not in out.stderr, out.stderr
     return out.stdout.strip()

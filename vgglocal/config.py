@@ -200,6 +200,9 @@ class EvalConfig:
     precision: str = "fp32"
     channels_last: bool = False  # channels_last memory format for the convolutions
     compile: bool = False  # torch.compile the nets' conv trunks (dynamic shapes: one graph for all sizes; heads eager)
+    # Batch norm folded into the convolution before it (the same maps within float32 rounding,
+    # one pass over each activation fewer; a net without batch norm is unchanged).
+    fold_bn: bool = True
     # Loader processes that decode the validation images ahead of the network (0: in the main
     # process; -1: data.workers). With CUDA the batches reach the device from pinned memory.
     workers: int = -1

@@ -21,6 +21,12 @@ from vgglocal.data.synth import SynthSpec, synthesize
 CLS = str(Path(__file__).resolve().parents[2] / "configs" / "test" / "cls-tiny.yaml")
 
 
+def _sigint_default() -> None:
+    # A shell starts background jobs (`bin/test &`, nohup) with SIGINT ignored, and vgglocal
+    # leaves an ignored SIGINT ignored: the trainer gets a terminal's default, whatever the parent has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_with_loader_workers_is_one_line(tmp_path):
     data = tmp_path / "synth"
     synthesize(data, SynthSpec(classes=4, train=4, val=2, size=48, seed=1))
@@ -32,7 +38,7 @@ def test_ctrl_c_with_loader_workers_is_one_line(tmp_path):
         out = tmp_path / f"run{i}"
         proc = subprocess.Popen([sys.executable, "-m", "vgglocal", "train-cls", "-c", CLS, *sets, "--out", str(out)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_sigint_default)
         deadline = time.monotonic() + 120
         while not (out / "checkpoints" / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)

@@ -14,13 +14,13 @@ from vgglocal.inference.protocols import TOPK, RunOptions
 
 DEVICE = torch.device("cuda", 1)  # only compared, never used: no GPU needed
 # A non-default value for every key RunOptions takes from the eval section.
-EV = EvalConfig(flip=False, batch_size=7, precision="bf16", channels_last=True, compile=True, topk=3, det_topk=4,
+EV = EvalConfig(flip=False, batch_size=7, precision="bf16", channels_last=True, compile=True, fold_bn=False, topk=3, det_topk=4,
                 merge_threshold=0.25, cls_method="multicrop")
 
 
 def test_from_config_maps_every_key_of_the_eval_section():
     opts = RunOptions.from_config(EV, DEVICE)
-    assert opts == RunOptions(flip=False, device=DEVICE, batch_size=7, precision="bf16", channels_last=True, compile=True,
+    assert opts == RunOptions(flip=False, device=DEVICE, batch_size=7, precision="bf16", channels_last=True, compile=True, fold_bn=False,
                               topk=3, det_topk=4, merge_threshold=0.25, cls_method="multicrop")
     # every field differs from both defaults, so a key dropped (left at its default) fails here
     for f in fields(RunOptions):

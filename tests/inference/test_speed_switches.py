@@ -3,7 +3,10 @@ image sizes like the real ones), bf16 autocast and channels_last in dense evalua
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import pytest
 import torch
 from torch._dynamo.utils import counters
 from torch.testing import assert_close
@@ -11,7 +14,7 @@ from torch.testing import assert_close
 from vgglocal.inference.dense import dense_maps
 from vgglocal.inference.nets import speed_up
 from vgglocal.inference.options import InferenceOptions
-from vgglocal.models.vgg import build_vgg
+from vgglocal.models.vgg import build_vgg, fold_batch_norm
 
 NORM = {"mean": [120.0, 110.0, 100.0], "std": [60.0, 60.0, 60.0]}
 # ILSVRC-like shapes at a tenth of the size (500x375, 375x500, 500x333, a square, odd ones)
@@ -71,3 +74,34 @@ def test_channels_last_and_bf16_dense_maps():
             scale = w.scores.abs().max()
             assert (h.scores - w.scores).abs().max() <= 0.05 * scale
             assert not torch.equal(h.scores, w.scores)  # it really ran in bf16
+
+
+def test_folded_batch_norm_gives_the_dense_maps_of_the_unfolded_net_within_float32_rounding():
+    """eval.fold_bn (on by default): each batch norm folded into its convolution changes the dense
+    maps by float32 rounding only (stated tolerance: 1e-4 relative to the maps' scale), so the
+    top-5 labels and boxes stay those of the unfolded net; a net without batch norm is untouched."""
+    torch.manual_seed(0)
+    net = build_vgg("A", num_classes=10, width=0.125, fc_width=32, crop=32, batch_norm=True, init="kaiming", box_head="pcr")
+    for m in net.modules():  # running statistics far from (0, 1), as a trained net's are
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-2, 2)
+            m.running_var.uniform_(0.2, 5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    net.eval()
+    net.normalization = {"mean": [120.0] * 3, "std": [60.0] * 3}
+    folded = speed_up(copy.deepcopy(net), InferenceOptions())  # the default options fold
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    images = [np.random.default_rng(k).integers(0, 256, (40 + 8 * k, 52, 3), dtype=np.uint8) for k in range(3)]
+    a = dense_maps(net, images, [32, 48])
+    b = dense_maps(folded, images, [32, 48])
+    for ma, mb in zip((m for per in a for m in per), (m for per in b for m in per), strict=True):
+        for key in ("scores", "boxes"):
+            x, y = getattr(ma, key), getattr(mb, key)
+            assert (x - y).abs().max() <= 1e-4 * x.abs().max() + 1e-6, key
+            assert not torch.equal(x, torch.zeros_like(x))
+    plain = build_vgg("A", num_classes=10, width=0.125, fc_width=32, crop=32).eval()
+    names = [n for n, _ in plain.features.named_children()]
+    assert [n for n, _ in fold_batch_norm(plain).features.named_children()] == names
+    with pytest.raises(ValueError, match="training mode"):
+        fold_batch_norm(net.train())

@@ -171,7 +171,7 @@ def part_key(cfg: Config, job: EvalJob) -> dict[str, str]:
 
     o = job.options
     run = dict(protocol=job.protocol, split=job.split, flip=o.flip, batch_size=o.batch_size, precision=o.precision,
-               channels_last=o.channels_last, compile=o.compile, topk=o.topk, det_topk=o.det_topk,
+               channels_last=o.channels_last, compile=o.compile, fold_bn=o.fold_bn, topk=o.topk, det_topk=o.det_topk,
                merge_threshold=o.merge_threshold, cls_method=o.cls_method, device=o.device.type,
                scales=[list(n.scales) for n in job.nets], cls_scales=[list(n.scales) for n in job.cls_nets],
                limits=[cfg.data.max_pixels, cfg.data.max_aspect], vgglocal=vgglocal.__version__)

@@ -49,6 +49,8 @@ __all__ = [
     "rescale_on_device",
     "decode_box_map",
     "dense_maps",
+    "DenseRun",
+    "dense_maps_of",
     "dense_posteriors",
     "align_locations",
 ]
@@ -197,53 +199,98 @@ def dense_maps(
     Returns:
         ``result[image][scale]``: :class:`ScaleMaps`, scales in the order given.
     """
+    return dense_maps_of([DenseRun(model, tuple(scales), boxes, normalization)], images, opts,
+                         resize_on_device=resize_on_device)[0]
+
+
+@dataclass(frozen=True)
+class DenseRun:
+    """One network of :func:`dense_maps_of`: the net, its scales Q, whether to keep its box maps,
+    and its input normalisation (None: ``model.normalization``)."""
+
+    model: VGG
+    scales: tuple[int, ...]
+    boxes: bool = True
+    normalization: dict[str, Sequence[float]] | None = None
+
+
+@torch.no_grad()
+def dense_maps_of(runs: Sequence[DenseRun], images: Sequence[np.ndarray], opts: InferenceOptions | None = None, *,
+                  resize_on_device: bool | None = None) -> list[list[list[ScaleMaps]]]:
+    """:func:`dense_maps` of several networks over the same images, each image rescaled once per
+    scale and normalisation for all of them: protocol 2's classification and localisation nets
+    share their inputs (both run at the localisation scales), so the resize and normalisation
+    are paid once, not once per net. Scale by scale, so that only one scale's rescaled images
+    are held at a time. Returns ``result[run][image][scale]``, scales in each run's order."""
     opts = opts or InferenceOptions()
-    device, flip, batch_size = opts.device, opts.flip, opts.batch_size
-    norm = normalization or getattr(model, "normalization", None) or {"mean": [0.0] * 3, "std": [1.0] * 3}
-    want_boxes = boxes and model.box_head is not None
-    out: list[list[ScaleMaps | None]] = [[None] * len(scales) for _ in images]
+    device = opts.device
     on_device = device.type == "cuda" if resize_on_device is None else resize_on_device
-    uploaded = []
+    norms = [r.normalization or getattr(r.model, "normalization", None) or {"mean": [0.0] * 3, "std": [1.0] * 3}
+             for r in runs]
+    keys = [(tuple(float(v) for v in n["mean"]), tuple(float(v) for v in n["std"])) for n in norms]
     if on_device:
-        mean, std = _norm_tensors(norm, device)
-        norm = {"mean": mean, "std": std}
-        for img in images:
-            u = torch.from_numpy(np.ascontiguousarray(img))
-            if device.type == "cuda":
-                u = u.pin_memory()
-            uploaded.append(u.to(device, non_blocking=True).permute(2, 0, 1))
-    for si, q in enumerate(scales):
-        rescaled = [rescale_on_device(u, q, norm) for u in uploaded] if on_device else [rescale(img, q, norm) for img in images]
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for idx, (_, _, size) in enumerate(rescaled):
-            groups[size].append(idx)
-        for size, members in groups.items():
-            for lo in range(0, len(members), batch_size):
-                chunk = members[lo : lo + batch_size]
-                x = torch.stack([rescaled[k][0] for k in chunk])
-                if device.type == "cuda" and x.device.type == "cpu":
-                    x = x.pin_memory()  # an asynchronous copy, overlapping the previous group's forward
-                x = x.to(device, non_blocking=True)
-                if flip:
-                    x = torch.cat([x, x.flip(-1)])
-                with opts.autocast():
-                    maps = model.maps(x)
-                scores = _to_host(maps["scores"])
-                box_maps = _to_host(maps["boxes"]) if want_boxes else None
-                n = len(chunk)
-                for r, k in enumerate(chunk):
-                    rows = [r, r + n] if flip else [r]
-                    out[k][si] = ScaleMaps(
-                        scale=int(q),
-                        factor=rescaled[k][1],
-                        size=size,
-                        crop=model.crop,
-                        scores=scores[rows],
-                        boxes=box_maps[rows] if box_maps is not None else None,
-                    )
+        on = {k: dict(zip(("mean", "std"), _norm_tensors(n, device), strict=True)) for k, n in zip(keys, norms, strict=True)}
+        norms = [on[k] for k in keys]
+    uploaded = _upload(images, device) if on_device else []
+    out: list[list[list[ScaleMaps | None]]] = [[[None] * len(r.scales) for _ in images] for r in runs]
+    for q in dict.fromkeys(q for r in runs for q in r.scales):  # every scale once, in first-seen order
+        rescaled: dict[tuple, list[tuple[Tensor, float, tuple[int, int]]]] = {}
+        for ri, run in enumerate(runs):
+            if q not in run.scales:
+                continue
+            key, norm = keys[ri], norms[ri]
+            if key not in rescaled:
+                rescaled[key] = ([rescale_on_device(u, q, norm) for u in uploaded] if on_device
+                                 else [rescale(img, q, norm) for img in images])
+            slots = [i for i, v in enumerate(run.scales) if v == q]
+            for k, maps in _run_scale(run, rescaled[key], int(q), opts):
+                for si in slots:
+                    out[ri][k][si] = maps
     if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()  # the pinned result copies (_to_host)
     return out  # type: ignore[return-value]
+
+
+def _upload(images: Sequence[np.ndarray], device: torch.device) -> list[Tensor]:
+    """Each uint8 image on ``device`` as ``[3, H, W]`` (through pinned memory on CUDA)."""
+    uploaded = []
+    for img in images:
+        u = torch.from_numpy(np.ascontiguousarray(img))
+        if device.type == "cuda":
+            u = u.pin_memory()
+        uploaded.append(u.to(device, non_blocking=True).permute(2, 0, 1))
+    return uploaded
+
+
+def _run_scale(run: DenseRun, rescaled: Sequence[tuple[Tensor, float, tuple[int, int]]], q: int,
+               opts: InferenceOptions) -> list[tuple[int, ScaleMaps]]:
+    """One net over one scale's rescaled images: grouped by rescaled size, each group in
+    batches with its mirror images. Returns (image index, maps) pairs."""
+    device, flip, batch_size, model = opts.device, opts.flip, opts.batch_size, run.model
+    want_boxes = run.boxes and model.box_head is not None
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for idx, (_, _, size) in enumerate(rescaled):
+        groups[size].append(idx)
+    out = []
+    for size, members in groups.items():
+        for lo in range(0, len(members), batch_size):
+            chunk = members[lo : lo + batch_size]
+            x = torch.stack([rescaled[k][0] for k in chunk])
+            if device.type == "cuda" and x.device.type == "cpu":
+                x = x.pin_memory()  # an asynchronous copy, overlapping the previous group's forward
+            x = x.to(device, non_blocking=True)
+            if flip:
+                x = torch.cat([x, x.flip(-1)])
+            with opts.autocast():
+                maps = model.maps(x)
+            scores = _to_host(maps["scores"])
+            box_maps = _to_host(maps["boxes"]) if want_boxes else None
+            n = len(chunk)
+            for r, k in enumerate(chunk):
+                rows = [r, r + n] if flip else [r]
+                out.append((k, ScaleMaps(scale=q, factor=rescaled[k][1], size=size, crop=model.crop, scores=scores[rows],
+                                         boxes=box_maps[rows] if box_maps is not None else None)))
+    return out
 
 
 def dense_posteriors(maps: Sequence[ScaleMaps]) -> Tensor:

@@ -39,10 +39,12 @@ from vgglocal.config import CLS_METHODS
 from vgglocal.data.transforms import EvalTransform
 from vgglocal.geometry import decode_windows
 from vgglocal.inference.dense import (
+    DenseRun,
     ScaleMaps,
     align_locations,
     decode_box_map,
     dense_maps,
+    dense_maps_of,
     dense_posteriors,
 )
 from vgglocal.inference.merge import greedy_merge
@@ -149,14 +151,17 @@ def box_candidates(
     loc_scales = sorted({q for n in loc_nets for q in n.scales})
     # Classification nets run at their own scales (the posteriors) and at the localisation
     # scales (the box weights); a net that is also a localisation net keeps its box maps.
-    cls_maps: dict[int, list[list[ScaleMaps]]] = {}
-    loc_maps: dict[int, list[list[ScaleMaps]]] = {}
-    for k, net in enumerate(cls_nets):
-        scales = list(net.scales) + [q for q in loc_scales if q not in net.scales]
-        cls_maps[k] = dense_maps(net.model, images, scales, opts, boxes=any(net is ln for ln in loc_nets))
+    # Every net in one pass over the scales, so each image is rescaled once per scale for all of them.
+    runs = [DenseRun(net.model, tuple(net.scales) + tuple(q for q in loc_scales if q not in net.scales),
+                     boxes=any(net is ln for ln in loc_nets)) for net in cls_nets]
+    own = [k for k, net in enumerate(loc_nets) if not any(cn is net for cn in cls_nets)]
+    runs += [DenseRun(loc_nets[k].model, tuple(loc_nets[k].scales), boxes=True) for k in own]
+    maps = dense_maps_of(runs, images, opts)
+    cls_maps: dict[int, list[list[ScaleMaps]]] = dict(enumerate(maps[: len(cls_nets)]))
+    loc_maps: dict[int, list[list[ScaleMaps]]] = dict(zip(own, maps[len(cls_nets) :], strict=True))
     for k, net in enumerate(loc_nets):
-        shared = [c for c, cn in enumerate(cls_nets) if cn is net]
-        loc_maps[k] = cls_maps[shared[0]] if shared else dense_maps(net.model, images, net.scales, opts, boxes=True)
+        if k not in loc_maps:
+            loc_maps[k] = cls_maps[next(c for c, cn in enumerate(cls_nets) if cn is net)]
     posteriors = classify(images, cls_nets, cls_method, opts, maps=cls_maps)
     top_p, top_l = posteriors.topk(min(labels_per_image, posteriors.shape[1]), dim=1)
     out = []

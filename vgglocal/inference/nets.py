@@ -12,7 +12,7 @@ from vgglocal.data.records import ClassList
 from vgglocal.errors import UserError
 from vgglocal.inference.options import InferenceOptions
 from vgglocal.models.io import load_model
-from vgglocal.models.vgg import VGG
+from vgglocal.models.vgg import VGG, fold_batch_norm
 
 __all__ = ["speed_up", "EvalError", "Net", "parse_scales", "paper_scales", "load_net", "load_nets",
            "check_class_heads", "scales_desc"]
@@ -113,8 +113,12 @@ def load_nets(paths: Sequence[str], scales: Sequence[tuple[int, ...]], default: 
 
 
 def speed_up(model: VGG, opts: InferenceOptions) -> VGG:
-    """``opts.channels_last`` / ``opts.compile`` (``eval.channels_last`` / ``eval.compile``) on a
-    loaded net (in place; returned).
+    """``opts.fold_bn`` / ``opts.channels_last`` / ``opts.compile`` (``eval.fold_bn`` /
+    ``eval.channels_last`` / ``eval.compile``) on a net loaded for evaluation (in place; returned).
+
+    fold_bn: each batch norm folded into the convolution before it
+    (:func:`vgglocal.models.vgg.fold_batch_norm`), first, so that the later steps see the
+    folded convolutions.
 
     channels_last: the weights in that memory format, so every convolution runs in it (the
     input follows the first conv's weights). compile: the convolutional trunk
@@ -127,6 +131,8 @@ def speed_up(model: VGG, opts: InferenceOptions) -> VGG:
     recompile limit (``torch._dynamo.config.recompile_limit``, 8). The trunk's input is
     padded to at least the crop, so its map sides are never below crop/32 (7 for 224).
     """
+    if opts.fold_bn:
+        fold_batch_norm(model.eval())
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
     if opts.compile:

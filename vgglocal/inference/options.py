@@ -29,6 +29,7 @@ class InferenceOptions:
         precision: fp32 | bf16 (autocast; results come back in float32).
         channels_last: the nets' weights in channels-last memory format (``eval.channels_last``).
         compile: the nets through ``torch.compile`` (``eval.compile``).
+        fold_bn: batch norm folded into the convolutions before it (``eval.fold_bn``).
     """
 
     flip: bool = True
@@ -37,6 +38,7 @@ class InferenceOptions:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    fold_bn: bool = True
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on :attr:`device` for ``precision: bf16``, else nothing."""

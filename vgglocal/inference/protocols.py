@@ -50,7 +50,7 @@ TOPK = 5  # labels kept per image: top-1 and top-5 error (section 4), the devkit
 class RunOptions(InferenceOptions):
     """How the protocols run (the ``eval`` config section, resolved): where and how the
     networks run (:class:`~vgglocal.inference.options.InferenceOptions`: flip, device,
-    batch_size, precision, channels_last, compile), and what protocol 2 keeps of their output.
+    batch_size, precision, channels_last, compile, fold_bn), and what protocol 2 keeps of their output.
 
     Attributes:
         topk: (label, box) guesses per image in protocol 2.
@@ -83,7 +83,7 @@ class RunOptions(InferenceOptions):
             raise EvalError(f"cls_method {cls_method!r}: choose from {', '.join(CLS_METHODS)}")
         return cls(
             flip=ev.flip if flip is None else flip, device=device, batch_size=ev.batch_size, precision=precision,
-            channels_last=ev.channels_last, compile=ev.compile, topk=min(ev.topk, TOPK) if topk is None else topk,
+            channels_last=ev.channels_last, compile=ev.compile, fold_bn=ev.fold_bn, topk=min(ev.topk, TOPK) if topk is None else topk,
             det_topk=ev.det_topk, merge_threshold=threshold, cls_method=cls_method,
         )
 
