@@ -184,8 +184,8 @@ class _Heartbeat:
         except Exception:  # noqa: BLE001 - DistNetworkError, DistStoreError or RuntimeError: the store is unreachable
             return "the group's store cannot be reached"
         finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
+            if main:  # None: a handler installed outside Python, which Python cannot put back; the default
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class _Stopped(Exception):
