@@ -271,25 +271,34 @@ def _run_scale(run: DenseRun, rescaled: Sequence[tuple[Tensor, float, tuple[int,
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for idx, (_, _, size) in enumerate(rescaled):
         groups[size].append(idx)
+    batches = [(size, members[lo : lo + batch_size]) for size, members in groups.items()
+               for lo in range(0, len(members), batch_size)]
+
+    def inputs(chunk: list[int]) -> Tensor:
+        x = torch.stack([rescaled[k][0] for k in chunk])
+        if device.type == "cuda" and x.device.type == "cpu":
+            x = x.pin_memory()  # an asynchronous copy, overlapping the previous group's forward
+        x = x.to(device, non_blocking=True)
+        return torch.cat([x, x.flip(-1)]) if flip else x
+
+    def to_host(maps: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        return _to_host(maps["scores"]), _to_host(maps["boxes"]) if want_boxes else None
+
+    with opts.autocast():
+        if device.type == "cpu" and hasattr(model, "maps_batched"):
+            # The FC heads over the locations of every size group at once (VGG.maps_batched):
+            # on the CPU each group's few locations leave a head bound by reading its weights.
+            results = [to_host(m) for m in model.maps_batched(inputs(chunk) for _, chunk in batches)]
+        else:
+            # On a GPU each group is queued as it comes, its copies overlapping the next forward.
+            results = [to_host(model.maps(inputs(chunk))) for _, chunk in batches]
     out = []
-    for size, members in groups.items():
-        for lo in range(0, len(members), batch_size):
-            chunk = members[lo : lo + batch_size]
-            x = torch.stack([rescaled[k][0] for k in chunk])
-            if device.type == "cuda" and x.device.type == "cpu":
-                x = x.pin_memory()  # an asynchronous copy, overlapping the previous group's forward
-            x = x.to(device, non_blocking=True)
-            if flip:
-                x = torch.cat([x, x.flip(-1)])
-            with opts.autocast():
-                maps = model.maps(x)
-            scores = _to_host(maps["scores"])
-            box_maps = _to_host(maps["boxes"]) if want_boxes else None
-            n = len(chunk)
-            for r, k in enumerate(chunk):
-                rows = [r, r + n] if flip else [r]
-                out.append((k, ScaleMaps(scale=q, factor=rescaled[k][1], size=size, crop=model.crop, scores=scores[rows],
-                                         boxes=box_maps[rows] if box_maps is not None else None)))
+    for (size, chunk), (scores, box_maps) in zip(batches, results, strict=True):
+        n = len(chunk)
+        for r, k in enumerate(chunk):
+            rows = [r, r + n] if flip else [r]
+            out.append((k, ScaleMaps(scale=q, factor=rescaled[k][1], size=size, crop=model.crop, scores=scores[rows],
+                                     boxes=box_maps[rows] if box_maps is not None else None)))
     return out
 
 

@@ -9,6 +9,7 @@ the same module classifies a crop and produces a dense score map on a whole imag
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,9 @@ from torch import Tensor, nn
 from vgglocal.config import INITS, REGRESSIONS
 from vgglocal.models.heads import FCHead
 from vgglocal.models.specs import STRIDE, VGG_SPECS, VGGSpec
+
+# Floats of unrolled FC6 rows per matrix product of VGG.maps_batched (64 MiB in float32).
+ROW_BLOCK = 1 << 24
 
 __all__ = ["VGGSpec", "VGG_SPECS", "STRIDE", "VGG", "build_vgg", "init_weights", "copy_from_net_a", "add_box_head",
            "fold_batch_norm"]
@@ -113,6 +117,68 @@ class VGG(nn.Module):
             out["boxes"] = self.box_head(f)
         return out
 
+    @torch.no_grad()
+    def maps_batched(self, xs: Iterable[Tensor], block: int = ROW_BLOCK) -> list[dict[str, Tensor]]:
+        """:meth:`maps` of several batches (each of one image size) in eval mode, the FC heads
+        applied once over the locations of all of them.
+
+        The trunk runs batch by batch. The heads are then matrix products over rows, one row
+        per map location: FC6's ``crop/32`` x ``crop/32`` window of the trunk's map, unrolled
+        (``Tensor.unfold``), FC7 and FC8 on FC6's outputs. Dense evaluation meets many image
+        sizes with a few images each, so per batch the heads see a few locations and are bound
+        by reading their weights (FC6-FC8 of a PCR VGG-D at 1000 classes: 0.5 GB), which
+        each convolution or matrix product call reads (and packs) anew; over the rows of
+        every batch they read them once per ``block`` floats of rows. The same maps as
+        :meth:`maps` within float32 rounding (one matrix product instead of a convolution).
+
+        Args:
+            xs: input batches ``[N, 3, H, W]``.
+            block: floats of unrolled FC6 rows per matrix product (bounds the memory).
+
+        Returns:
+            ``maps(x)`` of each batch, in order (``[N, out, h, w]`` views of row-major results).
+        """
+        if self.training:
+            return [self.maps(x) for x in xs]
+        feats = [self.features(self._pad(x)) for x in xs]
+        heads = {"scores": self.cls_head, **({"boxes": self.box_head} if self.box_head is not None else {})}
+        k = self.crop // STRIDE
+        # (batch, first image, last image) pieces, several pieces to a block of rows
+        blocks: list[list[tuple[int, int, int]]] = [[]]
+        filled = 0
+        for b, f in enumerate(feats):
+            n, c, h, w = f.shape
+            per_image = (h - k + 1) * (w - k + 1) * c * k * k
+            step = max(1, block // max(1, per_image))
+            for lo in range(0, n, step):
+                hi = min(n, lo + step)
+                if filled and filled + (hi - lo) * per_image > block:
+                    blocks.append([])
+                    filled = 0
+                blocks[-1].append((b, lo, hi))
+                filled += (hi - lo) * per_image
+        pieces: dict[str, list[list[Tensor]]] = {name: [[] for _ in feats] for name in heads}
+        for members in blocks:
+            if not members:
+                continue
+            outs: dict[str, Tensor] = {}
+            rows: dict[bool, Tensor] = {}  # by FC6 weight layout: both heads read the same rows
+            for name, head in heads.items():
+                weights, channels_last = head.row_weights()
+                if channels_last not in rows:
+                    rows[channels_last] = torch.cat([_patch_rows(feats[b][lo:hi], k, channels_last) for b, lo, hi in members])
+                outs[name] = head.over_rows(rows[channels_last], weights)
+            counts = [(hi - lo) * (feats[b].shape[2] - k + 1) * (feats[b].shape[3] - k + 1) for b, lo, hi in members]
+            for name, out in outs.items():
+                for (b, _, _), part in zip(members, out.split(counts), strict=True):
+                    pieces[name][b].append(part)
+        result = []
+        for b, f in enumerate(feats):
+            n, _, h, w = f.shape
+            result.append({name: torch.cat(parts[b]).view(n, h - k + 1, w - k + 1, -1).permute(0, 3, 1, 2)
+                           for name, parts in pieces.items()})
+        return result
+
     def penultimate(self, x: Tensor) -> Tensor:
         """The classification head's FC7 activations (after its ReLU; dropout is the identity in
         eval mode) as a map ``[N, hidden, h, w]``: the image feature of Appendix B, which
@@ -129,6 +195,16 @@ class VGG(nn.Module):
     def conv_layers(self) -> list[tuple[str, nn.Conv2d]]:
         """Conv layers of the backbone in order, with their caffe-style names."""
         return [(n, m) for n, m in self.features.named_children() if isinstance(m, nn.Conv2d)]
+
+
+def _patch_rows(f: Tensor, k: int, channels_last: bool) -> Tensor:
+    """Every ``k`` x ``k`` window of ``f [N, C, h, w]`` as a row ``[N * h' * w', C * k * k]``
+    (locations row-major), its entries in the order of the FC6 weights that read it:
+    (C, ky, kx) for contiguous weights, (ky, kx, C) for channels-last ones."""
+    n, c = f.shape[:2]
+    p = f.unfold(2, k, 1).unfold(3, k, 1)  # [N, C, h', w', k, k], a view
+    p = p.permute(0, 2, 3, 4, 5, 1) if channels_last else p.permute(0, 2, 3, 1, 4, 5)
+    return p.reshape(-1, c * k * k)
 
 
 @torch.no_grad()
