@@ -35,3 +35,34 @@ def reexec(unless_importable: str | None = None) -> None:
     if unless_importable and importlib.util.find_spec(unless_importable) is not None:
         return
     os.execv(str(python), [str(python), *sys.argv])
+
+
+def machine(threads: int | None = None) -> dict:
+    """The CPU and the kernel path a benchmark ran on: CPU model, its widest vector ISA, usable
+    cores, torch's CPU kernel path and the oneDNN / MKL caps that ``ATEN_CPU_CAPABILITY=avx2
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` set to replay an AVX2-only machine."""
+    import platform
+
+    import torch
+
+    model, isa = platform.processor() or platform.machine(), "unknown"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags")))
+        isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "older"
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": model, "cpu_isa": isa, "cores": len(os.sched_getaffinity(0)),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
+        "mkl_enable_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "default"),
+        "torch": torch.__version__, "threads": threads if threads is not None else torch.get_num_threads(),
+    }
+
+
+def machine_line(m: dict) -> str:
+    """:func:`machine` as one printed line."""
+    return (f"{m['cpu']} ({m['cores']} cores, {m['cpu_isa']}), torch {m['torch']} CPU kernels {m['torch_cpu_capability']}, "
+            f"oneDNN ISA {m['onednn_max_cpu_isa']}, MKL {m['mkl_enable_instructions']}, {m['threads']} thread(s)")

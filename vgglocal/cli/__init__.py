@@ -76,6 +76,8 @@ _register()
 
 def main() -> None:
     from vgglocal.interrupts import quiet_interrupts
+    from vgglocal.threads import apply_default_threads
 
     quiet_interrupts()
+    apply_default_threads()  # before torch starts its thread pools: the usable cores, not the host's
     cli(prog_name="vgglocal")
