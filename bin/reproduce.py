@@ -21,8 +21,9 @@ Results are written as they come: after every stage, reports/reproduction/STAGE.
 metrics, per-image errors of every evaluation, the command, seconds, commit and machine) and
 the report itself, so that a run stopped on one day continues on another, on this machine or
 another; the report is rebuilt from those JSON files alone (``--report-only``). Each of the
-paper's orderings is tested image by image (``vgglocal compare``'s exact sign test, pooled over
-the seeds).
+paper's orderings is tested image by image (``vgglocal compare``'s exact sign test on each
+image's difference averaged over the seeds, which score the same images), the p-values
+Holm-adjusted for the number of orderings.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ TITLES = {
 }
 
 # The orderings the paper reports (table, claim, better stage, worse stage, metric); each is
-# tested on our rows, image by image and pooled over the seeds (lower error is better).
+# tested on our rows, image by image, each image's difference averaged over the seeds (lower error is better).
 ORDERINGS = [
     ("3", "D beats A (depth)", "eval-D-112-single", "eval-A-112-single", "top1_cls_error"),
     ("3", "S=144 beats S=112 (fixed S, D)", "eval-D-144-single", "eval-D-112-single", "top1_cls_error"),
@@ -305,7 +306,7 @@ class Reproduce:
         return mean_std_short(v) if v else "-"
 
     def ordering(self, better: str, worse: str, key: str) -> dict | None:
-        """The pooled paired test of ``better`` against ``worse`` over the seeds both finished."""
+        """The image-level paired test of ``better`` against ``worse`` over the seeds both finished."""
         from vgglocal.evaluation.compare import paired_test
 
         pairs = [(self.result(f"{better}-s{s}"), self.result(f"{worse}-s{s}")) for s in self.seeds]
@@ -490,25 +491,39 @@ class Reproduce:
         lines += self.transfer_section() + [""]
         lines += self.joint_section() + [""]
         lines += ["## The paper's orderings, tested", "",
-                  "Each ordering compares two rows image by image over the validation images, pooled over the seeds "
-                  "(every seed's pair of runs counts each image once): `vgglocal compare`'s exact two-sided sign test "
-                  "on the images where the rows differ (McNemar's exact test; "
-                  "[docs/metrics.md](../docs/metrics.md#is-a-really-better-than-b)). *holds*: the paper's better row "
-                  f"has the lower error at p < {ALPHA}; *fails*: the other row has, at p < {ALPHA}; *not resolved*: "
-                  "no significant difference. The difference is the paper's better row minus the other, with its "
-                  "paired bootstrap 95 % interval; the images column counts where each row alone is right.", "",
-                  "| table | the paper finds | ours (mean over seeds) | difference, 95 % interval | images right only in (better / other) | p | verdict |",
-                  "|---|---|---|---|---|---|---|"]
-        for table, claim, better, worse, key in ORDERINGS:
-            t = self.ordering(better, worse, key)
+                  "Each ordering compares two rows image by image over the validation images. Every seed scores "
+                  "the same images, so the image is the sample: each image's difference (the paper's better row "
+                  "minus the other) is averaged over the seeds, and `vgglocal compare`'s exact two-sided sign test "
+                  "runs on the images where that average is not zero (with one seed: McNemar's exact test; "
+                  "[docs/metrics.md](../docs/metrics.md#is-a-really-better-than-b)). The orderings are tested "
+                  f"together, so their p-values are adjusted for their number (Holm's step-down method): *holds*: "
+                  f"the paper's better row has the lower error at Holm-adjusted p < {ALPHA}; *fails*: the other row "
+                  f"has, at adjusted p < {ALPHA}; *not resolved*: no significant difference. The difference has its "
+                  "paired bootstrap 95 % interval (images resampled); the images column counts where each row is "
+                  "better on the seeds' average; *seeds agreeing* counts the seeds whose own difference points the "
+                  "overall way, with the paired t test over the seeds (a seed a sample: the conservative view); "
+                  "*pooled p* is the test that counts every (seed, image), shown for comparison only.", "",
+                  "| table | the paper finds | ours (mean over seeds) | difference, 95 % interval | images better in (better / other) "
+                  "| seeds agreeing (t over seeds) | pooled p | p | Holm p | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        from vgglocal.evaluation.compare import holm
+
+        tests = [(row, self.ordering(row[2], row[3], row[4])) for row in ORDERINGS]
+        ran = [t for _, t in tests if t is not None]
+        adjusted = iter(holm([t["p_value"] for t in ran]) if ran else [])
+        for (table, claim, _, _, key), t in tests:
             if t is None:
-                lines.append(f"| {table} | {claim} | - | - | - | - | not run |")
+                lines.append(f"| {table} | {claim} | - | - | - | - | - | - | - | not run |")
                 continue
-            verdict = {"a": "holds", "b": "**fails**"}.get(t["verdict"], "not resolved")
+            p_holm = next(adjusted)
+            verdict = ("holds" if t["difference"] < 0 else "**fails**") if p_holm < ALPHA and t["difference"] else "not resolved"
+            t_p = t["t_p_value"]
+            t_view = "" if t_p is None else " (no spread)" if t_p == 0 else f" (p {fmt_p(t_p)})"
             lines.append(f"| {table} | {claim} | {pct(t['a_error'])} vs {pct(t['b_error'])} ({key.replace('_', ' ')}, "
                          f"{t['pairs']} seed{'s' if t['pairs'] != 1 else ''}) | {100 * t['difference']:+.2f} "
                          f"[{100 * t['ci95'][0]:+.2f}, {100 * t['ci95'][1]:+.2f}] | {t['a_better']} / {t['b_better']} | "
-                         f"{fmt_p(t['p_value'])} | {verdict} |")
+                         f"{t['pairs_agreeing']} of {t['pairs']}{t_view} | {fmt_p(t['pooled_p_value'])} | "
+                         f"{fmt_p(t['p_value'])} | {fmt_p(p_holm)} | {verdict} |")
         lines += ["", "## Training runs", "", "Each classifier's centre-crop validation top-1 error after every epoch "
                   "(the seeds in order):", "", "| run | seed | per epoch (%) |", "|---|---|---|"]
         for name in sorted({n.rsplit("-s", 1)[0] for n in done if n.startswith("train-")}):

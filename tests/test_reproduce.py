@@ -41,8 +41,11 @@ def test_report_cells_orderings_and_partial_runs(rp, tmp_path, monkeypatch):
     assert "| D | 144 | 144 | 0.0 (1 seed) |" in text
     assert "| D | [112,144] | 128 | - | - |" in text  # not run yet
     depth = next(line for line in text.splitlines() if "D beats A (depth)" in line)
-    assert "0.0 vs 60.0" in depth and "2 seeds" in depth and "24 / 0" in depth and depth.endswith("| holds |")
-    assert "-60.00 [" in depth and f"| {2 * 0.5 ** 24:.2g} |" in depth
+    # the image is the sample: 12 images, not 24 (seed, image) pairs; the pooled p beside it;
+    # Holm over the two orderings that ran doubles the smaller p
+    assert "0.0 vs 60.0" in depth and "2 seeds" in depth and "| 12 / 0 |" in depth and depth.endswith("| holds |")
+    assert "| 2 of 2 (no spread) |" in depth
+    assert "-60.00 [" in depth and f"| {2 * 0.5 ** 24:.2g} | {2 * 0.5 ** 12:.2g} | {4 * 0.5 ** 12:.2g} |" in depth
     s144 = next(line for line in text.splitlines() if "S=144 beats S=112" in line)
     assert s144.endswith("| not resolved |") and "1 seed)" in s144
     jitter = next(line for line in text.splitlines() if "scale jitter beats fixed S (single" in line)
@@ -95,7 +98,7 @@ def test_table_11_over_seeds_and_its_orderings_image_by_image(rp, tmp_path, monk
     assert "| 91.0 ± 1.0 (90.0 to 92.0) | 2.0 | 0.1, 1, 10, 100 |" in row and "`transfer-trained-stack-s*`" in row
     assert "hexagon, diamond" in text  # the shapes' names without the data set on disk
     trained = next(line for line in text.splitlines() if "| 11 | trained features beat random weights (stack)" in line)
-    assert "3 seeds" in trained and "90 / 0" in trained and trained.endswith("| holds |")
+    assert "3 seeds" in trained and "| 30 / 0 |" in trained and trained.endswith("| holds |")  # 30 images, once each
     stack = next(line for line in text.splitlines() if "| 11 | stacking beats averaging" in line)
     assert stack.endswith("| not resolved |")
 

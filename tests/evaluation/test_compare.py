@@ -1,5 +1,5 @@
 """The paired comparison of two evaluations (`vgglocal compare`): sign test counts and p-values
-by hand, pooling over pairs, the bootstrap interval, and the CLI on Kaggle files."""
+by hand, seeds tested image by image (not pooled), Holm's adjustment, the bootstrap interval, and the CLI on Kaggle files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from vgglocal.cli import cli
-from vgglocal.evaluation.compare import paired_test
+from vgglocal.evaluation.compare import holm, paired_test
 
 
 def test_counts_difference_and_exact_p_by_hand():
@@ -24,15 +24,62 @@ def test_counts_difference_and_exact_p_by_hand():
     assert paired_test([np.ones(4)], [np.ones(4)])["p_value"] == 1.0  # no discordant image
 
 
-def test_pairs_pool_into_one_test():
-    """5 images better in each of two seeds: each alone is p = 1/16, together p = 1/512."""
+def test_seeds_on_the_same_images_are_one_sample_per_image():
+    """Two seeds that are copies of each other are no more evidence than one: 5 images better
+    is p = 1/16 alone and still 1/16 with the copy (pooling over (seed, image) said 1/512)."""
     a, b = np.zeros(8), np.r_[np.ones(5), np.zeros(3)]
-    alone, pooled = paired_test([a], [b]), paired_test([a, a], [b, b])
+    alone, twice = paired_test([a], [b]), paired_test([a, a], [b, b])
     assert alone["p_value"] == pytest.approx(2 * 0.5 ** 5) and alone["verdict"] == "not resolved"
-    assert pooled["p_value"] == pytest.approx(2 * 0.5 ** 10) and pooled["verdict"] == "a"
-    assert pooled["pairs"] == 2 and pooled["images"] == 16
+    assert twice["p_value"] == pytest.approx(2 * 0.5 ** 5) and twice["verdict"] == "not resolved"
+    assert twice["pooled_p_value"] == pytest.approx(2 * 0.5 ** 10)  # the old, pooled view, reported beside
+    assert twice["pairs"] == 2 and twice["images"] == 8 and twice["pairs_agreeing"] == 2
+    assert twice["t_p_value"] == 0.0  # both seeds the same difference: no spread over seeds
     with pytest.raises(ValueError, match="pair 1"):
         paired_test([np.zeros(3)], [np.zeros(4)])
+    with pytest.raises(ValueError, match="pair 2: 4 images against 3"):
+        paired_test([np.zeros(3), np.zeros(4)], [np.zeros(3), np.zeros(4)])
+
+
+def test_correlated_seeds_pooled_significant_image_level_not():
+    """Three seeds whose errors fall on the same images (as retrained nets' do): A is right
+    where B is wrong on 7 images and the reverse on 1, in every seed. Pooled over the seeds that
+    is 21 against 3, p = 0.0003 < 0.05; per image it is 7 against 1, p = 0.070: not resolved."""
+    b = np.zeros(300)
+    b[:7] = 1  # B misses images 0-6
+    a = np.zeros(300)
+    a[7] = 1   # A misses image 7
+    a[50:80] = b[50:80] = 1  # both miss 30 more
+    t = paired_test([a] * 3, [b] * 3)
+    assert (t["pooled_a_better"], t["pooled_b_better"]) == (21, 3) and t["pooled_p_value"] < 0.05
+    assert (t["a_better"], t["b_better"]) == (7, 1)
+    assert t["p_value"] == pytest.approx(18 / 256) and t["verdict"] == "not resolved"  # P(X <= 1 or >= 7 | 8)
+    # the sign-flip test on the per-image sums: 8 differences of equal size, the same exact p
+    assert t["permutation_p_value"] == pytest.approx(18 / 256, abs=0.004)
+
+
+def test_independent_seeds_add_images_and_the_views_beside_the_verdict():
+    """Seeds that miss different images do add evidence: each seed alone is 5 against 0
+    (p = 1/16), three seeds on disjoint images are 15 against 0 per image."""
+    a, bs = np.zeros(40), []
+    for j in range(3):
+        b = np.zeros(40)
+        b[5 * j : 5 * j + 5] = 1
+        bs.append(b)
+    t = paired_test([a] * 3, bs)
+    assert (t["a_better"], t["b_better"]) == (15, 0)
+    assert t["p_value"] == pytest.approx(2 * 0.5 ** 15) and t["verdict"] == "a"
+    assert t["permutation_p_value"] < 0.001 and t["pairs_agreeing"] == 3
+    assert t["pair_differences"] == pytest.approx([-5 / 40] * 3)
+    mixed = paired_test([a, a, bs[0]], [bs[0], bs[1], a])  # two seeds one way, the third the other
+    assert mixed["pairs_agreeing"] == 2 and mixed["t_p_value"] > 0.05
+
+
+def test_holm_adjusts_the_family():
+    assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped
+    assert holm([0.001]) == pytest.approx([0.001])
+    # a verdict that survives at 0.05 alone but not among four tests
+    assert holm([0.02, 0.5, 0.6, 0.7])[0] == pytest.approx(0.08)
 
 
 def test_bootstrap_interval_matches_resampling_images():

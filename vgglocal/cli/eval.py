@@ -152,7 +152,9 @@ def compare_cmd(runs: tuple[str, ...], ground_truth: str, fmt: str | None, split
 
     A and B: `vgglocal eval` output folders (their predictions.csv or predictions.txt) or
     prediction files. More pairs (A2 B2: the same two recipes trained with another seed)
-    pool into one test. Prints one JSON object keyed by metric. Evaluations of another split,
+    are tested together, image by image: each image's difference averaged over the pairs (the
+    pooled count over every pair and image, the pairs' agreement and a t test over the pairs
+    are printed beside it). Prints one JSON object keyed by metric. Evaluations of another split,
     number of images or set of predicted images, or center-crop against another protocol, are
     refused in one line.
     """

@@ -10,9 +10,14 @@ files ``vgglocal score`` reads, against the same ground truth), and
   (McNemar 1947; recommended for comparing two classifiers on one test set by Dietterich,
   *Approximate statistical tests for comparing supervised classification learning
   algorithms*, Neural Computation 1998). Several pairs (A and B trained again with other
-  seeds, each A against its own B) are pooled: every (pair, image) is one paired observation;
+  seeds, each A against its own B) score the same images, so the image stays the sample:
+  each image's difference is averaged over the pairs and the sign test runs on those
+  averages (a sign-flip permutation test of their sum beside it). Pooling every (pair, image)
+  as one observation would count an image once per seed although the seeds' errors on it are
+  correlated; that pooled p-value, the paired t test over the pairs and how many pairs agree
+  are reported beside the verdict, not as it;
 * the interval is a paired bootstrap 95 % interval of the mean difference (A - B), images
-  resampled with replacement within each pair.
+  resampled with replacement.
 
 A paired test needs the same images under the same rules, so evaluations that differ in what
 was measured are refused in one line naming the difference: the split or the number of images
@@ -46,7 +51,7 @@ from vgglocal.evaluation.ilsvrc import (
 )
 from vgglocal.evaluation.score import read_ilsvrc
 
-__all__ = ["METRICS", "per_image_errors", "predictions_file", "paired_test", "compare"]
+__all__ = ["METRICS", "per_image_errors", "predictions_file", "paired_test", "holm", "compare"]
 
 METRICS = ILSVRC_METRICS
 ALPHA = 0.05
@@ -142,15 +147,28 @@ def per_image_errors(predictions: str, ground_truth: str, *, fmt: str | None = N
 
 
 def paired_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, bootstrap: int = 10_000, seed: int = 0,
-                alpha: float = ALPHA) -> dict[str, Any]:
-    """Pooled sign test and paired bootstrap (module doc) of per-image errors ``a[j]``
-    against ``b[j]`` for each pair ``j`` (same images in the same order within a pair).
+                alpha: float = ALPHA, permutations: int = 100_000) -> dict[str, Any]:
+    """Image-level sign test and paired bootstrap (module doc) of per-image errors ``a[j]``
+    against ``b[j]`` for each pair ``j`` (seeds), every pair on the same images in the same order.
 
-    Returns a_error, b_error (means over every paired image), difference (a - b), ci95,
-    a_better / b_better (images where one is right and the other wrong, or less wrong),
-    p_value, and verdict: "a" or "b" (lower error at p < alpha) or "not resolved".
+    The sample is the image, not the (pair, image): seeds score the same images, and their
+    errors are strongly correlated (an image one seed misses, another seed tends to miss too),
+    so counting each image once per seed would treat copies as independent evidence. Per image
+    the difference is averaged over the pairs; the test is the exact two-sided sign test on the
+    images where that average is not zero (with one pair: McNemar's exact test), beside a
+    sign-flip permutation test of the summed differences (``permutations`` random flips, the
+    images' signs drawn independently). Beside them, the views that do not decide the verdict:
+    the pooled test that counts every (pair, image) (``pooled_*``), how many pairs' own mean
+    differences point the way of the overall one (``pairs_agreeing``), and the paired t test
+    over the pairs' error rates (``t_p_value``: the conservative view, a seed a sample).
+
+    Returns a_error, b_error, difference (a - b, means over pairs and images), ci95 (images
+    resampled), a_better / b_better (images whose mean difference favours A / B), p_value,
+    permutation_p_value, verdict ("a" or "b": lower error at p < alpha, else "not resolved"),
+    pair_differences, pairs_agreeing, t_p_value (None for one pair), pooled_a_better,
+    pooled_b_better, pooled_p_value.
     """
-    from scipy.stats import binomtest
+    from scipy.stats import binomtest, ttest_1samp
 
     if len(a) != len(b) or not len(a):
         raise ValueError(f"{len(a)} A runs against {len(b)} B runs: give them in pairs")
@@ -159,26 +177,72 @@ def paired_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, bootstrap: 
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         if x.shape != y.shape or x.ndim != 1 or not len(x):
             raise ValueError(f"pair {j + 1}: {x.shape} against {y.shape} per-image errors (same images needed)")
+        if diffs and x.shape != diffs[0].shape:
+            raise ValueError(f"pair {j + 1}: {len(x)} images against {len(diffs[0])} in pair 1 (every pair on the same images)")
         diffs.append(x - y)
-    n = sum(len(d) for d in diffs)
-    a_better = int(sum((d < 0).sum() for d in diffs))
-    b_better = int(sum((d > 0).sum() for d in diffs))
+    d = np.stack(diffs)  # [pairs, images]
+    per_image = d.mean(0)
+    n = per_image.size
+    a_better, b_better = int((per_image < 0).sum()), int((per_image > 0).sum())
     p = binomtest(a_better, a_better + b_better, 0.5).pvalue if a_better + b_better else 1.0
+    perm_p = _sign_flip_p(per_image, permutations, seed)
+    pooled_a, pooled_b = int((d < 0).sum()), int((d > 0).sum())
+    pooled_p = binomtest(pooled_a, pooled_a + pooled_b, 0.5).pvalue if pooled_a + pooled_b else 1.0
     rng = np.random.default_rng(seed)
-    total = np.zeros(bootstrap)
-    for d in diffs:
-        values, counts = np.unique(d, return_counts=True)
-        total += rng.multinomial(len(d), counts / len(d), size=bootstrap) @ values
+    values, counts = np.unique(per_image, return_counts=True)
+    total = rng.multinomial(n, counts / n, size=bootstrap) @ values
     lo, hi = np.quantile(total / n, [0.025, 0.975])
-    difference = float(sum(d.sum() for d in diffs) / n)
+    difference = float(per_image.mean())
+    pair_diffs = d.mean(1)
+    agreeing = int((np.sign(pair_diffs) == np.sign(difference)).sum()) if difference else 0
+    t_p = None
+    if len(diffs) > 1:
+        if np.ptp(pair_diffs) == 0:  # no spread over the pairs: t is 0/0 (no difference) or infinite
+            t_p = 1.0 if not pair_diffs[0] else 0.0
+        else:
+            t_p = float(ttest_1samp(pair_diffs, 0.0).pvalue)
     verdict = ("a" if difference < 0 else "b") if p < alpha and difference != 0 else "not resolved"
     return {
         "pairs": len(diffs), "images": n,
-        "a_error": float(sum(np.asarray(x, np.float64).sum() for x in a) / n),
-        "b_error": float(sum(np.asarray(y, np.float64).sum() for y in b) / n),
+        "a_error": float(np.mean([np.asarray(x, np.float64).mean() for x in a])),
+        "b_error": float(np.mean([np.asarray(y, np.float64).mean() for y in b])),
         "difference": difference, "ci95": [float(lo), float(hi)],
-        "a_better": a_better, "b_better": b_better, "p_value": float(p), "alpha": alpha, "verdict": verdict,
+        "a_better": a_better, "b_better": b_better, "p_value": float(p), "permutation_p_value": perm_p,
+        "alpha": alpha, "verdict": verdict,
+        "pair_differences": [float(v) for v in pair_diffs], "pairs_agreeing": agreeing, "t_p_value": t_p,
+        "pooled_a_better": pooled_a, "pooled_b_better": pooled_b, "pooled_p_value": float(pooled_p),
     }
+
+
+def _sign_flip_p(per_image: np.ndarray, draws: int, seed: int) -> float:
+    """Two-sided sign-flip permutation p-value of ``sum(per_image)``: each image's difference
+    keeps its size and takes a random sign (no difference between A and B makes both signs
+    equally likely), ``(hits + 1) / (draws + 1)``. Only the non-zero differences matter; the
+    draws go in blocks so that the memory stays bounded."""
+    v = per_image[per_image != 0]
+    if not v.size:
+        return 1.0
+    observed = abs(v.sum()) - 1e-9 * np.abs(v).sum()  # ties with the observed sum count as hits
+    rng = np.random.default_rng(seed + 1)
+    hits, block = 0, max(1, 2**22 // v.size)
+    for lo in range(0, draws, block):
+        k = min(block, draws - lo)
+        signs = rng.integers(0, 2, size=(k, v.size), dtype=np.int8) * 2 - 1
+        hits += int((np.abs(signs @ v) >= observed).sum())
+    return (hits + 1) / (draws + 1)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (Holm 1979) of ``p_values`` tested together: the k-th smallest
+    is multiplied by (m - k + 1), made non-decreasing in that order and capped at 1. A verdict
+    at adjusted p < alpha holds for the whole family at level alpha (family-wise error rate)."""
+    p = np.asarray(p_values, np.float64)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out = np.empty(m)
+    out[order] = adjusted
+    return [float(v) for v in out]
 
 
 def compare(a: Sequence[str], b: Sequence[str], ground_truth: str, *, metrics: Sequence[str] | None = None,
