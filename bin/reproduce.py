@@ -109,6 +109,18 @@ ROWS = [
     Row("5", "multi-crop", "[112,144]", TABLE5_Q, "eval-D-jit-multicrop", (24.6, 7.5), "D multi-crop (Q = 256,384,512)"),
     Row("5", "multi-crop & dense", "[112,144]", TABLE5_Q, "eval-D-jit-both", (24.4, 7.2),
         "D multi-crop & dense (Q = 256,384,512)"),
+    # Tables 6-7 (section 4.4): nets fused by averaging their soft-max posteriors. The miniature
+    # has one architecture, so the paper's C and E nets have no counterpart: its 7-net submission
+    # stands as the three D nets, its two best multi-scale nets (D and E) as the two best D nets.
+    Row("6", "submission: the three D nets", "112, 144 and [112,144]", f"{Q112} / {Q144} / {MULTI}", "eval-fusion-3",
+        (24.7, 7.5), "7 nets: D/256, D/384, D/[256;512] and C, E at 256 and 384, dense"),
+    Row("6", "post-submission: the two best", "144 and [112,144]", f"{Q144} / {MULTI}", "eval-fusion-2", (24.0, 7.1),
+        "D/[256;512] and E/[256;512], dense"),
+    Row("7", "VGG, 2 nets", "144 and [112,144]", f"{Q144} / {MULTI}", "eval-fusion-2", (23.7, 6.8),
+        "VGG (2 nets, multi-crop & dense)"),
+    Row("7", "VGG, 1 net", "[112,144]", MULTI, "eval-D-jit-multi", (24.4, 7.1), "VGG (1 net, multi-crop & dense)"),
+    Row("7", "VGG, submission", "112, 144 and [112,144]", f"{Q112} / {Q144} / {MULTI}", "eval-fusion-3", (24.7, 7.5),
+        "VGG (ILSVRC submission, 7 nets, dense)"),
     Row("8", "1st and 2nd FC, SCR", "144", "144", "eval-loc-fc-scr-144", (None, 36.4), "S=384"),
     Row("8", "1st and 2nd FC, PCR", "144", "144", "eval-loc-fc-pcr-144", (None, 34.3), "S=384"),
     Row("8", "all, SCR (beyond the paper)", "144", "144", "eval-loc-all-scr-144", (None, None), "not in the paper"),
@@ -124,6 +136,9 @@ TITLES = {
     "3": "Table 3 analogue: classification, single test scale (dense, with flips)",
     "4": "Table 4 analogue: classification, several test scales (dense, with flips)",
     "5": f"Table 5 analogue: evaluation method (net D, S in [112,144], one test scale Q = {TABLE5_Q}; the paper: three)",
+    "6": "Table 6 analogue: ConvNet fusion (soft-max posteriors averaged over the nets; dense, with flips)",
+    "7": "Table 7 analogue: VGG's rows of the comparison with the state of the art (the other teams' nets are not "
+         "reproduced; ours dense, the paper's 2-net and 1-net rows multi-crop & dense)",
     "8": "Table 8 analogue: localisation, centre crop with the true class (protocol 1)",
     "9": f"Table 9 analogue: localisation, full protocol (top-5 labels from the D jittered "
          f"classifier at Q = {LABELS_Q}, dense boxes, greedy merge)",
@@ -140,6 +155,8 @@ ORDERINGS = [
     ("4", "scale jitter beats fixed S (multi-scale test)", "eval-D-jit-multi", "eval-D-144-multi", "top1_cls_error"),
     ("5", "multi-crop beats dense", "eval-D-jit-multicrop", "eval-D-jit-single", "top1_cls_error"),
     ("5", "multi-crop & dense beats multi-crop", "eval-D-jit-both", "eval-D-jit-multicrop", "top1_cls_error"),
+    ("6", "fusing the two best nets beats the best single one", "eval-fusion-2", "eval-D-jit-multi", "top1_cls_error"),
+    ("6", "the two best nets beat the submission's larger ensemble", "eval-fusion-2", "eval-fusion-3", "top1_cls_error"),
     ("8", "PCR beats SCR (fc fine-tuned)", "eval-loc-fc-pcr-144", "eval-loc-fc-scr-144", "top1_loc_error"),
     ("8", "PCR beats SCR (all layers fine-tuned)", "eval-loc-all-pcr-144", "eval-loc-all-scr-144", "top1_loc_error"),
     ("8", "fine-tuning all layers beats FC only (PCR)", "eval-loc-all-pcr-144", "eval-loc-fc-pcr-144", "top1_loc_error"),
@@ -218,6 +235,12 @@ class Reproduce:
             if multi:  # net A is not in the paper's Table 4
                 self.ev(f"eval-{net}-multi{sx}", CLS_CONFIG, "cls-dense", "--checkpoint", ckpt, "--scales", multi)
         jit = f"{runs}/cls-D-jit{sx}/model.pt"
+        # Tables 6-7: the nets fused (section 4.4), each at its own multi-scale Q of Table 4.
+        d112, d144 = f"{runs}/cls-D-112{sx}/model.pt", f"{runs}/cls-D-144{sx}/model.pt"
+        self.ev(f"eval-fusion-2{sx}", CLS_CONFIG, "cls-dense", "--checkpoint", d144, "--scales", Q144,
+                "--checkpoint", jit, "--scales", MULTI)
+        self.ev(f"eval-fusion-3{sx}", CLS_CONFIG, "cls-dense", "--checkpoint", d112, "--scales", Q112,
+                "--checkpoint", d144, "--scales", Q144, "--checkpoint", jit, "--scales", MULTI)
         self.ev(f"eval-D-jit-multicrop{sx}", CLS_CONFIG, "cls-multicrop", "--checkpoint", jit, "--scales", TABLE5_Q)
         self.ev(f"eval-D-jit-both{sx}", CLS_CONFIG, "cls-both", "--checkpoint", jit, "--scales", TABLE5_Q)
         # Localisers (Appendix A), each from the classifier of its training scale.
@@ -444,7 +467,7 @@ class Reproduce:
         lines = [
             "# Reproduction in miniature",
             "",
-            "The paper's comparisons (Tables 3, 4, 5, 8, 9 and 11) re-run on a generated data set: "
+            "The paper's comparisons (Tables 3-9 and 11) re-run on a generated data set: "
             f"`vgglocal data synth {self.data} {' '.join(SYNTH)} --seed {self.data_seed}` "
             f"({CLASSES * 1000:,} training and {n_val:,} validation images of {CLASSES} shape classes, 128 px). Every "
             f"number of ours comes from real training and evaluation runs made by `bin/reproduce`, once per training "
@@ -464,7 +487,7 @@ class Reproduce:
             f"Stages finished: {len(done)} (a partial report says '-' where a row has not run).",
             "",
         ]
-        for table in ("3", "4", "5", "8", "9"):
+        for table in ("3", "4", "5", "6", "7", "8", "9"):
             lines += [f"## {TITLES[table]}", ""]
             loc = table in ("8", "9")
             if loc:
@@ -577,7 +600,7 @@ class Reproduce:
         except ImportError:
             self.stages.log("matplotlib not installed (pip install -e '.[plot]'): no plot")
             return False
-        tables = ("3", "4", "5", "8", "9")
+        tables = ("3", "4", "5", "6", "8", "9")  # Table 7 repeats rows of 4 and 6
         counts = [sum(r.table == t for r in ROWS) for t in tables]
         fig, axes = plt.subplots(len(tables), 1, figsize=(9, 2.2 + 0.55 * sum(counts)), height_ratios=counts)
         for ax, table in zip(axes, tables, strict=True):

@@ -1,5 +1,5 @@
 """bin/reproduce's bookkeeping (no training): each stage's JSON under reports/ with per-image
-errors, cells as mean ± std over seeds, the orderings' pooled paired tests, and a partial
+errors, cells as mean ± std over seeds, the orderings' image-level paired tests (Holm-adjusted), Tables 6-7's fusion stages, and a partial
 report while stages are missing."""
 
 from __future__ import annotations
@@ -114,3 +114,36 @@ def test_record_of_a_transfer_stage_keeps_every_test_image(rp, tmp_path):
     rep.record("transfer-trained-stack-s0", folder, per_image=True)
     saved = json.loads((tmp_path / "reports" / "reproduction" / "transfer-trained-stack-s0.json").read_text())
     assert saved["images"] == 3 and saved["per_image"] == {"top1_cls_error": "010"}
+
+
+def test_tables_6_and_7_fuse_the_d_nets_at_their_own_scales(rp, tmp_path, monkeypatch):
+    """Section 4.4 in miniature: cls-dense over two and three D classifiers, each with its own
+    Table 4 scales; their rows in Tables 6 and 7 and the two orderings of Table 6."""
+    monkeypatch.setattr(rp, "STABILITY", tmp_path / "stability.json")
+    rep = rp.Reproduce(tmp_path / "reproduce", tmp_path / "runs", tmp_path / "reports" / "reproduction.md", False, 0,
+                       execute=False, seeds=(0,))
+    ran: dict[str, list[str]] = {}
+    monkeypatch.setattr(rep.stages, "stage", lambda name, cmd, resumable=None: ran.__setitem__(name, cmd))
+    rep.seed(0)
+    two, three = ran["eval-fusion-2-s0"], ran["eval-fusion-3-s0"]
+    assert two[two.index("--protocol") + 1] == "cls-dense"
+    nets = [(a, b) for a, b in zip(three, three[1:], strict=False) if a == "--checkpoint"]
+    assert [b.rsplit("/", 2)[-2] for _, b in nets] == ["cls-D-112-s0", "cls-D-144-s0", "cls-D-jit-s0"]
+    scales = [three[i + 1] for i, a in enumerate(three) if a == "--scales"]
+    assert scales == [rp.Q112, rp.Q144, rp.MULTI]
+    assert two.count("--checkpoint") == 2 and [two[i + 1] for i, a in enumerate(two) if a == "--scales"] == [rp.Q144, rp.MULTI]
+
+    # the fused pair right on 10 images the best single net misses, the three-net fusion between
+    best, pair, trio = "1" * 10 + "0" * 10, "0" * 20, "1" * 4 + "0" * 16
+    _stage(rep, "eval-D-jit-multi-s0", {"top1_cls_error": 0.5, "top5_cls_error": 0.1}, {"top1_cls_error": best})
+    _stage(rep, "eval-fusion-2-s0", {"top1_cls_error": 0.0, "top5_cls_error": 0.0}, {"top1_cls_error": pair})
+    _stage(rep, "eval-fusion-3-s0", {"top1_cls_error": 0.2, "top5_cls_error": 0.05}, {"top1_cls_error": trio})
+    rep.write_report()
+    text = rep.report.read_text()
+    assert "## Table 6 analogue: ConvNet fusion" in text and "## Table 7 analogue" in text
+    assert "| post-submission: the two best | 144 and [112,144] |" in text and "| 24.0 | 7.1 |" in text
+    assert "| VGG, 1 net | [112,144] |" in text and "`eval-D-jit-multi-s*`" in text
+    single = next(line for line in text.splitlines() if "fusing the two best nets beats the best single one" in line)
+    assert "| 10 / 0 |" in single and f"| {2 * 0.5 ** 10:.2g} |" in single
+    larger = next(line for line in text.splitlines() if "the submission's larger ensemble" in line)
+    assert "| 4 / 0 |" in larger and larger.endswith("| not resolved |")
