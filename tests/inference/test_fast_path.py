@@ -129,3 +129,15 @@ def test_default_eval_options_give_the_reference_predictions_on_the_demo_nets(mo
         torch.testing.assert_close(g.scores, w.scores, rtol=1e-4, atol=1e-6)
         assert g.boxes.shape == w.boxes.shape
         torch.testing.assert_close(g.boxes, w.boxes, rtol=0, atol=1e-2)  # pixels
+
+
+def test_penultimate_over_rows_is_fc7_of_the_convolutions():
+    # Appendix B's features (vgglocal features): FC6 and FC7 over the rows, no FC8, no box head
+    torch.manual_seed(1)
+    net = build_vgg("A", num_classes=5, width=0.125, fc_width=24, crop=64, init="kaiming", box_head="pcr").eval()
+    xs = [torch.randn(2, 3, 100, 130), torch.randn(1, 3, 64, 64)]
+    got = net.maps_batched(xs, penultimate=True)
+    for x, g in zip(xs, got, strict=True):
+        assert g.keys() == {"scores"}
+        want = net.penultimate(x)
+        assert g["scores"].shape == want.shape and close(want, g["scores"])

@@ -48,6 +48,13 @@ class _PooledFC7:
     def maps(self, x: Tensor) -> dict[str, Tensor]:
         return {"scores": self.model.penultimate(x).float().mean(dim=(-2, -1), keepdim=True)}
 
+    def maps_batched(self, xs) -> list[dict[str, Tensor]]:
+        """:meth:`maps` of several batches, FC6 and FC7 as matrix products over the locations of
+        all of them (:meth:`vgglocal.models.vgg.VGG.maps_batched`: on the CPU, each weight
+        read once for the chunk's size groups, not once per group)."""
+        return [{"scores": m["scores"].float().mean(dim=(-2, -1), keepdim=True)}
+                for m in self.model.maps_batched(xs, penultimate=True)]
+
 
 @torch.no_grad()
 def scale_descriptors(

@@ -44,9 +44,10 @@ class FCHead(nn.Sequential):
         m6 = w6.permute(0, 2, 3, 1).reshape(w6.shape[0], -1) if channels_last else w6.reshape(w6.shape[0], -1)
         return [m6, *(conv.weight.reshape(conv.weight.shape[0], -1) for conv in (self.fc7, self.fc8))], channels_last
 
-    def over_rows(self, rows: Tensor, weights: list[Tensor] | None = None) -> Tensor:
+    def over_rows(self, rows: Tensor, weights: list[Tensor] | None = None, upto: str = "fc8") -> Tensor:
         """The head on unrolled FC6 windows ``rows [P, C*k*k]`` (eval mode: dropout is the
-        identity): ``[P, outputs]``.
+        identity): ``[P, outputs]``; ``upto="fc7"``: FC7's activations after its ReLU
+        ``[P, hidden]`` (Appendix B's feature).
 
         The rows are zero-padded to a multiple of :data:`ROW_ALIGN`: MKL's matrix product
         takes another path (another rounding) for a product of a few rows, and from 8 rows on
@@ -62,6 +63,8 @@ class FCHead(nn.Sequential):
             rows = torch.cat([rows, rows.new_zeros(pad, rows.shape[1])])
         x = torch.relu_(F.linear(rows, w6, self.fc6.bias))
         x = torch.relu_(F.linear(x, w7, self.fc7.bias))
+        if upto == "fc7":
+            return x[:n]
         return F.linear(x, w8, self.fc8.bias)[:n]
 
 

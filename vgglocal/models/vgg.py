@@ -118,7 +118,7 @@ class VGG(nn.Module):
         return out
 
     @torch.no_grad()
-    def maps_batched(self, xs: Iterable[Tensor], block: int = ROW_BLOCK) -> list[dict[str, Tensor]]:
+    def maps_batched(self, xs: Iterable[Tensor], block: int = ROW_BLOCK, penultimate: bool = False) -> list[dict[str, Tensor]]:
         """:meth:`maps` of several batches (each of one image size) in eval mode, the FC heads
         applied once over the locations of all of them.
 
@@ -134,14 +134,17 @@ class VGG(nn.Module):
         Args:
             xs: input batches ``[N, 3, H, W]``.
             block: floats of unrolled FC6 rows per matrix product (bounds the memory).
+            penultimate: ``{"scores": penultimate(x)}`` instead (the classification head up
+                to FC7's ReLU, :meth:`penultimate`).
 
         Returns:
             ``maps(x)`` of each batch, in order (``[N, out, h, w]`` views of row-major results).
         """
         if self.training:
-            return [self.maps(x) for x in xs]
+            return [{"scores": self.penultimate(x)} if penultimate else self.maps(x) for x in xs]
         feats = [self.features(self._pad(x)) for x in xs]
-        heads = {"scores": self.cls_head, **({"boxes": self.box_head} if self.box_head is not None else {})}
+        heads = {"scores": self.cls_head, **({"boxes": self.box_head} if self.box_head is not None and not penultimate else {})}
+        upto = "fc7" if penultimate else "fc8"
         k = self.crop // STRIDE
         # (batch, first image, last image) pieces, several pieces to a block of rows
         blocks: list[list[tuple[int, int, int]]] = [[]]
@@ -167,7 +170,7 @@ class VGG(nn.Module):
                 weights, channels_last = head.row_weights()
                 if channels_last not in rows:
                     rows[channels_last] = torch.cat([_patch_rows(feats[b][lo:hi], k, channels_last) for b, lo, hi in members])
-                outs[name] = head.over_rows(rows[channels_last], weights)
+                outs[name] = head.over_rows(rows[channels_last], weights, upto)
             counts = [(hi - lo) * (feats[b].shape[2] - k + 1) * (feats[b].shape[3] - k + 1) for b, lo, hi in members]
             for name, out in outs.items():
                 for (b, _, _), part in zip(members, out.split(counts), strict=True):
